@@ -1,0 +1,34 @@
+# `make test` and `make demo` set everything up in .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build that installs from local disk; an unpinned
+# torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test,examples]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/macattr demo --out demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check macattr examples benchmarks tests
+	$(VENV)/bin/ruff format --check macattr examples benchmarks tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mac.py --quick
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

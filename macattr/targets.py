@@ -1,0 +1,185 @@
+"""Scalar-per-sample targets ``F`` for image-to-image models.
+
+``gradient_magnitude(model)`` and friends wrap a model (N, C, H, W) → (N, C', H', W')
+into a module whose forward returns one value per sample, shape (N,). The wrapper
+is an ``nn.Module`` holding the model, so ``wrapper.modules()`` contains the
+model's layers and attribution classes can check that a layer belongs to it.
+
+Captum's ``target`` (class index, tuple, or per-sample list/tensor) is applied by
+:func:`select_target` for models that already output a score per class.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from macattr._checks import check_int
+
+TargetType = Union[None, int, tuple, Tensor, Sequence[Union[int, tuple]]]
+
+
+def gradient_magnitude_of(images: Tensor, eps: float = 1e-12) -> Tensor:
+    """LAM/RAM target: per sample, ``Σ sqrt((I[h] − I[h+1])² + (I[w] − I[w+1])²)``.
+
+    images: (N, C, H, W) with H, W ≥ 2 → (N,) summed over channels and the
+    (H−1)×(W−1) grid of forward differences. ``eps`` inside the root keeps the
+    gradient finite where the image is flat (it adds at most ``sqrt(eps)`` per term).
+    """
+    if images.dim() != 4 or images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(f"gradient_magnitude needs outputs (N, C, H, W) with H, W >= 2, got {tuple(images.shape)}")
+    images = images.float() if images.dtype in (torch.float16, torch.bfloat16) else images
+    down = images[:, :, :-1, :-1] - images[:, :, 1:, :-1]
+    right = images[:, :, :-1, :-1] - images[:, :, :-1, 1:]
+    return torch.sqrt(down.square() + right.square() + eps).flatten(1).sum(1)
+
+
+def output_sum_of(images: Tensor) -> Tensor:
+    """Per-sample sum of every output element: (N, ...) → (N,)."""
+    return images.flatten(1).sum(1)
+
+
+def output_mean_of(images: Tensor) -> Tensor:
+    """Per-sample mean of every output element: (N, ...) → (N,)."""
+    return images.flatten(1).mean(1)
+
+
+class ReducedModel(nn.Module):
+    """``model`` followed by a reduction of its output to one scalar per sample."""
+
+    def __init__(self, model: Callable[..., Tensor], reduce: Callable[[Tensor], Tensor], name: str) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable (an nn.Module or function), got {type(model).__name__}")
+        self.model = model
+        self.reduce = reduce
+        self.name = name
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        output = self.model(*args, **kwargs)
+        if not isinstance(output, Tensor):
+            raise TypeError(f"target {self.name!r} needs a model that returns a tensor, got {type(output).__name__}")
+        return self.reduce(output)
+
+    def extra_repr(self) -> str:
+        return f"target={self.name}"
+
+
+def gradient_magnitude(model: Callable[..., Tensor], window: Optional[tuple] = None) -> ReducedModel:
+    """``F`` = gradient magnitude of the output (LAM/RAM target); ``window=(top, left, size)`` crops first."""
+    reduce = gradient_magnitude_of if window is None else _cropped(gradient_magnitude_of, *window)
+    return ReducedModel(model, reduce, "gradient_magnitude")
+
+
+def output_sum(model: Callable[..., Tensor]) -> ReducedModel:
+    """``F`` = sum of the output."""
+    return ReducedModel(model, output_sum_of, "output_sum")
+
+
+def output_mean(model: Callable[..., Tensor]) -> ReducedModel:
+    """``F`` = mean of the output."""
+    return ReducedModel(model, output_mean_of, "output_mean")
+
+
+_REDUCTIONS = {"sum": output_sum_of, "mean": output_mean_of, "gradient_magnitude": gradient_magnitude_of}
+
+
+def window(model: Callable[..., Tensor], top: int, left: int, size: int, of: str = "sum") -> ReducedModel:
+    """``F`` = ``of`` ("sum", "mean" or "gradient_magnitude") of the output window
+    ``[top : top + size, left : left + size]`` (pixels of the output image)."""
+    if of not in _REDUCTIONS:
+        raise ValueError(f"of must be one of {sorted(_REDUCTIONS)}, got {of!r}")
+    return ReducedModel(model, _cropped(_REDUCTIONS[of], top, left, size), f"window_{of}")
+
+
+def _cropped(reduce: Callable[[Tensor], Tensor], top: int, left: int, size: int) -> Callable[[Tensor], Tensor]:
+    top, left = check_int("top", top, 0), check_int("left", left, 0)
+    size = check_int("size", size, 1)
+
+    def crop_then_reduce(images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        if top + size > height or left + size > width:
+            raise ValueError(
+                f"window top={top}, left={left}, size={size} does not fit the output of size {height}×{width}"
+            )
+        return reduce(images[..., top : top + size, left : left + size])
+
+    return crop_then_reduce
+
+
+def from_name(model: Callable[..., Tensor], name: str) -> ReducedModel:
+    """The target called ``name``: "gradient_magnitude", "sum" or "mean"."""
+    if name not in _REDUCTIONS:
+        raise ValueError(f"target must be one of {sorted(_REDUCTIONS)}, got {name!r}")
+    return ReducedModel(model, _REDUCTIONS[name], name)
+
+
+def expand_target(target: TargetType, n_samples: int, repeats: int) -> TargetType:
+    """Repeat a per-sample ``target`` for ``repeats`` step-major copies of the batch."""
+    if isinstance(target, Tensor) and target.numel() > 1:
+        if target.numel() != n_samples:
+            raise ValueError(f"target tensor must have one entry per sample ({n_samples}), got {target.numel()}")
+        return target.reshape(-1).repeat(repeats)
+    if isinstance(target, list):
+        if len(target) != n_samples:
+            raise ValueError(f"target list must have one entry per sample ({n_samples}), got {len(target)}")
+        return target * repeats
+    return target
+
+
+def select_target(output: Tensor, target: TargetType) -> Tensor:
+    """Captum's target selection, then check one scalar per row: (R, ...) → (R,)."""
+    if not isinstance(output, Tensor):
+        raise TypeError(f"the forward function must return a tensor, got {type(output).__name__}")
+    rows = output.shape[0] if output.dim() else 0
+    try:
+        selected = _index(output, target, rows)
+    except IndexError as error:
+        raise ValueError(
+            f"target {target!r} does not index the forward function's output of shape {tuple(output.shape)}: {error}"
+        ) from None
+    if selected.dim() == 2 and selected.shape[1] == 1:
+        selected = selected[:, 0]
+    if selected.dim() != 1 or selected.shape[0] != rows:
+        raise ValueError(
+            "the forward function must return one scalar per sample (shape (N,) or (N, 1)) after applying "
+            f"target, got shape {tuple(selected.shape)} for {rows} rows; wrap an image model with "
+            "macattr.targets (e.g. targets.gradient_magnitude(model)) or pass target="
+        )
+    return selected
+
+
+def _index(output: Tensor, target: TargetType, rows: int) -> Tensor:
+    """``output`` (R, ...) indexed by a Captum-style ``target`` (already expanded to R rows)."""
+    if target is None:
+        return output
+    if isinstance(target, Tensor) and target.numel() == 1:
+        return output[:, int(target.item())]
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return output[:, int(target)]
+    if isinstance(target, tuple):
+        return output[(slice(None), *target)]
+    if isinstance(target, list) and target and all(isinstance(t, tuple) for t in target):
+        return torch.stack([output[(i, *t)] for i, t in enumerate(target)])
+    if isinstance(target, (Tensor, list)):
+        indices = torch.as_tensor(target, device=output.device)
+        return output[torch.arange(rows, device=output.device), indices]
+    raise TypeError(f"target must be None, an int, a tuple, a tensor or a list, got {type(target).__name__}")
+
+
+__all__ = [
+    "ReducedModel",
+    "expand_target",
+    "from_name",
+    "gradient_magnitude",
+    "gradient_magnitude_of",
+    "output_mean",
+    "output_mean_of",
+    "output_sum",
+    "output_sum_of",
+    "select_target",
+    "window",
+]
