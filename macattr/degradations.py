@@ -1,0 +1,107 @@
+"""The cheap degradations of RAM's appendix, on images (N, C, H, W) in [0, 1].
+
+Training draws: Gaussian noise σ ∈ (0, 50] on a 0–255 scale (then clipped),
+Gaussian blur with a 15 × 15 kernel and σ ∈ [0.1, 3.1], JPEG quality 20–90.
+Test settings: noise σ = 15, 25, 50; blur σ = 2.0; JPEG quality 50.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from macattr._checks import check_int, check_real
+
+TRAIN_RANGES: Dict[str, Tuple[float, float]] = {"noise": (0.0, 50.0), "blur": (0.1, 3.1), "jpeg": (20, 90)}
+TEST_SETTINGS: Dict[str, float] = {"noise15": 15, "noise25": 25, "noise50": 50, "blur2": 2.0, "jpeg50": 50}
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        raise TypeError("images must be a floating-point tensor (N, C, H, W) with values in [0, 1]")
+
+
+def gaussian_noise(images: Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Add N(0, (σ/255)²) per element, σ in [0, 255] on the 0–255 scale, then clip to [0, 1]."""
+    _check_images(images)
+    sigma = check_real("sigma", sigma, low=0.0, high=255.0)
+    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    return (images + noise * (sigma / 255.0)).clamp(0.0, 1.0)
+
+
+def gaussian_kernel(sigma: float, size: int = 15) -> Tensor:
+    """Normalised 2-D Gaussian kernel (size, size), float64; sums to 1."""
+    sigma = check_real("sigma", sigma, low=0.0, low_open=True)
+    size = check_int("size", size, 1)
+    if size % 2 == 0:
+        raise ValueError(f"size must be odd, got {size}")
+    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    line = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = line[:, None] * line[None, :]
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(images: Tensor, sigma: float, size: int = 15) -> Tensor:
+    """Blur every channel with a ``size × size`` Gaussian kernel of std ``sigma`` (reflect padding)."""
+    _check_images(images)
+    kernel = gaussian_kernel(sigma, size).to(images)
+    channels = images.shape[1]
+    pad = size // 2
+    if min(images.shape[-2:]) <= pad:
+        raise ValueError(f"images of size {tuple(images.shape[-2:])} are too small for a {size}×{size} blur")
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    return F.conv2d(padded, kernel.expand(channels, 1, size, size), groups=channels).clamp(0.0, 1.0)
+
+
+def jpeg(images: Tensor, quality: int) -> Tensor:
+    """Encode and decode each image as JPEG at ``quality`` in [1, 95] with Pillow's codec."""
+    _check_images(images)
+    quality = check_int("quality", quality, 1)
+    if quality > 95:
+        raise ValueError(f"quality must be an integer in [1, 95], got {quality}")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"jpeg needs 1 or 3 channels, got {images.shape[1]}")
+    out = []
+    for image in images:
+        array = (image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, "JPEG", quality=quality)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255.0
+        decoded = decoded[..., None] if decoded.ndim == 2 else decoded
+        out.append(torch.from_numpy(decoded).permute(2, 0, 1))
+    return torch.stack(out).to(device=images.device, dtype=images.dtype)
+
+
+def degrade(images: Tensor, kind: str, level: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Apply one degradation: ``kind`` "noise" (σ on 0–255), "blur" (σ) or "jpeg" (quality)."""
+    if kind == "noise":
+        return gaussian_noise(images, level, generator)
+    if kind == "blur":
+        return gaussian_blur(images, level)
+    if kind == "jpeg":
+        return jpeg(images, int(level))
+    raise ValueError(f"kind must be 'noise', 'blur' or 'jpeg', got {kind!r}")
+
+
+def random_level(kind: str, generator: torch.Generator) -> float:
+    """A training level drawn uniformly from the appendix's range for ``kind``."""
+    if kind not in TRAIN_RANGES:
+        raise ValueError(f"kind must be one of {sorted(TRAIN_RANGES)}, got {kind!r}")
+    low, high = TRAIN_RANGES[kind]
+    if kind == "jpeg":
+        return float(torch.randint(int(low), int(high) + 1, (), generator=generator))
+    value = low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+    return max(value, 1e-3) if kind == "noise" else value  # σ ∈ (0, 50]
+
+
+def named_setting(name: str) -> Tuple[str, float]:
+    """("noise", 25.0) for "noise25", etc.; see ``TEST_SETTINGS``."""
+    if name not in TEST_SETTINGS:
+        raise ValueError(f"test setting must be one of {sorted(TEST_SETTINGS)}, got {name!r}")
+    return name.rstrip("0123456789"), float(TEST_SETTINGS[name])
