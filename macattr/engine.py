@@ -61,11 +61,12 @@ class ConductanceSum:
     def update(self, values: Tensor, grads: Tensor, weights: Tensor) -> None:
         dtype = _accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
-        part = (grads[:-1] * (values[1:] - values[:-1])).sum(0)
+        part = torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0)
         if self._last_value is not None:
-            part += self._last_grad * (values[0] - self._last_value)
-        self.total = part if self.total is None else self.total + part
-        self._last_value, self._last_grad = values[-1], grads[-1]
+            part.addcmul_(self._last_grad, values[0] - self._last_value)
+        self.total = part if self.total is None else self.total.add_(part)
+        # copies, so that the pass's (S, N, ...) tensors can be freed
+        self._last_value, self._last_grad = values[-1].clone(), grads[-1].clone()
 
     def compute(self) -> Tensor:
         return self.total
@@ -266,17 +267,27 @@ def _saved_bytes(run: Callable[[], object]) -> Tuple[object, int]:
     return result, total
 
 
-def automatic_steps_per_pass(bytes_per_step: int, device: torch.device, n_points: int) -> int:
+CPU_PASS_BYTES = 64 * 2**20
+CPU_MAX_STEPS = 8
+CUDA_MAX_STEPS = 64
+
+
+def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
     """Grid points per pass when ``internal_batch_size`` is not given.
 
-    On CUDA: as many as fit in a quarter of the free memory (``bytes_per_step``
-    is what autograd saved for one grid point of the batch), at most 64. On CPU
-    larger passes bring little, so one grid point per pass.
+    ``bytes_per_step`` is what autograd saved for one grid point of the batch.
+    Batching grid points amortises the per-pass cost of small networks. On CPU a
+    pass saves at most 64 MiB and holds at most 8 grid points, so memory does
+    not grow with ``n_steps`` from n_steps = 8 on. On CUDA a pass takes at most
+    a quarter of the free memory (counting the saved tensors three times for
+    the backward pass's own buffers), and at most 64 grid points.
     """
-    if device.type != "cuda" or bytes_per_step <= 0:
-        return 1
+    if bytes_per_step <= 0:
+        return CPU_MAX_STEPS if device.type != "cuda" else CUDA_MAX_STEPS
+    if device.type != "cuda":
+        return max(1, min(CPU_MAX_STEPS, CPU_PASS_BYTES // bytes_per_step))
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(64, n_points, int(0.25 * free) // (3 * bytes_per_step)))
+    return max(1, min(CUDA_MAX_STEPS, int(0.25 * free) // (3 * bytes_per_step)))
 
 
 def sweep(
@@ -328,16 +339,17 @@ def sweep(
         )
         if not sums:
             sums.extend([RULES[rule]() for _ in tensors] for tensors in batch.values)
-        for layer_sums, layer_values, layer_grads in zip(sums, batch.values, batch.grads):
-            for acc, value, grad in zip(layer_sums, layer_values, layer_grads):
-                acc.update(value, grad, batch.weights)
+        with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
+            for layer_sums, layer_values, layer_grads in zip(sums, batch.values, batch.grads):
+                for acc, value, grad in zip(layer_sums, layer_values, layer_grads):
+                    acc.update(value, grad, batch.weights)
         outputs.append(batch.outputs)
 
     with LayerRecorder(layers, to_layer_input) as recorder:
         start = 0
         if steps_per_pass is None:
             _, saved = _saved_bytes(lambda: run(slice(0, 1), recorder))
-            steps_per_pass = automatic_steps_per_pass(saved, inputs[0].device, len(alphas))
+            steps_per_pass = automatic_steps_per_pass(saved, inputs[0].device)
             start = 1
         for first in range(start, len(alphas), steps_per_pass):
             run(slice(first, min(first + steps_per_pass, len(alphas))), recorder)

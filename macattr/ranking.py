@@ -110,12 +110,16 @@ def image_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _neuron_means(attributions: Sequence[Any]) -> Tensor:
-    """Per layer, mean over its neurons of |attribution|: list of (B, ...) or tuples → (B, L)."""
+def _neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
+    """Per layer, mean over its neurons of |attribution|: list of (B·k, ...) or tuples → (B, L).
+
+    A layer whose rows are ``k`` per image (window attention: (B · windows, n, C))
+    has all ``k`` rows of an image counted as that image's neurons.
+    """
     columns = []
     for attribution in attributions:
         tensors = attribution if isinstance(attribution, tuple) else (attribution,)
-        flat = torch.cat([t.detach().abs().flatten(1).double() for t in tensors], dim=1)
+        flat = torch.cat([t.detach().abs().reshape(n_images, -1).double() for t in tensors], dim=1)
         columns.append(flat.mean(1))
     return torch.stack(columns, dim=1)
 
@@ -154,7 +158,7 @@ def _attribution_scores(
         attributions = LayerPathInternalInfluence(forward, modules, path=LinearPath()).attribute(x, **common)
     else:
         attributions = LayerPathConductance(forward, modules, path=LinearPath()).attribute(x, **common)
-    return _neuron_means(attributions)
+    return _neuron_means(attributions, x.shape[0])
 
 
 def _gradnorm_scores(model: nn.Module, modules: List[nn.Module], x: Tensor, y: Tensor, loss: Callable) -> Tensor:

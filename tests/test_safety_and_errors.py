@@ -66,7 +66,7 @@ def test_state_is_restored_when_the_forward_function_raises(after_calls: int) ->
     before = _state(model)
     with pytest.raises(RuntimeError, match="boom"):
         LayerMAC(Explodes(model, after_calls), [model.head, model.tail]).attribute(
-            torch.rand(1, 3, 6, 6, dtype=torch.float64), n_steps=6
+            torch.rand(1, 3, 6, 6, dtype=torch.float64), n_steps=6, internal_batch_size=1
         )
     assert _same(before, _state(model))
 

@@ -1,0 +1,83 @@
+"""The networks the benchmark measures: DnCNN-style, SwinIR-style (the RAM example's), ResNet-18-like."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from ram.networks import SwinIRStyle  # noqa: E402
+
+
+def dncnn(channels: int = 64, depth: int = 17) -> nn.Module:
+    """DnCNN without batch norm: ``depth`` 3×3 convs with ReLU between, predicting the residual."""
+    layers = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+    layers.append(nn.Conv2d(channels, 3, 3, padding=1))
+
+    class DnCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x - self.body(x)
+
+    return DnCNN()
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18(width: int = 64, classes: int = 10) -> nn.Module:
+    """ResNet-18 layout (2-2-2-2 basic blocks) for small images, in eval mode."""
+    widths = [width, 2 * width, 4 * width, 8 * width]
+    blocks, cin = [], width
+    for i, w in enumerate(widths):
+        for j in range(2):
+            blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+            cin = w
+    model = nn.Sequential(
+        nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        *blocks,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(cin, classes),
+    )
+    return model.eval()
+
+
+# name → (builder(quick) -> model, kind): "image" models use the gradient-magnitude target, "class" a class index
+NETWORKS: Dict[str, Tuple[Callable[[bool], nn.Module], str]] = {
+    "dncnn": (lambda quick: dncnn(32 if quick else 64), "image"),
+    "swinir": (
+        lambda quick: (
+            SwinIRStyle(dim=30, depths=(2, 2), heads=3) if quick else SwinIRStyle(dim=60, depths=(6, 6, 6, 6))
+        ),
+        "image",
+    ),
+    "resnet18": (lambda quick: resnet18(16 if quick else 64), "class"),
+}

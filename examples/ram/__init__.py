@@ -1,0 +1,1 @@
+"""The RAM reference pipeline: mask pre-training, MAC analysis, fine-tuning, evaluation."""

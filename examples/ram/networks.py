@@ -1,0 +1,170 @@
+"""Compact restoration networks for the RAM example: a SwinIR-style transformer.
+
+Images are (N, 3, H, W) in [0, 1]. ``forward(x, mask)`` takes an optional pixel
+mask (N, 1, H, W), 1 = masked: masked pixels are replaced by a learned mask
+token before the network sees them (RAM's mask pre-training).
+
+SwinIR-style (Liang et al. 2021): shallow conv → residual groups of shifted-
+window attention blocks, each group closed by a 3×3 conv and a skip → layer norm
+→ conv after the body (+ shallow features) → reconstruction conv, added to the input.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def window_partition(x: Tensor, size: int) -> Tensor:
+    """(B, H, W, C) → (B · H/size · W/size, size², C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // size, size, w // size, size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, size * size, c)
+
+
+def window_merge(windows: Tensor, size: int, h: int, w: int) -> Tensor:
+    """(B · H/size · W/size, size², C) → (B, H, W, C); the inverse of :func:`window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // size, w // size, size, size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def relative_position_index(size: int) -> Tensor:
+    """(size², size²) index into a ((2·size − 1)², heads) bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (size - 1)
+    return relative[..., 0] * (2 * size - 1) + relative[..., 1]
+
+
+def shifted_window_mask(h: int, w: int, size: int, shift: int, device: torch.device) -> Tensor:
+    """(windows, size², size²) additive mask: −100 between pixels from different regions after the cyclic shift."""
+    regions = torch.zeros(1, h, w, 1, device=device)
+    cuts = (slice(0, -size), slice(-size, -shift), slice(-shift, None))
+    label = 0
+    for rows in cuts:
+        for cols in cuts:
+            regions[:, rows, cols, :] = label
+            label += 1
+    windows = window_partition(regions, size).squeeze(-1)
+    different = windows[:, None, :] != windows[:, :, None]
+    return different.float() * -100.0
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    def __init__(self, dim: int, window: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B·windows, n, C); mask: (windows, n, n) or None."""
+        bw, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+        attn = attn + bias[None]
+        if mask is not None:
+            windows = mask.shape[0]
+            attn = attn.view(bw // windows, windows, self.heads, n, n) + mask[None, :, None]
+            attn = attn.view(bw, self.heads, n, n)
+        out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm window attention and MLP, both residual; every other block shifts the windows by half."""
+
+    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, H, W, C) with H, W multiples of the window size."""
+        b, h, w, c = x.shape
+        shortcut = x
+        x = self.norm1(x)
+        if self.shift:
+            x = torch.roll(x, (-self.shift, -self.shift), dims=(1, 2))
+        mask = shifted_window_mask(h, w, self.window, self.shift, x.device) if self.shift else None
+        x = window_merge(self.attn(window_partition(x, self.window), mask), self.window, h, w)
+        if self.shift:
+            x = torch.roll(x, (self.shift, self.shift), dims=(1, 2))
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class ResidualGroup(nn.Module):
+    """SwinIR's RSTB: Swin blocks, then a 3×3 conv, with a skip over the group. (B, C, H, W) → same."""
+
+    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio) for i in range(depth)
+        )
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.permute(0, 2, 3, 1)
+        for block in self.blocks:
+            h = block(h)
+        return x + self.conv(h.permute(0, 3, 1, 2))
+
+
+class SwinIRStyle(nn.Module):
+    """A SwinIR-style restorer: (N, 3, H, W) → (N, 3, H, W); any H, W (reflect-padded to the window)."""
+
+    def __init__(
+        self,
+        dim: int = 60,
+        depths: Sequence[int] = (6, 6, 6, 6),
+        heads: int = 6,
+        window: int = 8,
+        mlp_ratio: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.conv_first = nn.Conv2d(3, dim, 3, padding=1)
+        self.layers = nn.ModuleList(ResidualGroup(dim, d, heads, window, mlp_ratio) for d in depths)
+        self.norm = nn.LayerNorm(dim)
+        self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv_last = nn.Conv2d(dim, 3, 3, padding=1)
+
+    def _pad(self, x: Tensor) -> Tuple[Tensor, int, int]:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.window, (-w) % self.window
+        return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is not None:
+            x = x * (1 - mask) + self.mask_token * mask
+        padded, h, w = self._pad(x)
+        shallow = self.conv_first(padded)
+        deep = shallow
+        for group in self.layers:
+            deep = group(deep)
+        deep = self.norm(deep.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out = self.conv_last(self.conv_after_body(deep) + shallow)
+        return x + out[..., :h, :w]
