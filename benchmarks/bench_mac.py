@@ -92,7 +92,9 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> int:
         from captum.attr import LayerConductance
 
         for layer in config["captum_chosen"]:
-            LayerConductance(forward, layers[layer]).attribute(x, target=target, n_steps=n_steps)
+            LayerConductance(forward, layers[layer]).attribute(
+                x, target=target, n_steps=n_steps, internal_batch_size=config.get("captum_internal_batch_size")
+            )
         return len(config["captum_chosen"])
     raise ValueError(f"unknown method {method!r}")
 
@@ -140,7 +142,17 @@ def worker(config: Dict[str, Any]) -> Dict[str, Any]:
         base = _rss_bytes()
     with autocast:
         started = time.perf_counter()
-        covered = _run_method(config, forward, target, layers, x)
+        try:
+            covered = _run_method(config, forward, target, layers, x)
+        except torch.OutOfMemoryError:
+            if config["method"] != "captum":
+                raise
+            # Captum's default puts all N + 1 grid points in one batch; on OOM, 32 rows per pass instead
+            torch.cuda.empty_cache()
+            config["captum_internal_batch_size"] = 32 * x.shape[0]
+            torch.cuda.reset_peak_memory_stats()
+            started = time.perf_counter()
+            covered = _run_method(config, forward, target, layers, x)
         _sync(config["device"])
         times = [time.perf_counter() - started]
         peak = (
@@ -152,7 +164,8 @@ def worker(config: Dict[str, Any]) -> Dict[str, Any]:
             _sync(config["device"])
             times.append(time.perf_counter() - started)
     best = min(times[1:]) if len(times) > 1 else times[0]
-    return {"time_s": best, "peak_mb": max(peak, 0) / 2**20, "layers_covered": covered, "layers": len(layers)}
+    return {"time_s": best, "peak_mb": max(peak, 0) / 2**20, "layers_covered": covered, "layers": len(layers),
+            "captum_internal_batch_size": config.get("captum_internal_batch_size")}  # fmt: skip
 
 
 def measure(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -171,7 +184,7 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
              "resnet18": [32]}  # fmt: skip
     if args.device.startswith("cuda"):
         sizes = {"dncnn": [64, 128], "swinir": [64], "resnet18": [32]}
-    steps = [32] if args.quick else [32, 200]
+    steps = args.steps or ([32] if args.quick else [32, 200])
     rows = []
     for network in args.networks:
         for size in sizes[network]:
@@ -195,6 +208,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         floor_s=results["floor"]["time_s"],
         captum_s=captum_all,
         captum_layers_timed=captum["layers_covered"],
+        captum_internal_batch_size=captum["captum_internal_batch_size"],
         speedup=captum_all / results["mac"]["time_s"],
         speedup_target=0.8 * layers,
         floor_ratio=results["mac"]["time_s"] / results["floor"]["time_s"],
@@ -225,7 +239,11 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
     out = []
     for steps in (1, 4, 16, 64, None):
         ibs = None if steps is None else steps * args.batch
-        result = measure(dict(common, method="mac", internal_batch_size=ibs))
+        try:
+            result = measure(dict(common, method="mac", internal_batch_size=ibs))
+        except RuntimeError as error:  # out of memory at this pass size
+            print(f"grid points per pass {steps}: failed ({str(error).splitlines()[-1]})")
+            continue
         ratio = result["time_s"] / floor["time_s"]
         label = "auto" if steps is None else steps
         out.append(dict(steps_per_pass=label, mac_s=result["time_s"], floor_s=floor["time_s"], ratio=ratio,
@@ -241,9 +259,12 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
     print("-" * len(header))
     for r in rows:
         print(f"{r['network']:9s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-              f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['captum_s']:9.2f} {r['captum_layers_timed']:5d} "
+              f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['captum_s']:9.2f} "
+              f"{str(r['captum_layers_timed']) + ('*' if r['captum_internal_batch_size'] else ''):>5s} "
               f"{r['speedup']:8.1f} {r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} {r['mac_mb']:7.1f} "
               f"{r['floor_mb']:8.1f} {r['captum_mb']:9.1f}")  # fmt: skip
+    if any(r["captum_internal_batch_size"] for r in rows):
+        print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
     if memory:
         print(f"\n{'network':9s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s}")
         for m in memory:
@@ -313,6 +334,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reps", type=int, default=2, help="timed repetitions after the warm-up")
     parser.add_argument("--captum-layers", type=int, default=3, help="layers Captum is timed on (then extrapolated)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], help="n_steps list, e.g. 32,200")
     parser.add_argument("--scaling", help="folder for the scaling plots (skips the main table)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -1,0 +1,103 @@
+"""Correctness on CUDA, run on a GPU machine (CI has none): prints one line per check and exits 1 on a failure.
+
+    python benchmarks/gpu_checks.py
+
+- MAC on CUDA equals MAC on the CPU (float64), all layers of a residual net in one sweep;
+- conductance along the linear path equals Captum's LayerConductance (riemann_trapezoid) on CUDA;
+- completeness is exact at the last layer on CUDA (float64);
+- bf16 autocast stays close to float32 and returns float32 sums;
+- the automatic grid points per pass chosen on this GPU, and the model left as found.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from captum.attr import LayerConductance
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from networks import NETWORKS  # noqa: E402
+
+import macattr  # noqa: E402
+from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
+from macattr.engine import _saved_bytes, automatic_steps_per_pass  # noqa: E402
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 1))
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        return self.tail(h + self.block(h))
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA device")
+        return 1
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    failures = 0
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")
+
+    torch.manual_seed(0)
+    cpu_model = Residual().double()
+    gpu_model = Residual().double().cuda()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    layers = lambda m: [m.head, m.block[0], m.block[2], m.tail]  # noqa: E731
+    cpu = LayerMAC(targets.gradient_magnitude(cpu_model), layers(cpu_model)).attribute(x, n_steps=50, seed=0)
+    gpu = LayerMAC(targets.gradient_magnitude(gpu_model), layers(gpu_model)).attribute(x.cuda(), n_steps=50, seed=0)
+    diff = max((a - b.cpu()).abs().max().item() for a, b in zip(cpu, gpu))
+    check("MAC CUDA == CPU (float64)", diff < 1e-9, f"max |difference| {diff:.2e}")
+
+    forward = targets.output_sum(gpu_model)
+    worst = 0.0
+    for layer in layers(gpu_model):
+        ours = LayerPathConductance(forward, layer).attribute(x.cuda(), n_steps=40)
+        theirs = LayerConductance(forward, layer).attribute(x.cuda(), n_steps=40, method="riemann_trapezoid")
+        worst = max(worst, (ours - theirs).abs().max().item())
+    check("linear-path conductance == Captum on CUDA", worst < 1e-6, f"max |difference| {worst:.2e}")
+
+    _, delta = LayerMAC(forward, gpu_model.tail).attribute(x.cuda(), n_steps=30, seed=1, return_convergence_delta=True)
+    check("completeness at the last layer (CUDA, float64)", delta.abs().max().item() < 1e-9,
+          f"max |delta| {delta.abs().max().item():.2e}")  # fmt: skip
+
+    model32 = Residual().cuda()
+    model32.load_state_dict({k: v.float() for k, v in cpu_model.state_dict().items()})
+    f32 = targets.gradient_magnitude(model32)
+    exact = LayerMAC(f32, layers(model32)).attribute(x.float().cuda(), n_steps=50, seed=0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = LayerMAC(f32, layers(model32)).attribute(x.float().cuda(), n_steps=50, seed=0)
+    relative = max(((a - b).abs().sum() / b.abs().sum()).item() for a, b in zip(low, exact))
+    check("bf16 autocast close to float32", relative < 0.1 and all(t.dtype == torch.float32 for t in low),
+          f"largest relative L1 error {relative:.3f}, dtypes {sorted({str(t.dtype) for t in low})}")  # fmt: skip
+
+    build, _ = NETWORKS["swinir"]
+    swin = build(False).cuda().eval()
+    flags = [p.requires_grad for p in swin.parameters()]
+    image = torch.rand(1, 3, 64, 64, device="cuda")
+    _, saved = _saved_bytes(lambda: targets.gradient_magnitude(swin)(image.requires_grad_()).sum())
+    steps = automatic_steps_per_pass(saved, image.device)
+    print(f"INFO SwinIR-style 64x64: {saved / 2**20:.0f} MiB saved per grid point;", end=" ")
+    print(f"automatic grid points per pass: {steps}")
+    scores = macattr.rank_layers(swin, [image.detach()], n_steps=200, progress=False)
+    unchanged = [p.requires_grad for p in swin.parameters()] == flags and all(p.grad is None for p in swin.parameters())
+    check("rank_layers on CUDA (SwinIR-style, 176 layers) leaves the model as found", unchanged and len(scores) > 100,
+          f"top 3: {scores.top_k(3)}")  # fmt: skip
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
