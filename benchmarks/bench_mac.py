@@ -251,18 +251,28 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return out
 
 
+ROW_HEADER = (
+    f"{'network':9s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
+    f"{'Captum s':>9s} {'timed':>5s} {'speed-up':>8s} {'0.8L':>6s} {'MAC/floor':>9s} "
+    f"{'MAC MB':>7s} {'floor MB':>8s} {'Captum MB':>9s}"
+)
+
+
+def format_row(r: Dict[str, Any]) -> str:
+    timed = str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
+    return (
+        f"{r['network']:9s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
+        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['captum_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} "
+        f"{r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} {r['mac_mb']:7.1f} {r['floor_mb']:8.1f} "
+        f"{r['captum_mb']:9.1f}"
+    )
+
+
 def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> None:
-    header = (f"{'network':9s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-              f"{'Captum s':>9s} {'timed':>5s} {'speed-up':>8s} {'0.8L':>6s} {'MAC/floor':>9s} "
-              f"{'MAC MB':>7s} {'floor MB':>8s} {'Captum MB':>9s}")  # fmt: skip
-    print(header)
-    print("-" * len(header))
+    print(ROW_HEADER)
+    print("-" * len(ROW_HEADER))
     for r in rows:
-        print(f"{r['network']:9s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-              f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['captum_s']:9.2f} "
-              f"{str(r['captum_layers_timed']) + ('*' if r['captum_internal_batch_size'] else ''):>5s} "
-              f"{r['speedup']:8.1f} {r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} {r['mac_mb']:7.1f} "
-              f"{r['floor_mb']:8.1f} {r['captum_mb']:9.1f}")  # fmt: skip
+        print(format_row(r))
     if any(r["captum_internal_batch_size"] for r in rows):
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
     if memory:
@@ -348,7 +358,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         unknown = set(args.networks) - set(NETWORKS)
         if unknown:
             parser.error(f"--networks: unknown {sorted(unknown)}; choose from {sorted(NETWORKS)}")
-        rows = [run_row(row, args) for row in plan(args)]
+        rows = []
+        for row in plan(args):
+            rows.append(run_row(row, args))
+            print("progress:", format_row(rows[-1]), flush=True)
         memory = memory_rows(args)
         batches = batch_size_rows(args) if args.device.startswith("cuda") else []
         print_tables(rows, memory, batches)
