@@ -38,10 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from networks import NETWORKS  # noqa: E402
-
 import macattr  # noqa: E402
 from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
+from networks import NETWORKS  # noqa: E402
 
 METHODS = ("mac", "linear", "floor", "captum")
 
@@ -113,6 +112,8 @@ def _captum_layers(forward, target, layers, x, count: int) -> List[int]:
     for index in spread:
         try:
             LayerConductance(forward, layers[index]).attribute(x, target=target, n_steps=2)
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError:
             continue
         chosen.append(index)
@@ -142,11 +143,14 @@ def worker(config: Dict[str, Any]) -> Dict[str, Any]:
         base = _rss_bytes()
     with autocast:
         started = time.perf_counter()
+        out_of_memory = False
         try:
             covered = _run_method(config, forward, target, layers, x)
         except torch.OutOfMemoryError:
             if config["method"] != "captum":
                 raise
+            out_of_memory = True  # retried below, once the traceback no longer holds the tensors
+        if out_of_memory:
             # Captum's default puts all N + 1 grid points in one batch; on OOM, 32 rows per pass instead
             torch.cuda.empty_cache()
             config["captum_internal_batch_size"] = 32 * x.shape[0]
@@ -180,10 +184,10 @@ def measure(config: Dict[str, Any]) -> Dict[str, Any]:
 
 def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """The configurations to measure: per network, its input sizes and the step counts."""
-    sizes = {"dncnn": [32] if args.quick else [32, 64], "swinir": [32] if args.quick else [32, 64],
-             "resnet18": [32]}  # fmt: skip
+    sizes = {"dncnn": [32] if args.quick else [32, 64], "swinir-small": [32] if args.quick else [32, 64],
+             "swinir": [64], "resnet18": [32]}  # fmt: skip
     if args.device.startswith("cuda"):
-        sizes = {"dncnn": [64, 128], "swinir": [64], "resnet18": [32]}
+        sizes.update(dncnn=[64, 128])
     steps = args.steps or ([32] if args.quick else [32, 200])
     rows = []
     for network in args.networks:
@@ -339,7 +343,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="CUDA: run under bf16 autocast")
-    parser.add_argument("--networks", default="dncnn,swinir,resnet18")
+    parser.add_argument("--networks", help="default: dncnn,swinir-small,resnet18 (CPU); dncnn,swinir,resnet18 (CUDA)")
     parser.add_argument("--batch", type=int, default=1, help="images per attribution call")
     parser.add_argument("--reps", type=int, default=2, help="timed repetitions after the warm-up")
     parser.add_argument("--captum-layers", type=int, default=3, help="layers Captum is timed on (then extrapolated)")
@@ -354,7 +358,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.scaling:
         results: Dict[str, Any] = {"scaling": scaling(Path(args.scaling), args.threads)}
     else:
-        args.networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+        default = "dncnn,swinir,resnet18" if args.device.startswith("cuda") else "dncnn,swinir-small,resnet18"
+        args.networks = [n.strip() for n in (args.networks or default).split(",") if n.strip()]
         unknown = set(args.networks) - set(NETWORKS)
         if unknown:
             parser.error(f"--networks: unknown {sorted(unknown)}; choose from {sorted(NETWORKS)}")

@@ -20,11 +20,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from networks import NETWORKS  # noqa: E402
-
 import macattr  # noqa: E402
 from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
 from macattr.engine import _saved_bytes, automatic_steps_per_pass  # noqa: E402
+from networks import NETWORKS  # noqa: E402
 
 
 class Residual(nn.Module):

@@ -70,14 +70,12 @@ def resnet18(width: int = 64, classes: int = 10) -> nn.Module:
     return model.eval()
 
 
-# name → (builder(quick) -> model, kind): "image" models use the gradient-magnitude target, "class" a class index
+# name → (builder(quick) -> model, kind): "image" models use the gradient-magnitude target, "class" a class index.
+# "swinir" is SwinIR-light's size (dim 60, 4 groups of 6 blocks, 176 candidate layers); "swinir-small" is
+# the same architecture with dim 30 and 2 groups of 2 blocks (34 layers), small enough for CPU runs.
 NETWORKS: Dict[str, Tuple[Callable[[bool], nn.Module], str]] = {
     "dncnn": (lambda quick: dncnn(32 if quick else 64), "image"),
-    "swinir": (
-        lambda quick: (
-            SwinIRStyle(dim=30, depths=(2, 2), heads=3) if quick else SwinIRStyle(dim=60, depths=(6, 6, 6, 6))
-        ),
-        "image",
-    ),
+    "swinir": (lambda quick: SwinIRStyle(dim=60, depths=(6, 6, 6, 6), heads=6), "image"),
+    "swinir-small": (lambda quick: SwinIRStyle(dim=30, depths=(2, 2), heads=3), "image"),
     "resnet18": (lambda quick: resnet18(16 if quick else 64), "class"),
 }

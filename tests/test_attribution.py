@@ -12,11 +12,11 @@ from captum.testing.helpers.basic_models import (
     BasicModel_MultiLayer,
     BasicModel_MultiLayer_MultiInput,
 )
-from conftest import conv_net, residual_net
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import conv_net, residual_net
 from macattr import LayerMAC, LayerPathConductance, LayerPathInternalInfluence, LinearPath, MaskAttributionPath, targets
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import residual_net
 from torch import nn
 
+from conftest import residual_net
 from macattr import LayerMAC, LayerPathConductance, LayerPathInternalInfluence, targets
 
 

@@ -1,4 +1,4 @@
-"""Compact restoration networks for the RAM example: a SwinIR-style transformer.
+"""Compact restoration networks for the RAM example: SwinIR-style and PromptIR-style.
 
 Images are (N, 3, H, W) in [0, 1]. ``forward(x, mask)`` takes an optional pixel
 mask (N, 1, H, W), 1 = masked: masked pixels are replaced by a learned mask
@@ -168,3 +168,122 @@ class SwinIRStyle(nn.Module):
         deep = self.norm(deep.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         out = self.conv_last(self.conv_after_body(deep) + shallow)
         return x + out[..., :h, :w]
+
+
+class LayerNorm2d(nn.Module):
+    """Layer norm over the channels of (N, C, H, W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelAttention(nn.Module):
+    """Restormer's MDTA: attention across channels (transposed), queries/keys/values from 1×1 + depthwise 3×3 convs."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.qkv_dw = nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv_dw(self.qkv(x)).reshape(n, 3, self.heads, c // self.heads, h * w).unbind(1)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.proj((attn @ v).reshape(n, c, h, w))
+
+
+class GatedFeedForward(nn.Module):
+    """Restormer's GDFN: 1×1 expand, depthwise 3×3, GELU gate, 1×1 project."""
+
+    def __init__(self, dim: int, expansion: float) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, 2 * hidden, 1)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+        self.project_out = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class TransformerBlock(nn.Module):
+    """Restormer block: x + MDTA(norm(x)), then + GDFN(norm(·)). (N, C, H, W) → same."""
+
+    def __init__(self, dim: int, heads: int, expansion: float = 2.0) -> None:
+        super().__init__()
+        self.norm1, self.attn = LayerNorm2d(dim), ChannelAttention(dim, heads)
+        self.norm2, self.ffn = LayerNorm2d(dim), GatedFeedForward(dim, expansion)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class PromptBlock(nn.Module):
+    """PromptIR's prompt: learned components mixed by weights from the pooled features, resized to the
+    feature map, concatenated to it and refined by a transformer block and a 1×1 conv back to ``dim``."""
+
+    def __init__(self, dim: int, prompt_dim: int, components: int, size: int, heads: int) -> None:
+        super().__init__()
+        self.prompt_param = nn.Parameter(torch.rand(1, components, prompt_dim, size, size))
+        self.linear = nn.Linear(dim, components)
+        self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1)
+        self.block = TransformerBlock(dim + prompt_dim, heads)
+        self.reduce = nn.Conv2d(dim + prompt_dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = self.linear(x.mean(dim=(2, 3))).softmax(dim=1)  # (N, components)
+        prompt = (weights[:, :, None, None, None] * self.prompt_param).sum(dim=1)
+        prompt = self.conv(F.interpolate(prompt, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return self.reduce(self.block(torch.cat([x, prompt], dim=1)))
+
+
+class PromptIRStyle(nn.Module):
+    """A PromptIR-style restorer: Restormer blocks in a 3-level U-Net, prompt blocks in the decoder.
+
+    (N, 3, H, W) → (N, 3, H, W); H and W are reflect-padded to a multiple of 4.
+    """
+
+    def __init__(self, dim: int = 24, blocks: Sequence[int] = (2, 2, 3), heads: Sequence[int] = (1, 2, 4)) -> None:
+        super().__init__()
+        d1, d2, d3 = dim, 2 * dim, 4 * dim
+        self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.patch_embed = nn.Conv2d(3, d1, 3, padding=1)
+        self.encoder1 = nn.Sequential(*(TransformerBlock(d1, heads[0]) for _ in range(blocks[0])))
+        self.down1 = nn.Conv2d(d1, d2, 3, stride=2, padding=1)
+        self.encoder2 = nn.Sequential(*(TransformerBlock(d2, heads[1]) for _ in range(blocks[1])))
+        self.down2 = nn.Conv2d(d2, d3, 3, stride=2, padding=1)
+        self.latent = nn.Sequential(*(TransformerBlock(d3, heads[2]) for _ in range(blocks[2])))
+        self.prompt2 = PromptBlock(d3, d3 // 2, 5, 8, heads[2])
+        self.up2 = nn.ConvTranspose2d(d3, d2, 2, stride=2)
+        self.reduce2 = nn.Conv2d(2 * d2, d2, 1)
+        self.decoder2 = nn.Sequential(*(TransformerBlock(d2, heads[1]) for _ in range(blocks[1])))
+        self.prompt1 = PromptBlock(d2, d2 // 2, 5, 16, heads[1])
+        self.up1 = nn.ConvTranspose2d(d2, d1, 2, stride=2)
+        self.decoder1 = nn.Sequential(*(TransformerBlock(2 * d1, heads[0]) for _ in range(blocks[0])))
+        self.output = nn.Conv2d(2 * d1, 3, 3, padding=1)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is not None:
+            x = x * (1 - mask) + self.mask_token * mask
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        e1 = self.encoder1(self.patch_embed(padded))
+        e2 = self.encoder2(self.down1(e1))
+        latent = self.prompt2(self.latent(self.down2(e2)))
+        d2 = self.prompt1(self.decoder2(self.reduce2(torch.cat([self.up2(latent), e2], dim=1))))
+        d1 = self.decoder1(torch.cat([self.up1(d2), e1], dim=1))
+        return x + self.output(d1)[..., :h, :w]
+
+
+ARCHITECTURES = {"swinir": SwinIRStyle, "promptir": PromptIRStyle}

@@ -1,0 +1,49 @@
+"""Restoring test images and scoring them: PSNR and SSIM from scikit-image's metrics."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import Tensor, nn
+
+from macattr.masking import random_pixel_mask
+
+
+@torch.no_grad()
+def restore(model: nn.Module, lq: Tensor, device: torch.device, mask: Optional[Tensor] = None, bf16: bool = False,
+            batch: int = 8) -> Tensor:  # fmt: skip
+    """The model's output for ``lq`` (N, 3, H, W), clamped to [0, 1], on the CPU, in float32."""
+    model.eval()
+    out = []
+    for start in range(0, len(lq), batch):
+        x = lq[start : start + batch].to(device)
+        m = None if mask is None else mask[start : start + batch].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = model(x) if m is None else model(x, m)
+        out.append(y.float().clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def restore_with_twin_masks(model: nn.Module, lq: Tensor, device: torch.device, seed: int, ratio: float = 0.5,
+                            bf16: bool = False) -> Tensor:  # fmt: skip
+    """A mask-pre-trained model on whole images (RAM's Fig. 4): run it with a pixel mask and with its
+    complement, and keep each pixel from the run in which it was masked."""
+    n, _, h, w = lq.shape
+    mask = random_pixel_mask(n, h, w, ratio, generator=torch.Generator().manual_seed(seed))
+    first = restore(model, lq, device, mask, bf16)
+    second = restore(model, lq, device, 1 - mask, bf16)
+    return first * mask + second * (1 - mask)
+
+
+def quality(output: Tensor, truth: Tensor) -> Dict[str, float]:
+    """Mean PSNR (dB) and SSIM over images (N, 3, H, W) in [0, 1]."""
+    psnr, ssim = [], []
+    for a, b in zip(output, truth):
+        x = a.permute(1, 2, 0).double().numpy()
+        y = b.permute(1, 2, 0).double().numpy()
+        psnr.append(peak_signal_noise_ratio(y, x, data_range=1.0))
+        ssim.append(structural_similarity(y, x, data_range=1.0, channel_axis=-1))
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
