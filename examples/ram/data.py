@@ -142,7 +142,7 @@ def paired_test_set(root: Path, task: str, size: Optional[int], count: int) -> O
     return {"lq": torch.stack(lq), "gt": torch.stack(gt)}
 
 
-def test_sets(
+def evaluation_sets(
     tasks: List[str], data_root: Optional[Path], size: int, count: int, seed: int
 ) -> Tuple[Dict[str, Dict[str, Tensor]], List[str]]:
     """Test sets per task, and notes on what was synthesised, stood in or skipped."""

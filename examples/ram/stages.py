@@ -22,7 +22,7 @@ import macattr
 from macattr._io import write_text_atomic
 from macattr.masking import masked_l1, random_pixel_mask
 from macattr.scores import LayerScores, resolve_k
-from ram.data import analysis_batches, photographs, test_sets, training_batch
+from ram.data import analysis_batches, evaluation_sets, photographs, training_batch
 from ram.evaluate import quality, restore, restore_with_twin_masks
 from ram.networks import ARCHITECTURES
 from ram.train import save_atomic, train
@@ -176,9 +176,9 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     return final
 
 
-def _test_sets(run: Run) -> Dict[str, Dict[str, Tensor]]:
+def _evaluation_sets(run: Run) -> Dict[str, Dict[str, Tensor]]:
     cfg = run.settings["evaluate"]
-    sets, notes = test_sets(run.settings["tasks"], run.data_root, cfg["size"], cfg["count"], run.seed + 12345)
+    sets, notes = evaluation_sets(run.settings["tasks"], run.data_root, cfg["size"], cfg["count"], run.seed + 12345)
     run.notes.extend(notes)
     for note in notes:
         run.log(f"note: {note}")
@@ -192,7 +192,7 @@ def evaluate(run: Run) -> Dict[str, Any]:
     pretrained = load_model(run, run.out / "pretrain" / "model.pt")
     finetuned = load_model(run, run.out / "finetune" / "model.pt")
     table = {}
-    for task, data in _test_sets(run).items():
+    for task, data in _evaluation_sets(run).items():
         table[task] = {
             "input": quality(data["lq"], data["gt"]),
             "pretrained": quality(
@@ -217,7 +217,7 @@ def ablate(run: Run) -> Dict[str, Any]:
     for method in ("ig", "uniform", "random"):
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
             chosen[method] = _rank(run, pretrained, method, run.out / "ablate").top_k(count)
-    sets = _test_sets(run)
+    sets = _evaluation_sets(run)
     table: Dict[str, Dict[str, Any]] = {}
     for method in ABLATION_METHODS:
         folder = run.out / "finetune" if method == "mac" else run.out / "ablate" / method

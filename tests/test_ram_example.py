@@ -1,0 +1,170 @@
+"""The RAM example in examples/ram: the tiny pipeline end to end, fine-tuning, resume, data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from macattr.images import save_image  # noqa: E402
+from ram import stages  # noqa: E402
+from ram.data import PAIRED_LAYOUTS, evaluation_sets, training_batch  # noqa: E402
+from ram.evaluate import restore_with_twin_masks  # noqa: E402
+from ram.networks import PromptIRStyle, SwinIRStyle  # noqa: E402
+from ram.presets import preset  # noqa: E402
+from ram.train import train  # noqa: E402
+
+RUN = [sys.executable, str(ROOT / "examples" / "ram" / "run.py")]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ram") / "tiny"
+    result = subprocess.run([*RUN, "all", "--preset", "tiny", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_tiny_preset_fine_tuning_beats_the_noisy_input(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["preset"] == "tiny" and results["device"] == "cpu"
+    assert set(results["tasks"]) == {"noise15", "noise25", "noise50", "blur2", "jpeg50"}
+    for task in ("noise15", "noise25", "noise50"):
+        row = results["tasks"][task]
+        assert row["finetuned"]["psnr"] > row["input"]["psnr"], (task, row)
+    for stage in ("pretrain", "analyze", "finetune", "evaluate"):
+        assert results["timings_s"][stage] > 0
+    assert "| noise25 |" in (tiny_run / "results.md").read_text()
+    for name in ("scores.json", "filter_name.txt", "filter_cond.txt", "filter_index.txt", "heatmap.png"):
+        assert (tiny_run / "analyze" / name).is_file()
+
+
+def test_fine_tuning_changed_only_the_selected_layers(tiny_run: Path) -> None:
+    before = torch.load(tiny_run / "pretrain" / "model.pt", weights_only=True)
+    after = torch.load(tiny_run / "finetune" / "model.pt", weights_only=True)
+    selected = (tiny_run / "finetune" / "layers.txt").read_text().split()
+    scores = json.loads((tiny_run / "analyze" / "scores.json").read_text())
+    assert selected == [entry["name"] for entry in scores["layers"][: len(selected)]]
+    owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in before}
+    assert set(selected) <= owners
+    for name, tensor in before.items():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if owner in selected:
+            assert not torch.equal(tensor, after[name]), name
+        else:
+            assert torch.equal(tensor, after[name]), name
+
+
+def test_ablation_table_has_every_method_with_the_same_layer_count(tiny_run: Path) -> None:
+    result = subprocess.run([*RUN, "ablate", "--preset", "tiny", "--out", str(tiny_run), "--finetune-steps", "20",
+                             "--no-progress"], capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tiny_run / "results.json").read_text())
+    layers = results["ablation_layers"]
+    assert set(layers) == set(stages.ABLATION_METHODS)
+    assert len({len(layers[m]) for m in ("mac", "ig", "uniform", "random")}) == 1
+    assert len(layers["full"]) > len(layers["mac"])
+    for row in results["ablation"].values():
+        assert set(row) == set(stages.ABLATION_METHODS)
+    assert "## Ablation" in (tiny_run / "results.md").read_text()
+
+
+def test_training_resumes_after_an_interruption_where_it_stopped(tmp_path: Path) -> None:
+    photos = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+    def batch_at(step: int) -> dict:
+        return training_batch(photos, 16, 2, seed=3, step=step)
+
+    def loss_of(net, pair, step) -> torch.Tensor:
+        return (net(pair["lq"]) - pair["gt"]).abs().mean()
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return SwinIRStyle(dim=8, depths=(1,), heads=2, window=4)
+
+    common = dict(steps=12, lr=1e-3, lr_min=1e-5, device=torch.device("cpu"), save_every=4, progress=False,
+                  log=lambda text: None)  # fmt: skip
+    reference = model()
+    train(reference, reference.parameters(), batch_at, loss_of, checkpoint=tmp_path / "a" / "ckpt.pt", **common)
+
+    class Stop(Exception):
+        pass
+
+    def failing(step: int) -> dict:
+        if step == 7:
+            raise Stop
+        return batch_at(step)
+
+    interrupted = model()
+    with pytest.raises(Stop):
+        train(interrupted, interrupted.parameters(), failing, loss_of, checkpoint=tmp_path / "b" / "ckpt.pt", **common)
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["step"] == 4
+    resumed = model()
+    losses = train(resumed, resumed.parameters(), batch_at, loss_of, checkpoint=tmp_path / "b" / "ckpt.pt", **common)
+    assert len(losses) == 8  # steps 4 to 11
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_training_batches_depend_only_on_seed_and_step() -> None:
+    photos = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    a, b = training_batch(photos, 16, 4, 0, 5), training_batch(photos, 16, 4, 0, 5)
+    c = training_batch(photos, 16, 4, 0, 6)
+    assert torch.equal(a["lq"], b["lq"]) and not torch.equal(a["lq"], c["lq"])
+    assert a["lq"].shape == a["gt"].shape == (4, 3, 16, 16)
+    assert a["lq"].min() >= 0 and a["lq"].max() <= 1
+
+
+def test_paired_data_sets_are_found_and_missing_ones_skipped_with_a_note(tmp_path: Path) -> None:
+    lq_dir, gt_dir = (tmp_path / part for part in PAIRED_LAYOUTS["haze"])
+    lq_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    for i in range(3):
+        clean = torch.rand(3, 24, 28, generator=torch.Generator().manual_seed(i))
+        save_image(gt_dir / f"{i:04d}.png", clean)
+        save_image(lq_dir / f"{i:04d}_0.8_0.2.png", 0.5 * clean + 0.4)
+    sets, notes = evaluation_sets(["haze", "rain", "noise25", "lowlight-synthetic"], tmp_path, 16, 2, seed=0)
+    assert set(sets) == {"haze", "noise25", "lowlight-synthetic"}
+    assert sets["haze"]["lq"].shape == (2, 3, 16, 16)
+    assert any(note.startswith("rain: skipped") for note in notes)
+    assert any("lowlight-synthetic: synthetic stand-in" in note for note in notes)
+
+
+def test_twin_masks_take_each_pixel_from_the_run_that_masked_it() -> None:
+    class ShowsMask(torch.nn.Module):
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return mask.expand_as(x).clone()  # 1 where this run masked the pixel
+
+    out = restore_with_twin_masks(ShowsMask(), torch.rand(2, 3, 8, 8), torch.device("cpu"), seed=0)
+    assert torch.equal(out, torch.ones_like(out))
+
+
+@pytest.mark.parametrize("arch", [SwinIRStyle, PromptIRStyle])
+def test_networks_take_any_size_and_a_mask(arch) -> None:
+    settings = preset("tiny")["networks"]["swinir" if arch is SwinIRStyle else "promptir"]
+    model = arch(**settings)
+    x = torch.rand(2, 3, 30, 21)
+    mask = torch.zeros(2, 1, 30, 21)
+    mask[:, :, ::2] = 1
+    assert model(x).shape == x.shape and model(x, mask).shape == x.shape
+    with torch.no_grad():
+        model.mask_token.fill_(0.25)
+        masked_input = x * (1 - mask) + 0.25 * mask
+        torch.testing.assert_close(model(x, mask), model(masked_input))
+
+
+def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
+    for extra, words in [(["--k", "1.5"], "--k must be"), (["--pretrain-steps", "0"], "must be >= 1"),
+                         (["--data-root", str(tmp_path / "nowhere")], "is not a folder")]:  # fmt: skip
+        result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True)
+        assert result.returncode == 2 and words in result.stderr
+    result = subprocess.run([*RUN, "evaluate", "--out", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert result.returncode == 2 and "missing" in result.stderr
