@@ -8,8 +8,9 @@
 Every (network, size, n_steps, method) runs in a fresh process, so peak memory
 is that method's own (CPU: peak resident set size above the process's size after
 setup; CUDA: ``torch.cuda.max_memory_allocated`` above the allocation after
-setup). Time is the best of ``--reps`` runs after one warm-up, and the methods
-of one configuration run one after the other (interleaved), rep by rep.
+setup). Time is the best of ``--reps`` runs after one warm-up (a first run longer
+than 20 s is taken as it is), and the methods of one configuration run one after
+the other.
 
 Methods:
 - ``mac``: ``LayerMAC`` over all candidate layers in one call;
@@ -43,6 +44,7 @@ from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
 from networks import NETWORKS  # noqa: E402
 
 METHODS = ("mac", "linear", "floor", "captum")
+LONG_RUN_S = 20.0  # a first run this long is timed once: warm-up effects are negligible against it
 
 
 def _rss_bytes() -> int:
@@ -162,7 +164,7 @@ def worker(config: Dict[str, Any]) -> Dict[str, Any]:
         peak = (
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
-        for _ in range(config["reps"]):
+        for _ in range(config["reps"] if times[0] < LONG_RUN_S else 0):
             started = time.perf_counter()
             _run_method(config, forward, target, layers, x)
             _sync(config["device"])

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import macattr  # noqa: E402
 from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
-from macattr.engine import _saved_bytes, automatic_steps_per_pass  # noqa: E402
+from macattr.engine import automatic_steps_per_pass, saved_activation_bytes  # noqa: E402
 from networks import NETWORKS  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main() -> int:
     swin = build(False).cuda().eval()
     flags = [p.requires_grad for p in swin.parameters()]
     image = torch.rand(1, 3, 64, 64, device="cuda")
-    _, saved = _saved_bytes(lambda: targets.gradient_magnitude(swin)(image.requires_grad_()).sum())
+    saved = saved_activation_bytes(lambda: targets.gradient_magnitude(swin)(image.requires_grad_()).sum())
     steps = automatic_steps_per_pass(saved, image.device)
     print(f"INFO SwinIR-style 64x64: {saved / 2**20:.0f} MiB saved per grid point;", end=" ")
     print(f"automatic grid points per pass: {steps}")

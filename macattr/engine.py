@@ -61,12 +61,16 @@ class ConductanceSum:
     def update(self, values: Tensor, grads: Tensor, weights: Tensor) -> None:
         dtype = _accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
-        part = torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0)
+        if self.total is None:
+            self.total = torch.zeros_like(values[0])
         if self._last_value is not None:
-            part.addcmul_(self._last_grad, values[0] - self._last_value)
-        self.total = part if self.total is None else self.total.add_(part)
-        # copies, so that the pass's (S, N, ...) tensors can be freed
-        self._last_value, self._last_grad = values[-1].clone(), grads[-1].clone()
+            self.total.addcmul_(self._last_grad, values[0] - self._last_value)
+        if len(values) > 1:
+            self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
+            # copies, so that the pass's (S, N, ...) tensors can be freed
+            self._last_value, self._last_grad = values[-1].clone(), grads[-1].clone()
+        else:
+            self._last_value, self._last_grad = values[0], grads[0]
 
     def compute(self) -> Tensor:
         return self.total
@@ -253,18 +257,19 @@ class SweepResult:
     end_outputs: Tensor
 
 
-def _saved_bytes(run: Callable[[], object]) -> Tuple[object, int]:
-    """Run ``run()`` and count the bytes autograd saves for backward during it."""
+def saved_activation_bytes(run: Callable[[], object]) -> int:
+    """Bytes autograd saves for backward while ``run()`` runs, parameters (leaves that require grad) excluded."""
     total = 0
 
     def pack(t: Tensor) -> Tensor:
         nonlocal total
-        total += t.numel() * t.element_size()
+        if not (t.is_leaf and t.requires_grad):
+            total += t.numel() * t.element_size()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        result = run()
-    return result, total
+        run()
+    return total
 
 
 CPU_PASS_BYTES = 64 * 2**20
@@ -348,7 +353,7 @@ def sweep(
     with LayerRecorder(layers, to_layer_input) as recorder:
         start = 0
         if steps_per_pass is None:
-            _, saved = _saved_bytes(lambda: run(slice(0, 1), recorder))
+            saved = saved_activation_bytes(lambda: run(slice(0, 1), recorder))
             steps_per_pass = automatic_steps_per_pass(saved, inputs[0].device)
             start = 1
         for first in range(start, len(alphas), steps_per_pass):

@@ -123,7 +123,7 @@ def _rank(run: Run, model: nn.Module, method: str, folder: Path) -> LayerScores:
     batches = analysis_batches(run.settings["tasks"], run.data_root, cfg["size"], cfg["per_task"], run.seed)
     return macattr.rank_layers(
         model, batches, method, n_steps=cfg["n_steps"], mask_ratio=cfg["mask_ratio"], sharpness=cfg["sharpness"],
-        seed=run.seed, samples_per_group=cfg["per_task"], group="task", exclude=["mask_token"],
+        seed=run.seed, samples_per_group=cfg["per_task"], group="task",
         progress=run.progress, checkpoint=folder / f"rank_{method}.json",
     )  # fmt: skip
 
@@ -213,7 +213,7 @@ def ablate(run: Run) -> Dict[str, Any]:
     mac = analyze(run)
     count = resolve_k(run.k, len(mac))
     pretrained = load_model(run, run.out / "pretrain" / "model.pt")
-    chosen = {"mac": mac.top_k(count), "full": list(macattr.candidate_layers(pretrained, exclude=["mask_token"]))}
+    chosen = {"mac": mac.top_k(count), "full": list(macattr.candidate_layers(pretrained))}
     for method in ("ig", "uniform", "random"):
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
             chosen[method] = _rank(run, pretrained, method, run.out / "ablate").top_k(count)
