@@ -296,3 +296,24 @@ def test_freeze_except_trains_only_the_named_layers() -> None:
         freeze_except(model, ["body"])
     with pytest.raises(TypeError, match="not one string"):
         freeze_except(model, "tail")
+
+
+def test_score_sums_merge_across_shards_like_one_run() -> None:
+    from macattr import ScoreSum
+
+    per_image = torch.rand(6, 3, dtype=torch.float64)
+    whole, first, second = ScoreSum(["a", "b", "c"]), ScoreSum(["a", "b", "c"]), ScoreSum(["a", "b", "c"])
+    whole.update(per_image)
+    first.update(per_image[:2])
+    second.update(per_image[2:])
+    first.merge(second)
+    assert first.images == whole.images == 6
+    for name in "abc":
+        assert first.compute()[name] == pytest.approx(whole.compute()[name], rel=1e-12)
+    restored = ScoreSum(["a", "b", "c"])
+    restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert restored.compute() == first.compute()
+    with pytest.raises(ValueError, match="same layers"):
+        first.merge(ScoreSum(["a", "b"]))
+    with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
+        first.update(torch.rand(2, 4))
