@@ -334,6 +334,11 @@ def rank_layers(
         samples_per_group, max_images, internal_batch_size,
     )  # fmt: skip
     config = _config(settings, names)
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
     if method in ("random", "uniform"):
         return LayerScores(_structural_scores(method, names, seed), method, config)
     if loader is None:

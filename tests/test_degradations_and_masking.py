@@ -108,3 +108,24 @@ def test_masked_l1_ignores_unmasked_pixels() -> None:
         masked_l1(output, target, torch.zeros_like(mask))
     with pytest.raises(ValueError, match="same shape"):
         masked_l1(output[:1], target, mask)
+
+
+def test_bad_mask_and_image_arguments_are_refused(tmp_path) -> None:
+    from macattr.images import center_crop, image_files, random_crop
+
+    with pytest.raises(ValueError, match="ratio"):
+        random_pixel_mask(1, 4, 4, ratio=1.5)
+    with pytest.raises(ValueError, match="patch_size must divide"):
+        random_pixel_mask(1, 6, 6, patch_size=4)
+    with pytest.raises(ValueError, match="n must be"):
+        random_pixel_mask(0, 4, 4)
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        sample_images(400)
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        center_crop(torch.rand(3, 8, 8), 9)
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        random_crop(torch.rand(3, 8, 8), 9, torch.Generator())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        image_files(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="holds no images"):
+        image_files(tmp_path)

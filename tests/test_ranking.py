@@ -195,6 +195,7 @@ def test_rank_layers_refuses_bad_arguments() -> None:
         (dict(max_images=0), ValueError, "max_images"),
         (dict(target=3.5), TypeError, "target"),
         (dict(baselines="black"), TypeError, "baselines"),
+        (dict(device="gpu-please"), ValueError, "device must name a torch device"),
     ]
     for kwargs, error, words in cases:
         with pytest.raises(error, match=words):
