@@ -182,11 +182,3 @@ def analysis_batches(
             lq = make_degraded(gt, task, torch.Generator().manual_seed(seed + sum(map(ord, task))))
         batches.append({"lq": lq, "gt": gt, "task": [task] * len(lq)})
     return batches
-
-
-def complementary_masks(n: int, size: int, ratio: float, seed: int) -> Tuple[Tensor, Tensor]:
-    """A random pixel mask (N, 1, size, size) and its complement, for evaluating a mask-pre-trained model."""
-    from macattr.masking import random_pixel_mask
-
-    mask = random_pixel_mask(n, size, size, ratio, generator=torch.Generator().manual_seed(seed))
-    return mask, 1 - mask
