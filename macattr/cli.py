@@ -109,6 +109,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _rank(args: argparse.Namespace) -> None:
+    if args.method == "gradnorm" and not args.degrade:
+        raise CommandError("--method gradnorm needs --degrade: it scores the loss between restored degraded "
+                           "images and the clean ones")  # fmt: skip
     model = load_model(args.model, args.weights)
     batches = image_batches(args.images, args.size, args.degrade, args.seed)
     scores = rank_layers(
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
     rank.add_argument("--images", required=True, help="folder of PNG/JPEG images")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
-    rank.add_argument("--method", choices=[m for m in METHODS if m != "gradnorm"], default="mac")
+    rank.add_argument("--method", choices=METHODS, default="mac", help="gradnorm needs --degrade")
     rank.add_argument("--k", type=parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
     rank.add_argument("--degrade", type=parse_degradations, default=[], help="e.g. noise:25,blur:2,jpeg:50")
     rank.add_argument("--per-task", type=int, help="images per degradation (RAM: 10)")

@@ -69,6 +69,10 @@ def test_rank_then_plot_and_compare(workspace: Path) -> None:
     assert (workspace / "ram" / "filter_index.txt").is_file()
     result = _run("rank", *common, "--method", "ig", "--out", "ig.json", "--no-progress", cwd=workspace)
     assert result.returncode == 0, result.stderr
+    result = _run("rank", *common, "--method", "gradnorm", "--degrade", "noise:25", "--out", "g.json",
+                  "--no-progress", cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workspace / "g.json").read_text())["method"] == "gradnorm"
     result = _run("plot", "s.json", "--out", "plots/h.png", "--top-k", "1", cwd=workspace)
     assert result.returncode == 0 and (workspace / "plots" / "h.png").stat().st_size > 1000
     result = _run("compare", "s.json", "ig.json", "--out", "cmp.png", "--top-k", "1", cwd=workspace)
@@ -86,6 +90,7 @@ def test_rank_then_plot_and_compare(workspace: Path) -> None:
         (["rank", "--model", "tinynet:build", "--images", "nowhere"], "does not exist"),
         (["rank", "--model", "tinynet:build", "--images", "images", "--k", "5", "--n-steps", "1"], "k must be"),
         (["plot", "missing.json"], "does not exist"),
+        (["rank", "--model", "tinynet:build", "--images", "images", "--method", "gradnorm"], "needs --degrade"),
         (["demo", "--k", "0"], "k must be"),
     ],
 )
