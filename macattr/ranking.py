@@ -24,7 +24,7 @@ from macattr._checks import check_int, check_real
 from macattr._io import PathLike, write_text_atomic
 from macattr.attribution import LayerMAC, LayerPathConductance, LayerPathInternalInfluence
 from macattr.layers import LayerSpecs, candidate_layers
-from macattr.paths import LinearPath, MaskAttributionPath
+from macattr.paths import LinearPath, random_thresholds
 from macattr.safety import preserved_state
 from macattr.scores import LayerScores, resolve_k
 
@@ -142,11 +142,16 @@ def _attribution_scores(
         internal_batch_size=s["internal_batch_size"],
     )
     if method == "mac":
+        p, (height, width) = s["patch_size"], x.shape[-2:]
         thresholds = torch.cat(
             [
-                MaskAttributionPath(
-                    patch_size=s["patch_size"], seed=image_seed(s["seed"], first_index + i)
-                ).pixel_thresholds(x[i : i + 1])[:, :: s["patch_size"], :: s["patch_size"]]
+                random_thresholds(
+                    1,
+                    height // p,
+                    width // p,
+                    torch.Generator().manual_seed(image_seed(s["seed"], first_index + i)),
+                    x.device,
+                )
                 for i in range(x.shape[0])
             ]
         )
