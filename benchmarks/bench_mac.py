@@ -5,17 +5,23 @@
     python benchmarks/bench_mac.py --device cuda --bf16    # on a GPU
     python benchmarks/bench_mac.py --scaling docs/img      # scaling curves (PNG)
 
-Every (network, size, n_steps, method) runs in a fresh process, so peak memory
-is that method's own (CPU: peak resident set size above the process's size after
-setup; CUDA: ``torch.cuda.max_memory_allocated`` above the allocation after
-setup). Time is the best of ``--reps`` runs after one warm-up (a first run longer
-than 20 s is taken as it is), and the methods of one configuration run one after
-the other.
+Memory: every (network, size, n_steps, method) runs once in a fresh process, so
+its peak is that method's own (CPU: peak resident set size above the process's
+size after setup; CUDA: ``torch.cuda.max_memory_allocated`` above the allocation
+after setup). Time: the methods of one configuration then run interleaved in one
+process, round after round (one warm-up round), and each keeps its best of at
+least ``--reps`` runs, repeated until they add up to ``MIN_TIMED_S`` (at most
+``MAX_REPS``: short runs are the noisiest); a method whose single run took 20 s
+or more keeps that time and is not repeated.
 
 Methods:
 - ``mac``: ``LayerMAC`` over all candidate layers in one call;
 - ``linear``: ``LayerPathConductance`` along the linear path, all layers;
 - ``floor``: (N + 1) × (forward + backward to the input), one grid point per pass;
+- ``batched floor``: the same forward and backward passes, with as many grid points
+  per pass as ``LayerMAC`` chooses automatically. No exact all-layer method can
+  cost less (it needs every layer's value and gradient at every grid point), so
+  ``Captum s / batched floor s`` is the largest speed-up attainable (``bound``);
 - ``captum``: ``captum.attr.LayerConductance`` once per layer with its defaults
   (Gauss-Legendre, all steps in one batch). When that is too slow for every
   layer, a subset evenly spread through depth is timed and the time per layer
@@ -41,10 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import macattr  # noqa: E402
 from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
+from macattr.engine import automatic_steps_per_pass, saved_activation_bytes  # noqa: E402
 from networks import NETWORKS  # noqa: E402
 
-METHODS = ("mac", "linear", "floor", "captum")
+METHODS = ("mac", "linear", "floor", "batched_floor", "captum")
 LONG_RUN_S = 20.0  # a first run this long is timed once: warm-up effects are negligible against it
+MIN_TIMED_S = 3.0
+MAX_REPS = 12
 
 
 def _rss_bytes() -> int:
@@ -66,12 +75,19 @@ def _setup(config: Dict[str, Any]):
     return model, forward, target, layers, x
 
 
-def _floor(forward, target, x: torch.Tensor, n_steps: int) -> None:
-    for alpha in torch.linspace(0, 1, n_steps + 1).tolist():
-        point = (alpha * x).requires_grad_()
+def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1) -> None:
+    alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
+    for chunk in alphas.split(steps_per_pass):
+        point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
         out = forward(point)
         out = out if target is None else out[:, target]
         torch.autograd.grad(out.sum(), point)
+
+
+def _automatic_steps(forward, x: torch.Tensor) -> int:
+    """The grid points per pass that LayerMAC chooses for ``x`` (from one grid point's saved activations)."""
+    saved = saved_activation_bytes(lambda: forward(x.clone().requires_grad_()))
+    return automatic_steps_per_pass(saved, x.device)
 
 
 def _run_method(config: Dict[str, Any], forward, target, layers, x) -> int:
@@ -88,6 +104,9 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> int:
         return len(layers)
     if method == "floor":
         _floor(forward, target, x, n_steps)
+        return len(layers)
+    if method == "batched_floor":
+        _floor(forward, target, x, n_steps, config["floor_steps"])
         return len(layers)
     if method == "captum":
         from captum.attr import LayerConductance
@@ -129,25 +148,37 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def worker(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Measure one (network, size, n_steps, method) in this process: peak memory of the first run, best time."""
-    torch.set_num_threads(config["threads"])
-    model, forward, target, layers, x = _setup(config)
+def _run_timed(config: Dict[str, Any], forward, target, layers, x) -> float:
+    started = time.perf_counter()
+    _run_method(config, forward, target, layers, x)
+    _sync(config["device"])
+    return time.perf_counter() - started
+
+
+def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
+    """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size."""
     if config["method"] == "captum":
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
+    if config["method"] == "batched_floor":
+        config["floor_steps"] = _automatic_steps(forward, x)
+
+
+def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
+    """One run of one method in this (fresh) process: its peak memory and the time of that run."""
+    torch.set_num_threads(config["threads"])
+    model, forward, target, layers, x = _setup(config)
     cuda = config["device"].startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"])
-    if cuda:
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss_bytes()
-    with autocast:
-        started = time.perf_counter()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
+        _prepare(config, forward, target, layers, x)
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            base = _rss_bytes()
         out_of_memory = False
         try:
-            covered = _run_method(config, forward, target, layers, x)
+            elapsed = _run_timed(config, forward, target, layers, x)
         except torch.OutOfMemoryError:
             if config["method"] != "captum":
                 raise
@@ -157,31 +188,76 @@ def worker(config: Dict[str, Any]) -> Dict[str, Any]:
             torch.cuda.empty_cache()
             config["captum_internal_batch_size"] = 32 * x.shape[0]
             torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
-            covered = _run_method(config, forward, target, layers, x)
-        _sync(config["device"])
-        times = [time.perf_counter() - started]
+            elapsed = _run_timed(config, forward, target, layers, x)
         peak = (
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
-        for _ in range(config["reps"] if times[0] < LONG_RUN_S else 0):
-            started = time.perf_counter()
-            _run_method(config, forward, target, layers, x)
-            _sync(config["device"])
-            times.append(time.perf_counter() - started)
-    best = min(times[1:]) if len(times) > 1 else times[0]
-    return {"time_s": best, "peak_mb": max(peak, 0) / 2**20, "layers_covered": covered, "layers": len(layers),
+    covered = len(config["captum_chosen"]) if config["method"] == "captum" else len(layers)
+    return {"time_s": elapsed, "peak_mb": max(peak, 0) / 2**20, "layers_covered": covered, "layers": len(layers),
             "captum_internal_batch_size": config.get("captum_internal_batch_size")}  # fmt: skip
 
 
-def measure(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Run :func:`worker` in a fresh Python process."""
+def timing_worker(config: Dict[str, Any]) -> List[float]:
+    """Best time of each of ``config["runs"]`` (method settings), run interleaved in this process.
+
+    One warm-up round, then rounds until every run has at least ``reps`` timed
+    repetitions adding up to ``MIN_TIMED_S`` (at most ``MAX_REPS``).
+    """
+    torch.set_num_threads(config["threads"])
+    model, forward, target, layers, x = _setup(config)
+    runs = [dict(config, **run) for run in config["runs"]]
+    cuda = config["device"].startswith("cuda")
+    times: List[List[float]] = [[] for _ in runs]
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
+        for run in runs:
+            _prepare(run, forward, target, layers, x)
+        for _ in range(MAX_REPS + 1):
+            pending = [i for i, t in enumerate(times) if len(t) <= config["reps"] or sum(t[1:]) < MIN_TIMED_S]
+            if not pending:
+                break
+            for i in pending:
+                if cuda:
+                    torch.cuda.empty_cache()  # what one run cached must not crowd out the next
+                times[i].append(_run_timed(runs[i], forward, target, layers, x))
+    return [min(t[1:]) for t in times]
+
+
+def _in_fresh_process(mode: str, config: Dict[str, Any]) -> Any:
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(config)], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--worker", json.dumps(dict(config, mode=mode))],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"worker failed for {config}:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{mode} worker failed for {config}:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(
+    common: Dict[str, Any], runs: Dict[str, Dict[str, Any]], skip_failed: bool = False
+) -> Dict[str, Dict[str, Any]]:
+    """Peak memory of each run (a fresh process each), then the runs' times, interleaved in one process.
+
+    A run whose single measured run took ``LONG_RUN_S`` or more keeps that time and is not repeated.
+    ``skip_failed``: leave out runs that fail (out of memory, say) instead of raising.
+    """
+    results = {}
+    for name, run in runs.items():
+        try:
+            results[name] = _in_fresh_process("memory", dict(common, **run))
+        except RuntimeError as error:
+            if not skip_failed:
+                raise
+            print(f"{name}: failed ({str(error).splitlines()[-1]})")
+    runs = {name: run for name, run in runs.items() if name in results}
+    short = {name: dict(run, captum_internal_batch_size=results[name]["captum_internal_batch_size"])
+             for name, run in runs.items() if results[name]["time_s"] < LONG_RUN_S}  # fmt: skip
+    if short and common["reps"] > 0:
+        best = _in_fresh_process("timing", dict(common, runs=list(short.values())))
+        for name, seconds in zip(short, best):
+            results[name]["time_s"] = seconds
+    return results
 
 
 def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -202,7 +278,7 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
 def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     common = dict(row, device=args.device, quick=args.quick, threads=args.threads, bf16=args.bf16,
                   captum_layers=args.captum_layers, reps=args.reps)  # fmt: skip
-    results = {method: measure(dict(common, method=method)) for method in METHODS}
+    results = measure(common, {method: {"method": method} for method in METHODS})
     layers = results["mac"]["layers"]
     captum = results["captum"]
     captum_all = captum["time_s"] * layers / captum["layers_covered"]
@@ -212,11 +288,13 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         mac_s=results["mac"]["time_s"],
         linear_s=results["linear"]["time_s"],
         floor_s=results["floor"]["time_s"],
+        batched_floor_s=results["batched_floor"]["time_s"],
         captum_s=captum_all,
         captum_layers_timed=captum["layers_covered"],
         captum_internal_batch_size=captum["captum_internal_batch_size"],
         speedup=captum_all / results["mac"]["time_s"],
         speedup_target=0.8 * layers,
+        speedup_bound=captum_all / results["batched_floor"]["time_s"],
         floor_ratio=results["mac"]["time_s"] / results["floor"]["time_s"],
         mac_mb=results["mac"]["peak_mb"],
         floor_mb=results["floor"]["peak_mb"],
@@ -231,7 +309,7 @@ def memory_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
         size = 32 if not args.device.startswith("cuda") else 64
         common = dict(network=network, size=size, batch=args.batch, device=args.device, quick=args.quick,
                       threads=args.threads, bf16=args.bf16, captum_layers=1, reps=0, method="mac")  # fmt: skip
-        low, high = (measure(dict(common, n_steps=n)) for n in (8, 200))
+        low, high = (_in_fresh_process("memory", dict(common, n_steps=n)) for n in (8, 200))
         out.append(dict(network=network, size=size, mb_8=low["peak_mb"], mb_200=high["peak_mb"],
                         ratio=high["peak_mb"] / max(low["peak_mb"], 1e-9)))  # fmt: skip
     return out
@@ -241,25 +319,19 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """GPU: all-layer MAC through the SwinIR-style network at 64×64 for several grid points per pass."""
     common = dict(network="swinir", size=64, batch=args.batch, n_steps=200, device=args.device, quick=args.quick,
                   threads=args.threads, bf16=args.bf16, captum_layers=1, reps=args.reps)  # fmt: skip
-    floor = measure(dict(common, method="floor"))
-    out = []
+    runs = {"floor": {"method": "floor"}}
     for steps in (1, 4, 16, 64, None):
         ibs = None if steps is None else steps * args.batch
-        try:
-            result = measure(dict(common, method="mac", internal_batch_size=ibs))
-        except RuntimeError as error:  # out of memory at this pass size
-            print(f"grid points per pass {steps}: failed ({str(error).splitlines()[-1]})")
-            continue
-        ratio = result["time_s"] / floor["time_s"]
-        label = "auto" if steps is None else steps
-        out.append(dict(steps_per_pass=label, mac_s=result["time_s"], floor_s=floor["time_s"], ratio=ratio,
-                        mac_mb=result["peak_mb"]))  # fmt: skip
-    return out
+        runs["auto" if steps is None else str(steps)] = {"method": "mac", "internal_batch_size": ibs}
+    results = measure(common, runs, skip_failed=True)
+    floor = results.pop("floor")
+    return [dict(steps_per_pass=label, mac_s=r["time_s"], floor_s=floor["time_s"], ratio=r["time_s"] / floor["time_s"],
+                 mac_mb=r["peak_mb"]) for label, r in results.items()]  # fmt: skip
 
 
 ROW_HEADER = (
-    f"{'network':9s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'Captum s':>9s} {'timed':>5s} {'speed-up':>8s} {'0.8L':>6s} {'MAC/floor':>9s} "
+    f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
+    f"{'batched':>8s} {'Captum s':>9s} {'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'0.8L':>6s} {'MAC/floor':>9s} "
     f"{'MAC MB':>7s} {'floor MB':>8s} {'Captum MB':>9s}"
 )
 
@@ -267,9 +339,10 @@ ROW_HEADER = (
 def format_row(r: Dict[str, Any]) -> str:
     timed = str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
     return (
-        f"{r['network']:9s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['captum_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} "
-        f"{r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} {r['mac_mb']:7.1f} {r['floor_mb']:8.1f} "
+        f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
+        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['captum_s']:9.2f} {timed:>5s} "
+        f"{r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} "
+        f"{r['mac_mb']:7.1f} {r['floor_mb']:8.1f} "
         f"{r['captum_mb']:9.1f}"
     )
 
@@ -282,9 +355,9 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
     if any(r["captum_internal_batch_size"] for r in rows):
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
     if memory:
-        print(f"\n{'network':9s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s}")
+        print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s}")
         for m in memory:
-            print(f"{m['network']:9s} {m['size']:4d} {m['mb_8']:10.1f} {m['mb_200']:11.1f} {m['ratio']:6.2f}")
+            print(f"{m['network']:12s} {m['size']:4d} {m['mb_8']:10.1f} {m['mb_200']:11.1f} {m['ratio']:6.2f}")
     if batches:
         print(f"\n{'grid points/pass':>16s} {'MAC s':>8s} {'floor s':>8s} {'MAC/floor':>9s} {'MAC MB':>8s}")
         for b in batches:
@@ -352,11 +425,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], help="n_steps list, e.g. 32,200")
     parser.add_argument("--scaling", help="folder for the scaling plots (skips the main table)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the n_steps = 8 vs 200 memory table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
+        config = json.loads(args.worker)
+        print(json.dumps((memory_worker if config["mode"] == "memory" else timing_worker)(config)), flush=True)
+        os._exit(0)  # the result is out; skip interpreter teardown, which has aborted CUDA workers
     if args.scaling:
         results: Dict[str, Any] = {"scaling": scaling(Path(args.scaling), args.threads)}
     else:
@@ -369,7 +444,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for row in plan(args):
             rows.append(run_row(row, args))
             print("progress:", format_row(rows[-1]), flush=True)
-        memory = memory_rows(args)
+        memory = [] if args.skip_memory else memory_rows(args)
         batches = batch_size_rows(args) if args.device.startswith("cuda") else []
         print_tables(rows, memory, batches)
         results = {"rows": rows, "memory": memory, "batch_sizes": batches}

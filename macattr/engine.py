@@ -8,6 +8,8 @@ share a pass (``steps_per_pass``); rows are then step-major, ``s * N + n``.
 The per-layer results are accumulated as the sweep goes (torchmetrics style,
 ``update()`` then ``compute()``), so memory holds one pass plus, per layer, the
 running sum and the previous grid point — it does not grow with ``n_steps``.
+Those per-layer buffers are made once, at the first pass, so that later passes
+reuse the memory freed around them instead of growing the heap.
 
 - :class:`ConductanceSum`: ``Σ_j ∂F/∂y|_{α_j} · (y(α_{j+1}) − y(α_j))`` (Eq. 9).
 - :class:`GradientSum`: ``Σ_j ∂F/∂y|_{α_j} · (α_{j+1} − α_j)`` (internal influence).
@@ -57,20 +59,25 @@ class ConductanceSum:
         self.total: Optional[Tensor] = None
         self._last_value: Optional[Tensor] = None
         self._last_grad: Optional[Tensor] = None
+        self._buffers: Tuple[Tensor, ...] = ()
 
     def update(self, values: Tensor, grads: Tensor, weights: Tensor) -> None:
         dtype = _accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
         if self.total is None:
+            # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
             self.total = torch.zeros_like(values[0])
-        if self._last_value is not None:
-            self.total.addcmul_(self._last_grad, values[0] - self._last_value)
-        if len(values) > 1:
-            self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
-            # copies, so that the pass's (S, N, ...) tensors can be freed
-            self._last_value, self._last_grad = values[-1].clone(), grads[-1].clone()
+            self._buffers = (torch.empty_like(values[0]), torch.empty_like(grads[0]))
         else:
+            self.total.addcmul_(self._last_grad, values[0] - self._last_value)
+        if len(values) == 1:  # kept as they are: one row, no copy
             self._last_value, self._last_grad = values[0], grads[0]
+            return
+        self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
+        # copied, so that the pass's (S, N, ...) tensors can be freed
+        self._last_value, self._last_grad = self._buffers
+        self._last_value.copy_(values[-1])
+        self._last_grad.copy_(grads[-1])
 
     def compute(self) -> Tensor:
         return self.total
@@ -150,6 +157,12 @@ class LayerRecorder:
                 "the attribution of a module shared between calls is not defined: pass a module that runs once"
             )
         tensors = _floating_tensors(value)
+        if not tensors:
+            where = "input" if self.to_layer_input else "output"
+            raise ValueError(
+                f"layer {index} ({type(self.layers[index]).__name__}) has no floating-point {where} tensor "
+                "to attribute to"
+            )
         self.captured[index] = tensors
         self._versions[index] = tuple(t._version for t in tensors)
         return _clone_floating(value) if self.clone[index] else None
@@ -272,7 +285,7 @@ def saved_activation_bytes(run: Callable[[], object]) -> int:
     return total
 
 
-CPU_PASS_BYTES = 64 * 2**20
+CPU_PASS_BYTES = 128 * 2**20
 CPU_MAX_STEPS = 8
 CUDA_MAX_STEPS = 64
 
@@ -281,8 +294,9 @@ def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
     """Grid points per pass when ``internal_batch_size`` is not given.
 
     ``bytes_per_step`` is what autograd saved for one grid point of the batch.
-    Batching grid points amortises the per-pass cost of small networks. On CPU a
-    pass saves at most 64 MiB and holds at most 8 grid points, so memory does
+    Batching grid points amortises the per-pass cost of small networks; for
+    large activations it gains little on CPU and costs page faults. On CPU a
+    pass saves at most 128 MiB and holds at most 8 grid points, so memory does
     not grow with ``n_steps`` from n_steps = 8 on. On CUDA a pass takes at most
     a quarter of the free memory (counting the saved tensors three times for
     the backward pass's own buffers), and at most 64 grid points.

@@ -193,6 +193,26 @@ def test_a_module_called_twice_is_a_clear_error() -> None:
     assert _same(before, _state(model))
 
 
+class IntegerBranch(nn.Module):
+    """A layer whose only output is an integer tensor (class indices), beside a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 1)
+        self.argmax = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)[:, 0] + self.argmax(x.argmax(1)).to(x.dtype)
+
+
+def test_a_layer_without_floating_point_output_is_a_clear_error() -> None:
+    model = IntegerBranch()
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"layer 0 \(Identity\) has no floating-point output"):
+        LayerPathConductance(model, model.argmax).attribute(torch.rand(2, 3), n_steps=2)
+    assert _same(before, _state(model))
+
+
 def test_internal_influence_has_no_convergence_delta() -> None:
     model = residual_net(0)
     with pytest.raises(ValueError, match="return_convergence_delta"):
