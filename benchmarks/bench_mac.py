@@ -72,7 +72,7 @@ def _setup(config: Dict[str, Any]):
     else:
         forward, target = model, 0
     layers = list(macattr.candidate_layers(model).values())
-    return model, forward, target, layers, x
+    return forward, target, layers, x
 
 
 def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1) -> None:
@@ -90,33 +90,26 @@ def _automatic_steps(forward, x: torch.Tensor) -> int:
     return automatic_steps_per_pass(saved, x.device)
 
 
-def _run_method(config: Dict[str, Any], forward, target, layers, x) -> int:
-    """Run one method once; return how many layers it covered."""
+def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
+    """Run one method once."""
     method, n_steps, ibs = config["method"], config["n_steps"], config.get("internal_batch_size")
     if method == "mac":
         LayerMAC(forward, layers).attribute(x, target=target, n_steps=n_steps, seed=0, internal_batch_size=ibs)
-        return len(layers)
-    if method == "mac_one":
-        LayerMAC(forward, layers[len(layers) // 2]).attribute(x, target=target, n_steps=n_steps, seed=0)
-        return 1
-    if method == "linear":
+    elif method == "linear":
         LayerPathConductance(forward, layers).attribute(x, target=target, n_steps=n_steps, internal_batch_size=ibs)
-        return len(layers)
-    if method == "floor":
+    elif method == "floor":
         _floor(forward, target, x, n_steps)
-        return len(layers)
-    if method == "batched_floor":
+    elif method == "batched_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"])
-        return len(layers)
-    if method == "captum":
+    elif method == "captum":
         from captum.attr import LayerConductance
 
         for layer in config["captum_chosen"]:
             LayerConductance(forward, layers[layer]).attribute(
                 x, target=target, n_steps=n_steps, internal_batch_size=config.get("captum_internal_batch_size")
             )
-        return len(config["captum_chosen"])
-    raise ValueError(f"unknown method {method!r}")
+    else:
+        raise ValueError(f"unknown method {method!r}")
 
 
 def _captum_layers(forward, target, layers, x, count: int) -> List[int]:
@@ -166,7 +159,7 @@ def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
 def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
     """One run of one method in this (fresh) process: its peak memory and the time of that run."""
     torch.set_num_threads(config["threads"])
-    model, forward, target, layers, x = _setup(config)
+    forward, target, layers, x = _setup(config)
     cuda = config["device"].startswith("cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
         _prepare(config, forward, target, layers, x)
@@ -204,7 +197,7 @@ def timing_worker(config: Dict[str, Any]) -> List[float]:
     repetitions adding up to ``MIN_TIMED_S`` (at most ``MAX_REPS``).
     """
     torch.set_num_threads(config["threads"])
-    model, forward, target, layers, x = _setup(config)
+    forward, target, layers, x = _setup(config)
     runs = [dict(config, **run) for run in config["runs"]]
     cuda = config["device"].startswith("cuda")
     times: List[List[float]] = [[] for _ in runs]
