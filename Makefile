@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo docs lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/macattr demo --out demo
 
+# the documentation site (MkDocs + Material + mkdocstrings), built with warnings as errors
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check macattr examples benchmarks tests
 	$(VENV)/bin/ruff format --check macattr examples benchmarks tests
@@ -31,4 +40,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mac.py --quick
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) demo site .pytest_cache

@@ -43,12 +43,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import macattr  # noqa: E402
-from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
-from macattr.engine import automatic_steps_per_pass, saved_activation_bytes  # noqa: E402
-from networks import NETWORKS  # noqa: E402
+import macattr
+from bench_networks import NETWORKS
+from macattr import LayerMAC, LayerPathConductance, targets
+from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
 METHODS = ("mac", "linear", "floor", "batched_floor", "captum")
 LONG_RUN_S = 20.0  # a first run this long is timed once: warm-up effects are negligible against it

@@ -12,18 +12,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from captum.attr import LayerConductance
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import macattr  # noqa: E402
-from macattr import LayerMAC, LayerPathConductance, targets  # noqa: E402
-from macattr.engine import automatic_steps_per_pass, saved_activation_bytes  # noqa: E402
-from networks import NETWORKS  # noqa: E402
+import macattr
+from bench_networks import NETWORKS
+from macattr import LayerMAC, LayerPathConductance, targets
+from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
 
 class Residual(nn.Module):

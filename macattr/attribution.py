@@ -1,15 +1,18 @@
-"""Captum-style layer attribution classes over the engine.
+"""Captum-style layer attribution classes over the one-sweep engine.
 
-- :class:`LayerPathConductance`: conductance along any path (Eq. 9); along
-  :class:`~macattr.paths.LinearPath` it equals Captum's
-  ``LayerConductance(method="riemann_trapezoid")``.
-- :class:`LayerMAC`: conductance along RAM's mask attribute path.
-- :class:`LayerPathInternalInfluence`: the gradient-only variant
-  ``Σ_j ∂F/∂y|_{α_j} (α_{j+1} − α_j)``; along the linear path it equals Captum's
-  ``LayerInternalInfluence(method="riemann_left")`` ("IG-style" layer importance).
+- [`LayerPathConductance`][macattr.attribution.LayerPathConductance]: conductance along any path; along
+  [`LinearPath`][macattr.paths.LinearPath] it equals Captum's ``LayerConductance``
+  with the same ``method``.
+- [`LayerMAC`][macattr.attribution.LayerMAC]: conductance along RAM's mask attribute path (Mask
+  Attribute Conductance).
+- [`LayerPathInternalInfluence`][macattr.attribution.LayerPathInternalInfluence]:
+  ``Σ_j ∂F/∂y|_{α_j} w_j`` along any path; along the linear path it equals
+  Captum's ``LayerInternalInfluence``.
 
 ``layer`` may be one module or a list of modules; a list gives a list of
-attributions, all from one sweep.
+attributions, all from one sweep. ``attribute`` takes Captum's arguments in
+Captum's order; the path's own options are keyword-only. All three work inside
+Captum's ``NoiseTunnel``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution, LayerAttribution
+from captum.log import log_usage
 from torch import Tensor, nn
 
-from macattr._checks import check_finite, check_int
-from macattr.engine import sweep
-from macattr.paths import LinearPath, MaskAttributionPath, Path
-from macattr.safety import modules_of, preserved_state
-from macattr.targets import TargetType
+from macattr._checks import check_choice, check_finite, check_int
+from macattr._state import modules_of, preserved_state
+from macattr.engine import SweepPlan, SweepResult, sweep
+from macattr.paths import QUADRATURES, IntegrationPath, LinearPath, MaskAttributionPath, interval_of
+from macattr.targets import ReducedModel, TargetIndex
 
 Attribution = Union[Tensor, Tuple[Tensor, ...]]
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
@@ -47,9 +51,9 @@ def format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
 
 
 def format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
-    """``None`` (zeros), a scalar, a tensor or a tuple of them, each broadcastable to its input."""
-    if baselines is None:
-        baselines = 0.0
+    """``None`` (zeros for every input), a number (for every input), a tensor or a tuple, each broadcastable."""
+    if baselines is None or (isinstance(baselines, numbers.Real) and not isinstance(baselines, bool)):
+        baselines = (0.0 if baselines is None else baselines,) * len(inputs)
     items = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(items) != len(inputs):
         raise ValueError(f"baselines must have one entry per input ({len(inputs)}), got {len(items)}")
@@ -73,27 +77,59 @@ def format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[
     return tuple(out)
 
 
-def format_layers(layer: Union[nn.Module, Sequence[nn.Module]], forward_func: Callable) -> List[nn.Module]:
-    """One module or a non-empty list of distinct modules, each inside ``forward_func`` when that is a module."""
+def model_of(forward_func: Callable) -> Optional[nn.Module]:
+    """The network behind a forward function: the model a target wraps, a module, or a bound method's owner."""
+    if isinstance(forward_func, ReducedModel) and isinstance(forward_func.model, nn.Module):
+        return forward_func.model
+    owner = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def format_layers(
+    layer: Union[nn.Module, Sequence[nn.Module]], forward_func: Callable
+) -> Tuple[List[nn.Module], List[str]]:
+    """One module or a non-empty list of distinct modules, each inside the model behind ``forward_func``
+    when that is known; with their names (qualified names in that model, class names otherwise)."""
     layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     if not layers or not all(isinstance(m, nn.Module) for m in layers):
         raise TypeError("layer must be an nn.Module or a non-empty list of nn.Modules")
     if len({id(m) for m in layers}) != len(layers):
         raise ValueError("layer lists the same module more than once")
-    known = modules_of(forward_func)
-    if known:
-        ids = {id(m) for m in known}
-        strangers = [type(m).__name__ for m in layers if id(m) not in ids]
-        if strangers:
-            raise ValueError(f"layer {strangers} is not part of the model behind forward_func")
-    return layers
+    model = model_of(forward_func)
+    if model is None:
+        return layers, [type(m).__name__ for m in layers]
+    names = {id(m): name or "(model)" for name, m in model.named_modules()}
+    strangers = [type(m).__name__ for m in layers if id(m) not in names]
+    if strangers:
+        raise ValueError(f"layer {strangers} is not part of the model behind forward_func")
+    return layers, [names[id(m)] for m in layers]
 
 
-def _steps_per_pass(internal_batch_size: Optional[int], n_samples: int) -> Optional[int]:
-    if internal_batch_size is None:
-        return None
-    check_int("internal_batch_size", internal_batch_size, n_samples)
-    return internal_batch_size // n_samples
+def _rows(value: Any, n_samples: int, rows: slice) -> Any:
+    """``value`` restricted to the samples ``rows`` when it holds one entry per sample."""
+    if isinstance(value, Tensor) and value.dim() and value.shape[0] == n_samples:
+        return value[rows]
+    if isinstance(value, list) and len(value) == n_samples:
+        return value[rows]
+    return value
+
+
+class _Rows:
+    """Rows ``rows`` of a path bound once to the whole batch, so that splitting samples keeps their points."""
+
+    def __init__(self, path: IntegrationPath, points_at: Callable, n_samples: int, rows: slice) -> None:
+        self.path, self.points_at, self.n_samples, self.rows = path, points_at, n_samples, rows
+
+    def interval(self) -> Tuple[float, float]:
+        return interval_of(self.path)
+
+    def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> Callable:
+        def points(alphas: Tensor) -> Tuple[Tensor, ...]:
+            return tuple(
+                p.unflatten(0, (-1, self.n_samples))[:, self.rows].flatten(0, 1) for p in self.points_at(alphas)
+            )
+
+        return points
 
 
 class LayerPathConductance(LayerAttribution, GradientAttribution):
@@ -103,7 +139,19 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         forward_func: model or function returning one scalar per sample (N,) or,
             with ``target``, per-class scores (N, K, ...).
         layer: a module, or a list of modules attributed in one sweep.
-        path: any path object (default :class:`LinearPath`).
+        path: any [`IntegrationPath`][macattr.paths.IntegrationPath] (default [`LinearPath`][macattr.paths.LinearPath]).
+        train_mode: run the model in the train/eval mode it is in. By default it
+            runs in eval mode (BatchNorm uses its running statistics, dropout is
+            off), so attributions are deterministic and no buffer changes; with
+            ``train_mode=True`` the buffers it updates are put back afterwards.
+            Either way every module's mode is restored.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> x = torch.rand(2, 3)
+        >>> cond, delta = LayerPathConductance(model, model[2]).attribute(x, target=0, return_convergence_delta=True)
+        >>> cond.shape, bool(delta.abs().max() < 1e-5)  # the last layer: completeness is exact
+        (torch.Size([2, 1]), True)
     """
 
     rule = "conductance"
@@ -112,17 +160,21 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         self,
         forward_func: Callable[..., Tensor],
         layer: Union[nn.Module, Sequence[nn.Module]],
-        path: Optional[Path] = None,
+        path: Optional[IntegrationPath] = None,
+        *,
+        train_mode: bool = False,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
-        layers = format_layers(layer, forward_func)
+        layers, names = format_layers(layer, forward_func)
         LayerAttribution.__init__(self, forward_func, layers if isinstance(layer, (list, tuple)) else layers[0])
         GradientAttribution.__init__(self, forward_func)
-        self.layers = layers
+        if not isinstance(train_mode, bool):
+            raise TypeError(f"train_mode must be True or False, got {train_mode!r}")
+        self.layers, self.layer_names, self.train_mode = layers, names, train_mode
         self.path = LinearPath() if path is None else path
         if not callable(getattr(self.path, "bind", None)):
-            raise TypeError(f"path must be a path object with bind(), got {type(self.path).__name__}")
+            raise TypeError(f"path must be a path object with interval() and bind(), got {type(self.path).__name__}")
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -131,96 +183,123 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
     def multiplies_by_inputs(self) -> bool:
         return True
 
+    @log_usage()
     def attribute(
         self,
         inputs: Inputs,
         baselines: Baselines = None,
-        target: TargetType = None,
+        target: TargetIndex = None,
         additional_forward_args: Any = None,
         n_steps: int = 50,
+        method: str = "riemann_trapezoid",
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         """Attributions in the shape of each layer's output (or input), (N, ...).
 
-        Args follow Captum's ``LayerConductance.attribute``: ``baselines`` None
-        (zeros), scalar, tensor or tuple; ``target`` as in Captum;
-        ``additional_forward_args`` passed after the inputs (tensors with N rows
-        are repeated per grid point); ``n_steps`` N ≥ 1 intervals of the grid;
-        ``internal_batch_size`` rows per forward pass (≥ N samples; default:
-        chosen automatically, memory independent of ``n_steps``).
+        Args:
+            inputs: a tensor (N, ...) or a tuple of them, floating point, finite.
+            baselines: ``None`` (zeros), a number, a tensor broadcastable to the
+                input, or a tuple of those (one per input).
+            target: Captum's ``target``: ``None`` when ``forward_func`` returns one
+                scalar per sample, else a class index, a tuple, or one per sample.
+            additional_forward_args: passed after the inputs; tensors with N rows
+                are repeated for every grid point of a pass.
+            n_steps: N ≥ 1 intervals of the grid.
+            method: Captum's approximation rule, one of ``riemann_trapezoid``
+                (default: N + 1 equidistant points, both ends included),
+                ``riemann_left``, ``riemann_right``, ``riemann_middle``,
+                ``gausslegendre`` (Captum's default). Conductance sums
+                ``∂F/∂y`` at each of the rule's N + 1 points times the change of
+                ``y`` to the next point, as Captum does; rules other than the
+                trapezoid do not reach both ends of the path.
+            internal_batch_size: rows per forward pass. From N up, that many
+                grid points share a pass (``internal_batch_size // N``); below N
+                the samples are split into groups of that size (one grid point
+                per pass). Default: automatic, memory independent of ``n_steps``.
+            return_convergence_delta: also return, per sample,
+                ``Σ attributions − (F(X(end)) − F(X(start)))`` at the ends of the path.
+            attribute_to_layer_input: attribute to the layers' inputs instead.
 
         Returns:
             per layer a tensor (a tuple for layers with several output tensors);
             a list for a list of layers. With ``return_convergence_delta``, also
-            ``Σ attributions − (F(X(end)) − F(X(start)))`` per sample, (N,) (a
-            list for a list of layers).
+            the delta (N,) (a list for a list of layers).
         """
         return self._attribute_along(
-            self.path,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            n_steps,
-            internal_batch_size,
-            return_convergence_delta,
-            attribute_to_layer_input,
-        )
+            self.path, inputs, baselines, target, additional_forward_args, n_steps, method,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input,
+        )  # fmt: skip
 
     def _attribute_along(
         self,
-        path: Path,
+        path: IntegrationPath,
         inputs: Inputs,
         baselines: Baselines,
-        target: TargetType,
+        target: TargetIndex,
         additional_forward_args: Any,
         n_steps: int,
+        method: str,
         internal_batch_size: Optional[int],
         return_convergence_delta: bool,
         attribute_to_layer_input: bool,
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         if return_convergence_delta and not self.has_convergence_delta():
             raise ValueError(f"return_convergence_delta is not available for {type(self).__name__}")
-        check_int("n_steps", n_steps, 1)
+        check_choice("method", method, QUADRATURES)
         formatted = format_inputs(inputs)
         bases = format_baselines(baselines, formatted)
-        steps_per_pass = _steps_per_pass(internal_batch_size, formatted[0].shape[0])
+        n_samples = formatted[0].shape[0]
+        steps_per_pass, group = None, n_samples
+        if internal_batch_size is not None:
+            check_int("internal_batch_size", internal_batch_size, 1)
+            steps_per_pass, group = max(1, internal_batch_size // n_samples), min(internal_batch_size, n_samples)
+        plan = SweepPlan(check_int("n_steps", n_steps, 1), self.rule, method, steps_per_pass,
+                         bool(attribute_to_layer_input))  # fmt: skip
         extra = additional_forward_args
         extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
-        with preserved_state(modules_of(self.forward_func) + self.layers):
-            result = sweep(
-                self.forward_func,
-                self.layers,
-                formatted,
-                bases,
-                path,
-                n_steps,
-                rule=self.rule,
-                target=target,
-                additional_forward_args=extra,
-                steps_per_pass=steps_per_pass,
-                to_layer_input=bool(attribute_to_layer_input),
-            )
+        points_at = path.bind(formatted, bases) if group < n_samples else None
+        parts = []
+        with preserved_state(modules_of(self.forward_func) + self.layers, self.train_mode):
+            for first in range(0, n_samples, group):
+                rows = slice(first, first + group)
+                part_path = path if points_at is None else _Rows(path, points_at, n_samples, rows)
+                parts.append(sweep(
+                    self.forward_func, self.layers,
+                    tuple(x[rows] for x in formatted), tuple(_rows(b, n_samples, rows) for b in bases),
+                    part_path, plan, target=_rows(target, n_samples, rows),
+                    additional_forward_args=tuple(_rows(a, n_samples, rows) for a in extra),
+                    names=self.layer_names, outputs_at_ends=bool(return_convergence_delta),
+                ))  # fmt: skip
+        return self._format(SweepResult.concatenate(parts), return_convergence_delta)
+
+    def _format(self, result: SweepResult, return_convergence_delta: bool) -> Any:
         attributions = [tensors[0] if len(tensors) == 1 else tensors for tensors in result.attributions]
         single = not isinstance(self.layer, list)
-        formatted_attributions = attributions[0] if single else attributions
+        formatted = attributions[0] if single else attributions
         if not return_convergence_delta:
-            return formatted_attributions
+            return formatted
         change = result.end_outputs - result.start_outputs
         deltas = [
             sum(t.flatten(1).sum(1) for t in tensors).to(change.dtype) - change for tensors in result.attributions
         ]
-        return formatted_attributions, (deltas[0] if single else deltas)
+        return formatted, (deltas[0] if single else deltas)
 
 
 class LayerPathInternalInfluence(LayerPathConductance):
-    """``Σ_j ∂F/∂y|_{α_j} (α_{j+1} − α_j)`` over the N left grid points of a path.
+    """``Σ_j ∂F/∂y|_{α_j} · w_j`` over the ``n_steps`` points and weights of a rule along a path.
 
-    Along :class:`LinearPath` this is Captum's ``LayerInternalInfluence`` with
-    ``method="riemann_left"``: the layer analogue of integrated gradients without
-    the ``(y − y')`` factor. No convergence delta.
+    Along [`LinearPath`][macattr.paths.LinearPath] this is Captum's
+    ``LayerInternalInfluence`` with the same ``method``; the default here,
+    ``riemann_left``, is the left Riemann sum ``Σ_j ∂F/∂y|_{α_j} (α_{j+1} − α_j)``
+    (Captum's default is ``gausslegendre``). It is the layer analogue of
+    integrated gradients without the ``(y − y')`` factor; no convergence delta.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> LayerPathInternalInfluence(model, model[0]).attribute(torch.rand(2, 3), target=0).shape
+        torch.Size([2, 4])
     """
 
     rule = "gradient"
@@ -232,45 +311,97 @@ class LayerPathInternalInfluence(LayerPathConductance):
     def multiplies_by_inputs(self) -> bool:
         return False
 
-
-class LayerMAC(LayerPathConductance):
-    """Mask Attribute Conductance: conductance along RAM's mask attribute path.
-
-    ``attribute`` takes the path's settings (``mask_ratio``, ``sharpness``,
-    ``patch_size``, ``thresholds``, ``seed``; see
-    :class:`~macattr.paths.MaskAttributionPath`) with the paper's defaults:
-    r = 0.5, δ = 1e4, N = 200, baseline 0. Inputs are images (N, C, H, W).
-    """
-
-    def __init__(self, forward_func: Callable[..., Tensor], layer: Union[nn.Module, Sequence[nn.Module]]) -> None:
-        super().__init__(forward_func, layer, path=MaskAttributionPath())
-
+    @log_usage()
     def attribute(
         self,
         inputs: Inputs,
         baselines: Baselines = None,
-        target: TargetType = None,
+        target: TargetIndex = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+        attribute_to_layer_input: bool = False,
+    ) -> Union[Attribution, List[Attribution]]:
+        """Internal influence (N, ...) per layer; arguments as in
+        [`LayerPathConductance.attribute()`][macattr.attribution.LayerPathConductance.attribute]."""
+        return self._attribute_along(
+            self.path, inputs, baselines, target, additional_forward_args, n_steps, method,
+            internal_batch_size, False, attribute_to_layer_input,
+        )  # fmt: skip
+
+
+class LayerMAC(LayerPathConductance):
+    """Mask Attribute Conductance: conductance along RAM's mask attribute path.
+
+    ``attribute`` takes Captum's arguments (with the paper's default N = 200)
+    and, keyword-only, either ``path=`` (a [`MaskAttributionPath`][macattr.paths.MaskAttributionPath]
+    or any other path) or the mask path's options: ``mask_ratio`` (r = 0.5),
+    ``sharpness`` (δ = 1e4), ``patch_size`` (1), ``thresholds``, ``seed``.
+    Without either it integrates along the ``path`` given to the constructor
+    (default: ``MaskAttributionPath()`` with the paper's settings).
+    Without a ``seed`` (or ``thresholds``) each call draws new pixel thresholds
+    from torch's global generator, so two calls give different attributions:
+    pass ``seed=`` for repeatable results.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> from macattr import targets
+        >>> mac = LayerMAC(targets.output_sum(model), [model[0], model[2]])
+        >>> first, last = mac.attribute(torch.rand(1, 3, 8, 8), n_steps=16, seed=0)
+        >>> first.shape, last.shape
+        (torch.Size([1, 4, 8, 8]), torch.Size([1, 3, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: Union[nn.Module, Sequence[nn.Module]],
+        path: Optional[IntegrationPath] = None,
+        *,
+        train_mode: bool = False,
+    ) -> None:
+        super().__init__(forward_func, layer, MaskAttributionPath() if path is None else path, train_mode=train_mode)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Inputs,
+        baselines: Baselines = None,
+        target: TargetIndex = None,
         additional_forward_args: Any = None,
         n_steps: int = 200,
-        mask_ratio: float = 0.5,
-        sharpness: float = 1e4,
-        patch_size: int = 1,
-        thresholds: Optional[Tensor] = None,
-        seed: Optional[int] = None,
+        method: str = "riemann_trapezoid",
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        *,
+        path: Optional[IntegrationPath] = None,
+        **path_options: Any,
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
-        """MAC of every neuron of the layer(s), (N, ...); see :meth:`LayerPathConductance.attribute`."""
-        path = MaskAttributionPath(mask_ratio, sharpness, patch_size, thresholds, seed)
+        """MAC of every neuron of the layer(s), (N, ...); arguments as in
+        [`LayerPathConductance.attribute()`][macattr.attribution.LayerPathConductance.attribute].
+
+        ``method`` must be ``riemann_trapezoid``: the mask path changes in steep
+        sigmoid steps, and only a grid that includes both ends of the path
+        captures every step of ``y``.
+        """
+        if method != "riemann_trapezoid":
+            raise ValueError(
+                f"LayerMAC needs method='riemann_trapezoid' (the mask path jumps at every pixel's threshold; "
+                f"only a grid with both ends captures every jump), got {method!r}"
+            )
+        if path is not None and path_options:
+            raise ValueError(f"pass either path= or the mask path's options {sorted(path_options)}, not both")
+        if path is None and not path_options:
+            path = self.path
+        elif path is None:
+            try:
+                path = MaskAttributionPath(**path_options)
+            except TypeError as error:
+                raise TypeError(f"LayerMAC.attribute: {error}; the mask path's options are mask_ratio, sharpness, "
+                                "patch_size, thresholds, seed") from None  # fmt: skip
         return self._attribute_along(
-            path,
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            n_steps,
-            internal_batch_size,
-            return_convergence_delta,
-            attribute_to_layer_input,
-        )
+            path, inputs, baselines, target, additional_forward_args, n_steps, method,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input,
+        )  # fmt: skip

@@ -1,108 +1,172 @@
 """The ``macattr`` command: ``demo``, ``rank``, ``plot`` and ``compare``.
 
-Errors (missing file, bad module path, empty image folder, k out of range, ...)
-print one line ``macattr: error: ...`` and exit with status 2.
+Every user error (a missing or unreadable file, a bad module path, a model
+factory that raises, an empty image folder, k out of range, ...) prints one line
+``macattr: error: ...`` and exits with status 2, before any long work starts
+where it can be checked up front. Ctrl-C exits with status 130 and says where
+the checkpoint is.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
-from macattr.degradations import degrade
-from macattr.images import center_crop, image_files, read_image
-from macattr.plots import plot_comparison, plot_layer_importance
+from macattr import __version__
+from macattr.layers import candidate_layers
 from macattr.ranking import METHODS, rank_layers
+from macattr.ranking.settings import RankSettings
+from macattr.restoration.data import degraded_batches
+from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
+from macattr.restoration.images import center_crop, image_files, read_image
+from macattr.restoration.ram_files import write_ram_files
+from macattr.restoration.train import load_weights
 from macattr.scores import LayerScores, resolve_k
+from macattr.targets import NAMED_TARGETS
 
 
 class CommandError(Exception):
     """A user error the command reports in one line."""
 
 
-def parse_k(text: str) -> Union[int, float]:
-    """ "0.1" → 0.1 (fraction), "3" → 3 (count)."""
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors in the command's one-line form."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"macattr: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """ "3" → 3; refuses 0, negatives and non-integers."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        pass
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """ "1e4" → 10000.0, "inf" → inf; refuses 0, negatives and NaN."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {text!r}") from None
-    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def parse_k(text: str) -> Union[int, float]:
+    """ "0.1" → 0.1 (a fraction in (0, 1]), "3" → 3 (a count >= 1)."""
+    try:
+        value: Union[int, float] = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        value = math.nan
+    if (isinstance(value, int) and value < 1) or (isinstance(value, float) and not 0 < value <= 1):
         raise argparse.ArgumentTypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {text!r}")
     return value
 
 
-def parse_degradations(text: str) -> List[Tuple[str, float]]:
-    """ "noise:25,blur:2,jpeg:50" → [("noise", 25.0), ("blur", 2.0), ("jpeg", 50.0)]."""
-    out = []
+def parse_tasks(text: str) -> List[str]:
+    """ "noise:25,blur:2,jpeg:50" (or "noise25,blur2,jpeg50") → ["noise25", "blur2", "jpeg50"]."""
+    tasks = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        kind, _, level = item.partition(":")
-        if kind not in ("noise", "blur", "jpeg") or not level:
-            raise argparse.ArgumentTypeError(f"degradation must look like noise:25, blur:2 or jpeg:50, got {item!r}")
-        try:
-            out.append((kind, float(level)))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"degradation level must be a number, got {item!r}") from None
-    return out
+        task = item.replace(":", "")
+        if task not in STAND_IN_TASKS:
+            try:
+                kind, level = parse_task(task)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"degradation must look like noise:25, blur:2 or jpeg:50, got {item!r}"
+                ) from None
+            task = f"{kind}{level:g}"
+        tasks.append(task)
+    return tasks
+
+
+def parse_target(text: str) -> Union[str, int]:
+    """A target name, or a class index for classifiers ("207")."""
+    if text in NAMED_TARGETS:
+        return text
+    try:
+        index = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"target must be one of {sorted(NAMED_TARGETS)} or a class index, got {text!r}"
+        ) from None
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"a class index must be >= 0, got {text!r}")
+    return index
+
+
+def _import_factory_module(target: str):
+    """A module by dotted name (the current folder on the import path, as for ``python -m``) or by file path."""
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        file = Path(target)
+        if not file.is_file():
+            raise CommandError(f"--model names the file {file}, which does not exist")
+        sys.path.insert(0, str(file.resolve().parent))  # so that the file's own imports of its neighbours work
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.import_module(target)
 
 
 def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
-    """Build ``module:factory`` (a class or function with no required arguments) and load ``weights``."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise CommandError(f"--model must look like package.module:factory, got {spec!r}")
+    """Build ``module:factory`` or ``path/to/file.py:factory`` (a class or function with no required
+    arguments), load ``weights`` into it, and put it in eval mode."""
+    target, _, attribute = spec.rpartition(":")
+    if not target or not attribute:
+        raise CommandError(f"--model must look like package.module:factory or path/to/file.py:factory, got {spec!r}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise CommandError(f"cannot import {module_name!r} for --model: {error}") from None
+        module = _import_factory_module(target)
+    except CommandError:
+        raise
+    except Exception as error:  # the user's module may raise anything while it is imported
+        raise CommandError(f"cannot import {target!r} for --model: {type(error).__name__}: {error}") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise CommandError(f"{module_name!r} has no callable {attribute!r} for --model")
-    model = factory()
+        raise CommandError(f"{target!r} has no callable {attribute!r} for --model")
+    try:
+        model = factory()
+    except Exception as error:  # the user's factory may raise anything
+        raise CommandError(f"--model {spec} raised {type(error).__name__}: {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise CommandError(f"weights file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("params_ema", "params", "state_dict", "model"):  # BasicSR / RAM / Lightning layouts
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise CommandError(f"weights {path} do not fit --model {spec}: {str(error).splitlines()[0]}") from None
+        load_weights(model, weights)
     return model.eval()
 
 
-def image_batches(folder: str, size: Optional[int], degradations: Sequence[Tuple[str, float]], seed: int) -> list:
-    """One batch per image (and per degradation): dicts with "lq", "gt" and "task"."""
-    generator = torch.Generator().manual_seed(seed)
+def image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int) -> list:
+    """One batch per image and task, ``{"lq", "gt", "task"}``; clean images (task "clean") without tasks."""
     batches = []
-    for file in image_files(folder):
+    for index, file in enumerate(image_files(folder)):
         clean = read_image(file)
-        clean = center_crop(clean, size)[None] if size else clean[None]
-        if not degradations:
+        clean = (center_crop(clean, size) if size else clean)[None]
+        if tasks:
+            batches += degraded_batches(clean, tasks, seed=seed + 1000 * index)
+        else:
             batches.append({"lq": clean, "gt": clean, "task": ["clean"]})
-        for kind, level in degradations:
-            lq = degrade(clean, kind, level, generator)
-            batches.append({"lq": lq, "gt": clean, "task": [f"{kind}{level:g}"]})
     return batches
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from macattr.demo import run_demo
+    from macattr.restoration.demo import run_demo
 
     run_demo(args.out, k=args.k, n_steps=args.n_steps, pretrain_steps=args.pretrain_steps, seed=args.seed,
              progress=not args.no_progress)  # fmt: skip
@@ -112,79 +176,84 @@ def _rank(args: argparse.Namespace) -> None:
     if args.method == "gradnorm" and not args.degrade:
         raise CommandError("--method gradnorm needs --degrade: it scores the loss between restored degraded "
                            "images and the clean ones")  # fmt: skip
-    model = load_model(args.model, args.weights)
-    batches = image_batches(args.images, args.size, args.degrade, args.seed)
-    scores = rank_layers(
-        model, batches, args.method, target=args.target, n_steps=args.n_steps, mask_ratio=args.mask_ratio,
-        sharpness=args.sharpness, patch_size=args.patch_size, seed=args.seed,
-        samples_per_group=args.per_task, group="task" if args.per_task else None, device=args.device,
-        internal_batch_size=args.internal_batch_size, progress=not args.no_progress, checkpoint=args.checkpoint,
+    settings = RankSettings(
+        args.method, target=args.target, n_steps=args.n_steps, mask_ratio=args.mask_ratio, sharpness=args.sharpness,
+        patch_size=args.patch_size, seed=args.seed, samples_per_group=args.per_task,
+        internal_batch_size=args.internal_batch_size,
     )  # fmt: skip
+    model = load_model(args.model, args.weights)
+    resolve_k(args.k, len(candidate_layers(model)))
+    batches = image_batches(args.images, args.size, args.degrade, args.seed)
+    scores = rank_layers(model, batches, args.method, settings=settings, group="task" if args.per_task else None,
+                         device=args.device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
     top = scores.top_k(args.k)
     scores.save(args.out)
     if args.ram_files:
-        scores.to_ram_files(args.ram_files)
+        write_ram_files(scores, args.ram_files)
     print(f"{scores.method}: {scores.images} images, {len(scores)} layers; top {len(top)} (k={args.k}):")
     for rank, name in enumerate(top, start=1):
         print(f"  {rank:2d}. {name}  {scores[name]:.4g}")
     print(f"wrote {args.out}")
 
 
-def _load_scores(path: str) -> LayerScores:
-    if not Path(path).is_file():
-        raise CommandError(f"scores file {path} does not exist")
-    return LayerScores.load(path)
-
-
 def _plot(args: argparse.Namespace) -> None:
-    scores = _load_scores(args.scores)
+    from macattr.plots import plot_layer_importance
+
+    scores = LayerScores.load(args.scores)
     if args.top_k is not None:
         resolve_k(args.top_k, len(scores))
     figure = plot_layer_importance(scores, kind=args.kind, top_k=args.top_k, log=args.log)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=args.dpi)
-    print(f"wrote {args.out}")
+    _save_figure(figure, args.out, args.dpi)
+
+
+def _save_figure(figure, out: str, dpi: int) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=dpi)
+    print(f"wrote {out}")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    a, b = _load_scores(args.a), _load_scores(args.b)
+    from macattr.plots import plot_comparison
+
+    a, b = LayerScores.load(args.a), LayerScores.load(args.b)
     figure = plot_comparison(a, b, kind=args.kind, top_k=args.top_k)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=args.dpi)
-    print(f"Spearman {a.spearman(b):.4f}  Kendall {a.kendall(b):.4f}; wrote {args.out}")
+    print(f"Spearman {a.spearman(b):.4f}  Kendall {a.kendall(b):.4f}")
+    _save_figure(figure, args.out, args.dpi)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="macattr", description="Rank network layers by Mask Attribute Conductance.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="macattr", description="Rank network layers by Mask Attribute Conductance.")
+    parser.add_argument("--version", action="version", version=f"macattr {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="the embedded default: a small restoration network on bundled photos")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--k", type=parse_k, default=0.1, help="fraction in (0, 1] or count of layers (default 0.1)")
-    demo.add_argument("--n-steps", type=int, default=200, help="grid intervals N (default 200)")
-    demo.add_argument("--pretrain-steps", type=int, default=200, help="mask pre-training steps (default 200)")
+    demo.add_argument("--n-steps", type=positive_int, default=200, help="grid intervals N (default 200)")
+    demo.add_argument("--pretrain-steps", type=positive_int, default=300, help="mask pre-training steps (default 300)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
 
     rank = commands.add_parser("rank", help="rank the layers of your model over a folder of images")
-    rank.add_argument("--model", required=True, help="package.module:factory building the nn.Module")
+    rank.add_argument("--model", required=True, help="package.module:factory or path/to/file.py:factory")
     rank.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
     rank.add_argument("--images", required=True, help="folder of PNG/JPEG images")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
     rank.add_argument("--method", choices=METHODS, default="mac", help="gradnorm needs --degrade")
     rank.add_argument("--k", type=parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
-    rank.add_argument("--degrade", type=parse_degradations, default=[], help="e.g. noise:25,blur:2,jpeg:50")
-    rank.add_argument("--per-task", type=int, help="images per degradation (RAM: 10)")
-    rank.add_argument("--size", type=int, help="centre-crop images to this size")
-    rank.add_argument("--target", default="gradient_magnitude", choices=["gradient_magnitude", "sum", "mean"])
-    rank.add_argument("--n-steps", type=int, default=200)
-    rank.add_argument("--mask-ratio", type=float, default=0.5)
-    rank.add_argument("--sharpness", type=float, default=1e4, help="δ; 'inf' for the hard path")
-    rank.add_argument("--patch-size", type=int, default=1)
+    rank.add_argument("--degrade", type=parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
+    rank.add_argument("--per-task", type=positive_int, help="images per degradation (RAM: 10)")
+    rank.add_argument("--size", type=positive_int, help="centre-crop images to this size")
+    rank.add_argument("--target", type=parse_target, default="gradient_magnitude",
+                      help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
+    rank.add_argument("--n-steps", type=positive_int, default=200)
+    rank.add_argument("--mask-ratio", type=positive_float, default=0.5)
+    rank.add_argument("--sharpness", type=positive_float, default=1e4, help="δ; 'inf' for the hard path")
+    rank.add_argument("--patch-size", type=positive_int, default=1)
     rank.add_argument("--seed", type=int, default=0)
     rank.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    rank.add_argument("--internal-batch-size", type=int)
+    rank.add_argument("--internal-batch-size", type=positive_int)
     rank.add_argument("--checkpoint", help="resume file, updated after every image")
     rank.add_argument("--ram-files", help="also write RAM's filter_*.txt into this folder")
     rank.add_argument("--no-progress", action="store_true")
@@ -192,11 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="heatmap or bar chart of a scores file")
     plot.add_argument("scores", help="scores.json written by rank or demo")
-    plot.add_argument("--out", default="heatmap.png")
+    plot.add_argument("--out", default="heatmap.png", help="PNG, SVG or PDF, by extension")
     plot.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
     plot.add_argument("--top-k", type=parse_k, default=0.1, help="mark these layers (default 0.1)")
     plot.add_argument("--log", action=argparse.BooleanOptionalAction, default=None, help="log colour scale")
-    plot.add_argument("--dpi", type=int, default=120)
+    plot.add_argument("--dpi", type=positive_int, default=120)
     plot.set_defaults(run=_plot)
 
     compare = commands.add_parser("compare", help="two scores files side by side with their rank correlation")
@@ -205,19 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="comparison.png")
     compare.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
     compare.add_argument("--top-k", type=parse_k, default=0.1)
-    compare.add_argument("--dpi", type=int, default=120)
+    compare.add_argument("--dpi", type=positive_int, default=120)
     compare.set_defaults(run=_compare)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "sharpness", None) is not None and math.isnan(args.sharpness):
-        parser.error("--sharpness must be a number > 0")
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], None] = args.run
     try:
-        args.run(args)
-    except (CommandError, FileNotFoundError, ValueError, TypeError) as error:
+        run(args)
+    except KeyboardInterrupt:
+        where = getattr(args, "checkpoint", None)
+        hint = f"; rerun the same command to resume from the checkpoint {where}" if where else ""
+        print(f"macattr: interrupted{hint}", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, ImportError) as error:
         print(f"macattr: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -5,14 +5,9 @@ requested layers and one backward pass that takes ``∂F/∂y`` with respect to 
 captured layer outputs only (never parameter ``.grad``). Several grid points may
 share a pass (``steps_per_pass``); rows are then step-major, ``s * N + n``.
 
-The per-layer results are accumulated as the sweep goes (torchmetrics style,
-``update()`` then ``compute()``), so memory holds one pass plus, per layer, the
-running sum and the previous grid point — it does not grow with ``n_steps``.
-Those per-layer buffers are made once, at the first pass, so that later passes
-reuse the memory freed around them instead of growing the heap.
-
-- :class:`ConductanceSum`: ``Σ_j ∂F/∂y|_{α_j} · (y(α_{j+1}) − y(α_j))`` (Eq. 9).
-- :class:`GradientSum`: ``Σ_j ∂F/∂y|_{α_j} · (α_{j+1} − α_j)`` (internal influence).
+The per-layer results are accumulated as the sweep goes
+([`macattr.accumulators`][macattr.accumulators]), so memory holds one pass plus, per layer, the
+running sum and the previous grid point: it does not grow with ``n_steps``.
 """
 
 from __future__ import annotations
@@ -23,82 +18,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from macattr.paths import Path, grid
-from macattr.targets import TargetType, expand_target, select_target
+from macattr.accumulators import ConductanceSum, GradientSum
+from macattr.paths import IntegrationPath, interval_of, quadrature
+from macattr.targets import TargetIndex, expand_target, select_target
 
 LayerTensors = Tuple[Tensor, ...]
-
-
-@dataclass
-class StepBatch:
-    """What one pass over ``S`` grid points yields for a batch of ``N`` samples.
-
-    alphas: (S,) float64 grid points; weights: (S,) ``α_{j+1} − α_j`` (0 at the end);
-    outputs: (S, N) values of ``F``; values, grads: per layer, per tensor, (S, N, ...).
-    """
-
-    alphas: Tensor
-    weights: Tensor
-    outputs: Tensor
-    values: List[LayerTensors]
-    grads: List[LayerTensors]
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-class ConductanceSum:
-    """Running ``Σ_j g_j · (y_{j+1} − y_j)`` over grid points fed in order.
-
-    ``update(values, grads, weights)`` takes consecutive points (S, N, ...);
-    ``compute()`` returns the sum (N, ...).
-    """
-
-    def __init__(self) -> None:
-        self.total: Optional[Tensor] = None
-        self._last_value: Optional[Tensor] = None
-        self._last_grad: Optional[Tensor] = None
-        self._buffers: Tuple[Tensor, ...] = ()
-
-    def update(self, values: Tensor, grads: Tensor, weights: Tensor) -> None:
-        dtype = _accumulation_dtype(values.dtype)
-        values, grads = values.to(dtype), grads.to(dtype)
-        if self.total is None:
-            # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
-            self.total = torch.zeros_like(values[0])
-            self._buffers = (torch.empty_like(values[0]), torch.empty_like(grads[0]))
-        else:
-            self.total.addcmul_(self._last_grad, values[0] - self._last_value)
-        if len(values) == 1:  # kept as they are: one row, no copy
-            self._last_value, self._last_grad = values[0], grads[0]
-            return
-        self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
-        # copied, so that the pass's (S, N, ...) tensors can be freed
-        self._last_value, self._last_grad = self._buffers
-        self._last_value.copy_(values[-1])
-        self._last_grad.copy_(grads[-1])
-
-    def compute(self) -> Tensor:
-        return self.total
-
-
-class GradientSum:
-    """Running ``Σ_j g_j · w_j`` with ``w_j = α_{j+1} − α_j``; ``compute()`` → (N, ...)."""
-
-    def __init__(self) -> None:
-        self.total: Optional[Tensor] = None
-
-    def update(self, values: Tensor, grads: Tensor, weights: Tensor) -> None:
-        dtype = _accumulation_dtype(grads.dtype)
-        shape = (-1,) + (1,) * (grads.dim() - 1)
-        part = (grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0)
-        self.total = part if self.total is None else self.total + part
-
-    def compute(self) -> Tensor:
-        return self.total
-
-
 RULES = {"conductance": ConductanceSum, "gradient": GradientSum}
 
 
@@ -118,13 +42,15 @@ def _clone_floating(value: object) -> object:
 class LayerRecorder:
     """Hooks that capture the outputs (or inputs) of ``layers`` during one forward pass.
 
+    ``names`` label the layers in error messages (default: their class names).
     A layer whose captured tensor is later overwritten in place is re-run with
-    its output cloned (see :meth:`overwritten`). Use as a context manager: the
+    its output cloned (see [`overwritten()`][macattr.engine.LayerRecorder.overwritten]). Use as a context manager: the
     hooks are removed on exit, also after an error.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], to_layer_input: bool) -> None:
+    def __init__(self, layers: Sequence[nn.Module], to_layer_input: bool, names: Optional[Sequence[str]] = None):
         self.layers = list(layers)
+        self.names = list(names) if names is not None else [type(m).__name__ for m in self.layers]
         self.to_layer_input = to_layer_input
         self.clone = [False] * len(self.layers)
         self.captured: List[Optional[LayerTensors]] = [None] * len(self.layers)
@@ -148,21 +74,22 @@ class LayerRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget what the last forward pass captured."""
         self.captured = [None] * len(self.layers)
 
     def _capture(self, index: int, value: object) -> object:
         if self.captured[index] is not None:
             raise ValueError(
-                f"layer {index} ({type(self.layers[index]).__name__}) runs more than once in one forward pass; "
-                "the attribution of a module shared between calls is not defined: pass a module that runs once"
+                f"layer {self.names[index]!r} runs more than once in one forward pass; the attribution of a "
+                "module shared between calls is not defined: pass a module that runs once"
             )
         tensors = _floating_tensors(value)
         if not tensors:
             where = "input" if self.to_layer_input else "output"
-            raise ValueError(
-                f"layer {index} ({type(self.layers[index]).__name__}) has no floating-point {where} tensor "
-                "to attribute to"
-            )
+            raise ValueError(f"layer {self.names[index]!r} has no floating-point {where} tensor to attribute to")
         self.captured[index] = tensors
         self._versions[index] = tuple(t._version for t in tensors)
         return _clone_floating(value) if self.clone[index] else None
@@ -179,9 +106,6 @@ class LayerRecorder:
 
         return pre_hook
 
-    def begin(self) -> None:
-        self.captured = [None] * len(self.layers)
-
     def overwritten(self) -> List[int]:
         """Indices of layers whose captured tensors were modified in place since capture."""
         return [
@@ -197,33 +121,29 @@ def _expand_args(args: tuple, n_samples: int, repeats: int) -> tuple:
     )
 
 
-def _run_pass(
-    recorder: LayerRecorder,
-    forward_func: Callable[..., Tensor],
-    points: Tuple[Tensor, ...],
-    target: TargetType,
-    additional_forward_args: tuple,
-) -> Tuple[Tensor, List[LayerTensors], List[LayerTensors]]:
-    """Forward and backward on ``points`` (R, ...): ``F`` (R,), layer values and ``∂F/∂y``."""
+def _forward(recorder: LayerRecorder, run: Callable[[], Tensor]) -> Tensor:
+    """``run()`` with the hooks capturing; re-run once with clones if a captured tensor was changed in place."""
     for attempt in range(2):
-        recorder.begin()
-        with torch.enable_grad():
-            inputs = tuple(p.detach().requires_grad_() for p in points)
-            scores = select_target(forward_func(*inputs, *additional_forward_args), target)
-        missing = [i for i, c in enumerate(recorder.captured) if c is None]
+        recorder.clear()
+        scores = run()
+        missing = [recorder.names[i] for i, c in enumerate(recorder.captured) if c is None]
         if missing:
-            names = ", ".join(f"{i} ({type(recorder.layers[i]).__name__})" for i in missing)
-            raise ValueError(f"layer {names} did not run during the forward pass; is it part of the model?")
+            raise ValueError(f"layer {missing} did not run during the forward pass; is it part of the model?")
         overwritten = recorder.overwritten()
         if not overwritten:
-            break
+            return scores
         if attempt == 1:
             raise RuntimeError(
-                f"the captured tensors of layer {overwritten} are modified in place by the model even when "
-                "cloned (they alias another tensor); make the in-place operation out of place"
+                f"the captured tensors of layer {[recorder.names[i] for i in overwritten]} are modified in place "
+                "by the model even when cloned (they alias another tensor); make the in-place operation out of place"
             )
         for index in overwritten:
             recorder.clone[index] = True
+    raise AssertionError("unreachable")
+
+
+def _gradients(recorder: LayerRecorder, scores: Tensor) -> Tuple[List[LayerTensors], List[LayerTensors]]:
+    """Layer values and ``∂(Σ F)/∂y`` of the last forward pass; layers ``F`` does not depend on get zeros."""
     if not scores.requires_grad:
         raise ValueError(
             "the forward function's output does not depend on its inputs through autograd "
@@ -234,24 +154,22 @@ def _run_pass(
     with torch.enable_grad():
         found = torch.autograd.grad(scores.sum(), needed, allow_unused=True) if needed else ()
     by_id = {id(t): g for t, g in zip(needed, found)}
-    grads, values = [], []
-    for tensors in recorder.captured:
-        grads.append(tuple(_zero_if_none(by_id.get(id(t)), t) for t in tensors))
-        values.append(tuple(t.detach() for t in tensors))
-    return scores.detach(), values, grads
+    values = [tuple(t.detach() for t in tensors) for tensors in recorder.captured]
+    grads = [tuple(_zero_if_none(by_id.get(id(t)), t) for t in tensors) for tensors in recorder.captured]
+    return values, grads
 
 
 def _zero_if_none(grad: Optional[Tensor], like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def _split_steps(tensors: LayerTensors, steps: int) -> LayerTensors:
+def _split_steps(tensors: LayerTensors, steps: int, name: str) -> LayerTensors:
     out = []
     for t in tensors:
         if t.dim() == 0 or t.shape[0] % steps:
             raise ValueError(
-                f"a layer tensor of shape {tuple(t.shape)} does not have the batch as its first dimension; "
-                "attribution needs layer outputs of shape (N, ...)"
+                f"layer {name!r} has a tensor of shape {tuple(t.shape)} without the batch as its first dimension; "
+                "attribution needs layer tensors of shape (N, ...)"
             )
         out.append(t.reshape(steps, -1, *t.shape[1:]))
     return tuple(out)
@@ -261,13 +179,25 @@ def _split_steps(tensors: LayerTensors, steps: int) -> LayerTensors:
 class SweepResult:
     """attributions: per layer, per tensor, (N, ...).
 
-    start_outputs, end_outputs: ``F`` (N,) at the first and last grid points evaluated
-    (the path's ends for the "conductance" rule).
+    start_outputs, end_outputs: ``F`` (N,) at the ends of the path's interval
+    (``None`` when they were not asked for and the grid does not reach them).
     """
 
     attributions: List[LayerTensors]
-    start_outputs: Tensor
-    end_outputs: Tensor
+    start_outputs: Optional[Tensor]
+    end_outputs: Optional[Tensor]
+
+    @staticmethod
+    def concatenate(parts: Sequence[SweepResult]) -> SweepResult:
+        """The results of sweeps over consecutive groups of samples, as one result over all of them."""
+        if len(parts) == 1:
+            return parts[0]
+        attributions = [
+            tuple(torch.cat(pieces) for pieces in zip(*layer)) for layer in zip(*(p.attributions for p in parts))
+        ]
+        ends = [None if parts[0].start_outputs is None else torch.cat([getattr(p, side) for p in parts])
+                for side in ("start_outputs", "end_outputs")]  # fmt: skip
+        return SweepResult(attributions, *ends)
 
 
 def saved_activation_bytes(run: Callable[[], object]) -> int:
@@ -309,73 +239,91 @@ def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
     return max(1, min(CUDA_MAX_STEPS, int(0.25 * free) // (3 * bytes_per_step)))
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """How to integrate: ``rule`` "conductance" or "gradient", Captum's ``method``, ``n_steps`` intervals.
+
+    ``steps_per_pass``: grid points per forward/backward (``None``: automatic).
+    """
+
+    n_steps: int
+    rule: str = "conductance"
+    method: str = "riemann_trapezoid"
+    steps_per_pass: Optional[int] = None
+    to_layer_input: bool = False
+
+    def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
+        """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {sorted(RULES)}, got {self.rule!r}")
+        nodes, weights = quadrature(self.method, self.n_steps + (self.rule == "conductance"))
+        start, end = interval_of(path)
+        return start + (end - start) * nodes, (end - start) * weights
+
+
+def _evaluate(forward_func: Callable[..., Tensor], points: Tuple[Tensor, ...], target: TargetIndex,
+              additional_forward_args: tuple, n_samples: int, track: bool = True) -> Tensor:  # fmt: skip
+    """``F`` (R,) at the stacked points (R = steps · N rows); ``track``: with autograd, from fresh leaves."""
+    steps = points[0].shape[0] // n_samples
+    with torch.set_grad_enabled(track):
+        inputs = tuple(p.detach().requires_grad_(track) for p in points)
+        output = forward_func(*inputs, *_expand_args(additional_forward_args, n_samples, steps))
+        return select_target(output, expand_target(target, n_samples, steps))
+
+
 def sweep(
     forward_func: Callable[..., Tensor],
     layers: Sequence[nn.Module],
     inputs: Tuple[Tensor, ...],
     baselines: Tuple[Tensor, ...],
-    path: Path,
-    n_steps: int,
+    path: IntegrationPath,
+    plan: SweepPlan,
     *,
-    rule: str = "conductance",
-    target: TargetType = None,
+    target: TargetIndex = None,
     additional_forward_args: tuple = (),
-    steps_per_pass: Optional[int] = None,
-    to_layer_input: bool = False,
+    names: Optional[Sequence[str]] = None,
+    outputs_at_ends: bool = False,
 ) -> SweepResult:
     """Attribute ``F = forward_func(X)`` to every layer in ``layers`` in one sweep along ``path``.
 
     inputs, baselines: tuples of tensors (N, ...) (baselines broadcast to inputs).
-    rule: "conductance" (N + 1 points, Eq. 9) or "gradient" (the N left points, weighted by dα).
-    steps_per_pass: grid points per forward/backward; ``None`` chooses automatically.
+    names: layer names for error messages. outputs_at_ends: also evaluate ``F``
+    at the ends of the path when the grid does not reach them.
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
-    alphas = grid(path, n_steps)
-    weights = torch.cat([alphas.diff(), alphas.new_zeros(1)])
-    if rule == "gradient":
-        alphas, weights = alphas[:-1], weights[:-1]
+    alphas, weights = plan.alphas_and_weights(path)
     n_samples = inputs[0].shape[0]
     points_at = path.bind(inputs, baselines)
     sums: List[List] = []
     outputs: List[Tensor] = []
 
     def run(chunk: slice, recorder: LayerRecorder) -> None:
-        steps = chunk.stop - chunk.start
-        scores, values, grads = _run_pass(
-            recorder,
-            forward_func,
-            points_at(alphas[chunk]),
-            expand_target(target, n_samples, steps),
-            _expand_args(additional_forward_args, n_samples, steps),
-        )
-        batch = StepBatch(
-            alphas[chunk],
-            weights[chunk],
-            scores.reshape(steps, n_samples),
-            [_split_steps(v, steps) for v in values],
-            [_split_steps(g, steps) for g in grads],
-        )
+        steps = len(alphas[chunk])
+        points = points_at(alphas[chunk])
+        scores = _forward(recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples))
+        values, grads = _gradients(recorder, scores)
         if not sums:
-            sums.extend([RULES[rule]() for _ in tensors] for tensors in batch.values)
+            sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in values)
         with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
-            for layer_sums, layer_values, layer_grads in zip(sums, batch.values, batch.grads):
-                for acc, value, grad in zip(layer_sums, layer_values, layer_grads):
-                    acc.update(value, grad, batch.weights)
-        outputs.append(batch.outputs)
+            for name, layer_sums, layer_values, layer_grads in zip(recorder.names, sums, values, grads):
+                by_step = zip(_split_steps(layer_values, steps, name), _split_steps(layer_grads, steps, name))
+                for acc, (value, grad) in zip(layer_sums, by_step):
+                    acc.update(value, grad, weights[chunk])
+        outputs.append(scores.detach().reshape(steps, n_samples))
 
-    with LayerRecorder(layers, to_layer_input) as recorder:
-        start = 0
+    with LayerRecorder(layers, plan.to_layer_input, names) as recorder:
+        steps_per_pass, start = plan.steps_per_pass, 0
         if steps_per_pass is None:
             saved = saved_activation_bytes(lambda: run(slice(0, 1), recorder))
-            steps_per_pass = automatic_steps_per_pass(saved, inputs[0].device)
-            start = 1
+            steps_per_pass, start = automatic_steps_per_pass(saved, inputs[0].device), 1
         for first in range(start, len(alphas), steps_per_pass):
-            run(slice(first, min(first + steps_per_pass, len(alphas))), recorder)
-
-    all_outputs = torch.cat(outputs)
-    return SweepResult(
-        [tuple(acc.compute() for acc in layer_sums) for layer_sums in sums],
-        all_outputs[0],
-        all_outputs[-1],
-    )
+            run(slice(first, first + steps_per_pass), recorder)
+    attributions = [tuple(acc.compute() for acc in layer_sums) for layer_sums in sums]
+    if not outputs_at_ends:
+        return SweepResult(attributions, None, None)
+    at_grid = torch.cat(outputs)
+    start, end = interval_of(path)
+    if float(alphas[0]) == start and float(alphas[-1]) == end:
+        return SweepResult(attributions, at_grid[0], at_grid[-1])
+    points = points_at(torch.tensor([start, end], dtype=torch.float64))
+    ends = _evaluate(forward_func, points, target, additional_forward_args, n_samples, track=False)
+    return SweepResult(attributions, *ends.reshape(2, n_samples))

@@ -1,28 +1,40 @@
-"""Freeze everything but the selected layers, for RAM-style fine-tuning."""
+"""Freeze everything but the selected layers, for RAM-style fine-tuning.
+
+Fine-tuning a candidate layer means training the parameters it owns directly
+(``module.parameters(recurse=False)``), as in RAM: a block-level candidate that
+owns only a scale or a bias (a ConvNeXt block's ``gamma``, a NAFNet block's
+``beta``) trains just those, although its score measured the whole block.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Tuple
 
 from torch import nn
 
+SMALL_SHARE = 0.01
 
+
+@dataclass
 class TrainableLayers:
-    """What :func:`freeze_except` left trainable; iterate it to get the parameters for an optimizer.
+    """What [`freeze_except()`][macattr.finetune.freeze_except] left trainable; iterate it to get the parameters
+    for an optimizer.
+
+    Attributes:
+        names: the layers whose own parameters train.
+        parameters: those parameters.
+        trainable, total: parameter elements that train, and in the whole model.
 
     As a context manager it puts the previous ``requires_grad`` flags back on exit.
     """
 
-    def __init__(self, model: nn.Module, names: List[str]) -> None:
-        self.names = names
-        self._previous = [(p, p.requires_grad) for p in model.parameters()]
-        modules = dict(model.named_modules())
-        chosen = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
-        for parameter in model.parameters():
-            parameter.requires_grad_(id(parameter) in chosen)
-        self.parameters = [p for p in model.parameters() if id(p) in chosen]
-        self.trainable = sum(p.numel() for p in self.parameters)
-        self.total = sum(p.numel() for p, _ in self._previous)
+    names: List[str]
+    parameters: List[nn.Parameter]
+    trainable: int
+    total: int
+    _previous: List[Tuple[nn.Parameter, bool]]
 
     @property
     def fraction(self) -> float:
@@ -53,10 +65,26 @@ class TrainableLayers:
 def freeze_except(model: nn.Module, names: Iterable[str]) -> TrainableLayers:
     """Set ``requires_grad`` so that only the named layers' own parameters train.
 
-    names: module names as in ``model.named_modules()`` (for example
-    ``select_top_k``'s result). Returns the trainable parameters with their
-    count and share (``.fraction``); ``with freeze_except(...)`` restores the
-    previous flags on exit.
+    Args:
+        model: the network.
+        names: module names as in ``model.named_modules()`` (for example
+            ``select_top_k``'s result). Each must own parameters directly.
+
+    Returns:
+        The trainable parameters with their count and share (``.fraction``);
+        ``with freeze_except(...)`` restores the previous flags on exit.
+
+    Warns:
+        UserWarning: when a named layer owns under 1 % of the parameters of
+        the modules below it: only its own parameters train, not its children's.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> with freeze_except(model, ["2"]) as trainable:
+        ...     [p.requires_grad for p in model.parameters()]
+        [False, False, True, True]
+        >>> [p.requires_grad for p in model.parameters()]  # flags restored
+        [True, True, True, True]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -70,4 +98,28 @@ def freeze_except(model: nn.Module, names: Iterable[str]) -> TrainableLayers:
     empty = [n for n in names if next(modules[n].parameters(recurse=False), None) is None]
     if empty:
         raise ValueError(f"names holds {empty!r}, which own no parameters to train")
-    return TrainableLayers(model, names)
+    _warn_small_owners(modules, names)
+    previous = [(p, p.requires_grad) for p in model.parameters()]
+    chosen = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in chosen)
+    parameters = [p for p in model.parameters() if id(p) in chosen]
+    return TrainableLayers(
+        names, parameters, sum(p.numel() for p in parameters), sum(p.numel() for p, _ in previous), previous
+    )
+
+
+def _warn_small_owners(modules: dict, names: List[str]) -> None:
+    small = []
+    for name in names:
+        own = sum(p.numel() for p in modules[name].parameters(recurse=False))
+        below = sum(p.numel() for p in modules[name].parameters())
+        if own < SMALL_SHARE * below:
+            small.append(f"{name} ({own:,} of {below:,})")
+    if small:
+        warnings.warn(
+            f"selected layers own under {SMALL_SHARE:.0%} of the parameters below them: {', '.join(small)}; "
+            "fine-tuning a layer trains only its own parameters, not its sub-modules' (name those to train them)",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,15 +1,19 @@
-"""Candidate layers: which modules of a model are ranked.
+"""Candidate layers, and the order in which a model runs them.
 
-RAM's rule (the default): every module that directly owns parameters
-(``module.parameters(recurse=False)`` is non-empty), named as in
-``model.named_modules()`` and kept in that order ("depth order").
+RAM's rule for candidates (the default): every module that directly owns
+parameters (``module.parameters(recurse=False)`` is non-empty), named as in
+``model.named_modules()``. [`execution_order()`][macattr.layers.execution_order] records, with hooks during one
+forward pass, the order in which modules start to run and how often each runs:
+that order is a layer's *depth*.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
+import torch
 from torch import nn
 
 LayerSpec = Union[str, "re.Pattern[str]", type, nn.Module]
@@ -37,7 +41,7 @@ def candidate_layers(
     layers: Optional[LayerSpecs] = None,
     exclude: Optional[LayerSpecs] = None,
 ) -> Dict[str, nn.Module]:
-    """The layers to rank, name → module, in ``named_modules()`` order.
+    """The layers to rank, name → module, in ``named_modules()`` (registration) order.
 
     Args:
         model: the network.
@@ -46,6 +50,13 @@ def candidate_layers(
             expressions (``re.compile(r"body\\.\\d+\\.conv1")``, matched against the
             whole name) or module types (``nn.Conv2d``), alone or in a list.
         exclude: the same kinds of specs; matching modules are dropped.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 3, 3))
+        >>> list(candidate_layers(model))
+        ['0', '2']
+        >>> list(candidate_layers(model, exclude="0"))
+        ['2']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -79,3 +90,61 @@ def _check_specs(name: str, specs: LayerSpecs) -> list:
     if not items:
         raise ValueError(f"{name} must not be empty")
     return items
+
+
+@dataclass(frozen=True)
+class ExecutionOrder:
+    """What one forward pass ran: module names in the order they started, and how often each ran.
+
+    ``order`` holds every named sub-module that ran at least once; ``calls`` maps
+    each of them to its number of calls in that pass.
+    """
+
+    order: List[str]
+    calls: Dict[str, int]
+
+    def sort(self, names: Iterable[str]) -> List[str]:
+        """``names`` that ran, in execution order."""
+        position = {name: index for index, name in enumerate(self.order)}
+        return sorted((n for n in names if n in position), key=position.__getitem__)
+
+
+def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
+    """Run ``run()`` (one forward pass through ``model``, without gradients) and record which modules ran.
+
+    A module's place is when it *starts* (forward pre-hook), so a container
+    comes before the layers inside it, as in ``named_modules()``. The hooks are
+    removed afterwards, also when ``run`` raises.
+
+    Examples:
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.tail, self.head = nn.Linear(4, 2), nn.Linear(3, 4)  # registered tail first
+        ...     def forward(self, x):
+        ...         return self.tail(self.head(x))
+        >>> net = Net()
+        >>> execution_order(net, lambda: net(torch.rand(1, 3))).order
+        ['head', 'tail']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    order: List[str] = []
+    calls: Dict[str, int] = {}
+
+    def hook_for(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if name not in calls:
+                order.append(name)
+            calls[name] = calls.get(name, 0) + 1
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ExecutionOrder(order, calls)

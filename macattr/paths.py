@@ -1,45 +1,128 @@
-"""Integration paths from a baseline ``x'`` to an input ``x``.
+"""Integration paths from a baseline ``x'`` to an input ``x``, and the grids of ``α`` along them.
 
-A path object knows its interval ``[start, end]`` of ``α`` and, once bound to a
-batch of inputs and baselines, turns a vector of ``α`` values into the stacked
-path points ``X(α)``. Rows are step-major: for ``S`` values of ``α`` and a batch
-of ``N`` samples, row ``s * N + n`` is sample ``n`` at ``α_s``.
+A path is any object with the two methods of [`IntegrationPath`][macattr.paths.IntegrationPath]:
 
-- :class:`LinearPath`: ``X(α) = x' + α (x − x')`` (integrated gradients' path).
-- :class:`MaskAttributionPath`: every pixel (or ``p × p`` patch) ``i`` has a
-  threshold ``α_i``; ``X̃_i(α) = x'_i + (x_i − x'_i) σ(δ (α − α_i))``, over
-  ``α ∈ [1 − r, 1]`` (RAM's Eq. 5–8, with Eq. 6 corrected; see docs/theory.md).
+- ``interval()`` → ``(start, end)``, the range of ``α``;
+- ``bind(inputs, baselines)`` → a function that turns ``alphas`` (S,) into the
+  stacked path points ``X(α)``, one tensor (S·N, ...) per input. Rows are
+  step-major: row ``s * N + n`` is sample ``n`` at ``alphas[s]``.
+
+Paths here:
+
+- [`LinearPath`][macattr.paths.LinearPath]: ``X(α) = x' + α (x − x')`` (integrated gradients' path).
+- [`MaskAttributionPath`][macattr.paths.MaskAttributionPath]: every pixel (or ``p × p`` patch) ``i`` has a
+  threshold ``α_i``; ``X_i(α) = x'_i + (x_i − x'_i) σ(δ (α − α_i))`` over
+  ``α ∈ [1 − r, 1]``: the input goes from a fraction ``r`` of its pixels masked
+  to whole (RAM's mask attribute path).
+
+[`quadrature()`][macattr.paths.quadrature] gives Captum's approximation rules (``riemann_*``,
+``gausslegendre``) and [`grid()`][macattr.paths.grid] maps them onto a path's interval.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Tuple
+from typing import Callable, Optional, Protocol, Tuple, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from macattr._checks import check_int, check_real
+from macattr._checks import check_choice, check_int, check_real
 
 PointsFn = Callable[[Tensor], Tuple[Tensor, ...]]
 
+QUADRATURES = ("riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
 
-class Path(Protocol):
-    """What the engine needs from a path."""
 
-    start: float
-    end: float
+@runtime_checkable
+class IntegrationPath(Protocol):
+    """What the engine needs from a path: its interval of ``α`` and its points for a batch."""
+
+    def interval(self) -> Tuple[float, float]:
+        """``(start, end)`` with ``start < end``: ``X(start)`` is where the path begins, ``X(end)`` where it ends."""
+        ...
 
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> PointsFn:
-        """Return a function mapping ``alphas`` (S,) to stacked points, each (S·N, ...)."""
+        """A function mapping ``alphas`` (S,) float64 to the stacked points, one (S·N, ...) tensor per input."""
         ...
 
 
-def grid(path: Path, n_steps: int) -> Tensor:
-    """The ``n_steps + 1`` grid points ``α_0 = start < … < α_N = end``, float64, (n_steps + 1,)."""
+def quadrature(method: str, count: int) -> Tuple[Tensor, Tensor]:
+    """Captum's approximation rule ``method`` with ``count`` points on [0, 1]: nodes and weights, float64 (count,).
+
+    The nodes ascend. ``riemann_trapezoid`` puts ``count`` equidistant points on
+    [0, 1] (both ends) with Captum's weights ``1/count``, halved at the ends;
+    ``riemann_left``/``right``/``middle`` put them at the left ends, right ends
+    or centres of ``count`` equal cells; ``gausslegendre`` uses the Gauss–Legendre
+    nodes and weights mapped to [0, 1].
+
+    Examples:
+        >>> nodes, weights = quadrature("riemann_trapezoid", 5)
+        >>> nodes.tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> nodes, weights = quadrature("gausslegendre", 3)
+        >>> round(float(weights.sum()), 12)
+        1.0
+    """
+    check_choice("method", method, QUADRATURES)
+    count = check_int("n_steps", count, 1)
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(count)
+        return torch.from_numpy(0.5 * (1 + nodes)), torch.from_numpy(0.5 * weights)
+    weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
+    if method == "riemann_trapezoid":
+        if count < 2:
+            raise ValueError("riemann_trapezoid needs at least 2 points; n_steps must be >= 2 for this method")
+        weights[0] /= 2
+        weights[-1] /= 2
+        return torch.linspace(0, 1, count, dtype=torch.float64), weights
+    offset = {"riemann_left": 0.0, "riemann_middle": 0.5, "riemann_right": 1.0}[method]
+    return (torch.arange(count, dtype=torch.float64) + offset) / count, weights
+
+
+def grid(path: IntegrationPath, n_steps: int, method: str = "riemann_trapezoid") -> Tensor:
+    """The ``n_steps + 1`` points of ``method`` on the path's interval, float64 (n_steps + 1,).
+
+    With ``riemann_trapezoid`` (the default) these are ``α_0 = start < … < α_N = end``,
+    equidistant, both ends included: the grid of conductance's discretisation.
+
+    Examples:
+        >>> grid(LinearPath(), 4).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> grid(MaskAttributionPath(mask_ratio=0.5), 2).tolist()
+        [0.5, 0.75, 1.0]
+    """
     n_steps = check_int("n_steps", n_steps, 1)
-    return torch.linspace(path.start, path.end, n_steps + 1, dtype=torch.float64)
+    nodes, _ = quadrature(method, n_steps + 1)
+    return on_interval(path, nodes)
+
+
+def on_interval(path: IntegrationPath, nodes: Tensor) -> Tensor:
+    """Nodes on [0, 1] mapped linearly onto the path's interval."""
+    start, end = interval_of(path)
+    return start + (end - start) * nodes
+
+
+def interval_of(path: IntegrationPath) -> Tuple[float, float]:
+    """``path.interval()``, checked; paths written for macattr 0.1 (``start``/``end`` attributes) still work."""
+    if not callable(getattr(path, "interval", None)):
+        if not hasattr(path, "start") or not hasattr(path, "end"):
+            raise TypeError(f"path must have interval() and bind() (see IntegrationPath), got {type(path).__name__}")
+        warnings.warn(
+            "a path with start/end attributes and no interval() is deprecated; add interval() -> (start, end)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        start, end = path.start, path.end
+    else:
+        start, end = path.interval()
+    start, end = float(start), float(end)
+    if not start < end:
+        raise ValueError(f"a path's interval must have start < end, got ({start}, {end})")
+    return start, end
 
 
 def _stack_points(baseline: Tensor, delta: Tensor, weight: Tensor) -> Tensor:
@@ -53,7 +136,14 @@ def _stack_points(baseline: Tensor, delta: Tensor, weight: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class LinearPath:
-    """The straight line ``x' + α (x − x')`` for ``α ∈ [start, end]`` (default [0, 1])."""
+    """The straight line ``x' + α (x − x')`` for ``α ∈ [start, end]`` (default [0, 1]).
+
+    Examples:
+        >>> x = torch.ones(2, 3)
+        >>> points = LinearPath().bind((x,), (torch.zeros(2, 3),))
+        >>> points(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))[0][:, 0].tolist()
+        [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    """
 
     start: float = 0.0
     end: float = 1.0
@@ -63,6 +153,9 @@ class LinearPath:
         check_real("end", self.end, low=0.0, high=1.0)
         if self.start >= self.end:
             raise ValueError(f"start must be < end, got start={self.start}, end={self.end}")
+
+    def interval(self) -> Tuple[float, float]:
+        return float(self.start), float(self.end)
 
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> PointsFn:
         deltas = tuple(x - b for x, b in zip(inputs, baselines))
@@ -78,7 +171,13 @@ class LinearPath:
 
 
 def random_thresholds(n: int, height: int, width: int, generator: torch.Generator, device: torch.device) -> Tensor:
-    """Per sample, a random permutation of ``k / (H·W)``, k = 1..H·W: float64 (N, H, W)."""
+    """Per sample, a random permutation of ``k / (H·W)``, k = 1..H·W: float64 (N, H, W).
+
+    Examples:
+        >>> t = random_thresholds(1, 2, 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        >>> sorted(t.flatten().tolist())
+        [0.25, 0.5, 0.75, 1.0]
+    """
     count = height * width
     order = torch.rand(n, count, generator=generator, dtype=torch.float64).argsort(dim=1)
     return ((order + 1).to(torch.float64) / count).reshape(n, height, width).to(device)
@@ -97,9 +196,19 @@ class MaskAttributionPath:
         thresholds: explicit thresholds in [0, 1], shape (H/p, W/p) shared by all
             samples or (N, H/p, W/p). Default: a seeded random permutation per sample.
         seed: seed of the threshold permutation; ``None`` draws one from torch's
-            global generator (so ``torch.manual_seed`` makes it repeatable).
+            global generator, so two calls differ unless ``torch.manual_seed`` is
+            set before each.
 
-    Inputs must be images (N, C, H, W); a pixel covers all channels.
+    Inputs are images (N, C, H, W); a pixel covers all channels.
+
+    Examples:
+        >>> path = MaskAttributionPath(mask_ratio=0.5, seed=0)
+        >>> path.interval()
+        (0.5, 1.0)
+        >>> x = torch.ones(1, 3, 2, 2)
+        >>> start, end = path.bind((x,), (torch.zeros(1, 3, 2, 2),))(torch.tensor([0.5, 1.0], dtype=torch.float64))[0]
+        >>> int(start[0].sum().round()), int(end[0].sum().round())  # half of the 4 pixels whole, then all
+        (2, 4)
     """
 
     mask_ratio: float = 0.5
@@ -125,13 +234,8 @@ class MaskAttributionPath:
             if not bool(((values >= 0) & (values <= 1)).all()):
                 raise ValueError("thresholds must lie in [0, 1]")
 
-    @property
-    def start(self) -> float:
-        return 1.0 - float(self.mask_ratio)
-
-    @property
-    def end(self) -> float:
-        return 1.0
+    def interval(self) -> Tuple[float, float]:
+        return 1.0 - float(self.mask_ratio), 1.0
 
     def pixel_thresholds(self, image: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Thresholds of every pixel of ``image`` (N, C, H, W): float64 (N, H, W)."""
@@ -157,6 +261,7 @@ class MaskAttributionPath:
         return patch.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
 
     def generator(self) -> torch.Generator:
+        """The generator of the thresholds: seeded by ``seed``, or by a draw from torch's global generator."""
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, ()).item())
         return torch.Generator().manual_seed(seed)
 
@@ -179,3 +284,14 @@ class MaskAttributionPath:
             )
 
         return points
+
+
+def __getattr__(name: str) -> object:
+    if name == "Path":
+        warnings.warn(
+            "macattr.paths.Path is deprecated; use macattr.paths.IntegrationPath (it no longer shadows pathlib.Path)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return IntegrationPath
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

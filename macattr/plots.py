@@ -8,20 +8,15 @@ go to the block of their parent (``conv_first`` → block ``(top)``).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg", force=False)
+from macattr.scores import LayerScores, resolve_k
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from macattr.scores import LayerScores, resolve_k  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 KINDS = ("heatmap", "bar")
 
@@ -66,7 +61,7 @@ def plot_layer_importance(
     """Plot per-layer importance and return the figure.
 
     Args:
-        scores: from :func:`macattr.rank_layers`.
+        scores: from [`rank_layers()`][macattr.ranking.rank_layers].
         kind: "heatmap" (rows: blocks, columns: roles, colour: score) or "bar"
             (one bar per layer in depth order).
         top_k: mark the top-k layers (fraction or count), outlined in the
@@ -89,13 +84,19 @@ def plot_layer_importance(
 
 
 def _new_axes(ax: Optional[Axes], width: float, height: float) -> Tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure (not registered with pyplot, so no backend is touched)."""
+    from matplotlib.figure import Figure
+
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    return fig, ax
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
 
 
 def _heatmap(scores: LayerScores, marked: set, ax: Optional[Axes], log: bool, title: str) -> Figure:
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.patches import Rectangle
+
     rows, cols, matrix = layer_grid(scores)
     fig, ax = _new_axes(ax, min(4 + 0.45 * len(cols), 22), min(2.5 + 0.28 * len(rows), 30))
     finite = matrix[np.isfinite(matrix)]
@@ -137,7 +138,10 @@ def plot_comparison(
             raise TypeError(f"{label} must be LayerScores, got {type(scores).__name__}")
     if top_k is not None:
         resolve_k(top_k, min(len(a), len(b)))
-    fig, axes = plt.subplots(1, 2, figsize=(16, 7), layout="constrained")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 7), layout="constrained")
+    axes = fig.subplots(1, 2)
     plot_layer_importance(a, kind=kind, top_k=top_k, ax=axes[0])
     plot_layer_importance(b, kind=kind, top_k=top_k, ax=axes[1])
     fig.suptitle(

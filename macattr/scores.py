@@ -1,4 +1,4 @@
-"""``LayerScores``: per-layer importance, the decision it supports, and its files."""
+"""``LayerScores``: per-layer importance, the decision it supports, its files, and agreement between scorings."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import io
 import json
 import math
 import numbers
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
-from scipy import stats
-
-from macattr._io import PathLike, write_text_atomic
+from macattr._files import PathLike, write_text_atomic
 
 
 def resolve_k(k: Union[int, float], n_layers: int) -> int:
@@ -20,6 +19,10 @@ def resolve_k(k: Union[int, float], n_layers: int) -> int:
 
     A float in (0, 1] is a fraction, rounded up (at least one layer); an int in
     [1, n_layers] is a count.
+
+    Examples:
+        >>> resolve_k(0.1, 176), resolve_k(0.3, 10), resolve_k(3, 10)
+        (18, 3, 3)
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Real):
         raise TypeError(f"k must be a fraction in (0, 1] or a count in [1, {n_layers}], got {k!r}")
@@ -35,13 +38,27 @@ def resolve_k(k: Union[int, float], n_layers: int) -> int:
 class LayerScores(Mapping[str, float]):
     """An ordered name → score mapping in depth order, with the method and settings it came from.
 
-    Iteration and ``names`` follow depth order (the model's ``named_modules()``
-    order); :meth:`ranked` and :meth:`top_k` follow the score, descending, with
-    ties broken by depth (the shallower layer first).
+    Iteration and ``names`` follow depth order (the order in which the layers
+    run in a forward pass, as given by [`rank_layers()`][macattr.ranking.rank_layers]);
+    [`ranked()`][macattr.scores.LayerScores.ranked] and [`top_k()`][macattr.scores.LayerScores.top_k] follow
+    the score, descending, with ties broken by depth (the shallower layer first). ``skipped`` holds layers that
+    could not be scored (name → reason); they are not in the mapping.
+
+    Examples:
+        >>> scores = LayerScores({"head": 0.2, "body.0": 0.9, "tail": 0.5}, "mac", images=4)
+        >>> scores.top_k(2)
+        ['body.0', 'tail']
+        >>> scores.names
+        ['head', 'body.0', 'tail']
     """
 
     def __init__(
-        self, scores: Mapping[str, float], method: str, config: Optional[Dict[str, Any]] = None, images: int = 0
+        self,
+        scores: Mapping[str, float],
+        method: str,
+        config: Optional[Dict[str, Any]] = None,
+        images: int = 0,
+        skipped: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
@@ -53,6 +70,7 @@ class LayerScores(Mapping[str, float]):
         self.method = str(method)
         self.config = dict(config or {})
         self.images = int(images)
+        self.skipped = {str(name): str(reason) for name, reason in (skipped or {}).items()}
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -94,6 +112,7 @@ class LayerScores(Mapping[str, float]):
             "config": self.config,
             "images": self.images,
             "layers": [{"name": n, "score": s, "index": order[n]} for n, s in self.ranked()],
+            "skipped": self.skipped,
         }
 
     def save(self, path: PathLike) -> Path:
@@ -105,18 +124,28 @@ class LayerScores(Mapping[str, float]):
         try:
             layers = sorted(document["layers"], key=lambda entry: entry.get("index", 0))
             scores = {entry["name"]: entry["score"] for entry in layers}
-            return cls(scores, document["method"], document.get("config", {}), document.get("images", 0))
+            return cls(
+                scores, document["method"], document.get("config", {}), document.get("images", 0),
+                document.get("skipped", {}),
+            )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a LayerScores document (needs method and layers[name, score]): {error}") from None
 
     @classmethod
     def load(cls, path: PathLike) -> LayerScores:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by [`save()`][macattr.scores.LayerScores.save]; a missing, binary or malformed
+        file is a ``ValueError`` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"scores file {path} does not exist")
         try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
-        return cls.from_dict(document)
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not a scores file (JSON written by LayerScores.save): {error}") from None
+        try:
+            return cls.from_dict(document)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     def to_csv(self, path: Optional[PathLike] = None) -> str:
         """CSV with rank, name, score, depth index (score descending); written atomically if ``path`` is given."""
@@ -130,36 +159,61 @@ class LayerScores(Mapping[str, float]):
         return buffer.getvalue()
 
     def to_ram_files(self, directory: PathLike) -> List[Path]:
-        """Write ``filter_name.txt``, ``filter_cond.txt`` and ``filter_index.txt`` as RAM's configs read them.
+        """Deprecated: use ``macattr.restoration.write_ram_files(scores, directory)``."""
+        warnings.warn(
+            "LayerScores.to_ram_files is deprecated; use macattr.restoration.write_ram_files(scores, directory)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from macattr.restoration.ram_files import write_ram_files
 
-        One entry per line, score descending: the layer names, their scores, and
-        their positions in depth order.
-        """
-        ranked = self.ranked()
-        folder = Path(directory)
-        contents = {
-            "filter_name.txt": [name for name, _ in ranked],
-            "filter_cond.txt": [repr(score) for _, score in ranked],
-            "filter_index.txt": [str(self.depth_index(name)) for name, _ in ranked],
-        }
-        return [write_text_atomic(folder / file, "\n".join(lines) + "\n") for file, lines in contents.items()]
+        return write_ram_files(self, directory)
 
     # agreement ----------------------------------------------------------------
 
-    def _common(self, other: LayerScores) -> Tuple[List[float], List[float]]:
+    def common_layers(self, other: LayerScores) -> List[str]:
+        """The layers both scorings hold, in this one's depth order."""
         if not isinstance(other, LayerScores):
             raise TypeError(f"other must be LayerScores, got {type(other).__name__}")
-        common = [name for name in self._scores if name in other]
+        return [name for name in self._scores if name in other]
+
+    def _common(self, other: LayerScores) -> Tuple[List[float], List[float]]:
+        common = self.common_layers(other)
         if len(common) < 2:
             raise ValueError("rank correlation needs at least two layers present in both scores")
         return [self[n] for n in common], [other[n] for n in common]
 
     def spearman(self, other: LayerScores) -> float:
-        """Spearman rank correlation with ``other`` over the layers both hold."""
+        """Spearman rank correlation with ``other`` over the layers both hold.
+
+        Examples:
+            >>> a = LayerScores({"x": 1.0, "y": 2.0, "z": 3.0}, "mac")
+            >>> round(a.spearman(LayerScores({"x": 10.0, "y": 30.0, "z": 20.0}, "ig")), 3)
+            0.5
+        """
+        from scipy import stats
+
         a, b = self._common(other)
         return float(stats.spearmanr(a, b).statistic)
 
     def kendall(self, other: LayerScores) -> float:
         """Kendall's tau-b with ``other`` over the layers both hold."""
+        from scipy import stats
+
         a, b = self._common(other)
         return float(stats.kendalltau(a, b).statistic)
+
+    def overlap(self, other: LayerScores, k: Union[int, float] = 0.1) -> float:
+        """Jaccard overlap of the two top-k sets, each taken over the layers both hold, in [0, 1].
+
+        Examples:
+            >>> a = LayerScores({"x": 3.0, "y": 2.0, "z": 1.0}, "mac")
+            >>> a.overlap(LayerScores({"x": 1.0, "y": 3.0, "z": 2.0}, "ig"), k=2)  # {x, y} vs {y, z}
+            0.3333333333333333
+        """
+        common = self.common_layers(other)
+        if not common:
+            raise ValueError("top-k overlap needs at least one layer present in both scores")
+        mine = LayerScores({n: self[n] for n in common}, self.method).top_k(k)
+        theirs = LayerScores({n: other[n] for n in common}, other.method).top_k(k)
+        return len(set(mine) & set(theirs)) / len(set(mine) | set(theirs))

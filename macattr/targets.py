@@ -1,25 +1,29 @@
-"""Scalar-per-sample targets ``F`` for image-to-image models.
+"""Scalar-per-sample targets ``F`` for models whose output is not one number per sample.
 
-``gradient_magnitude(model)`` and friends wrap a model (N, C, H, W) → (N, C', H', W')
-into a module whose forward returns one value per sample, shape (N,). The wrapper
-is an ``nn.Module`` holding the model, so ``wrapper.modules()`` contains the
-model's layers and attribution classes can check that a layer belongs to it.
+``gradient_magnitude(model)``, ``output_sum(model)``, ``output_mean(model)`` and
+``window(model, ...)`` wrap a model (N, C, H, W) → (N, C', H', W') into a module
+whose forward returns one value per sample, shape (N,). The wrapper is an
+``nn.Module`` holding the model, so ``wrapper.modules()`` contains the model's
+layers and attribution classes can check that a layer belongs to it.
+``NAMED_TARGETS`` maps the names ``rank_layers`` and the command accept to them.
 
-Captum's ``target`` (class index, tuple, or per-sample list/tensor) is applied by
-:func:`select_target` for models that already output a score per class.
+Captum's ``target`` (class index, tuple, or per-sample list/tensor; the type
+``TargetIndex``) is applied by [`select_target()`][macattr.targets.select_target] for models that already
+output a score per class.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional, Sequence, Union
+import warnings
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_int
 
-TargetType = Union[None, int, tuple, Tensor, Sequence[Union[int, tuple]]]
+TargetIndex = Union[None, int, tuple, Tensor, Sequence[Union[int, tuple]]]
 
 
 def gradient_magnitude_of(images: Tensor, eps: float = 1e-12) -> Tensor:
@@ -28,6 +32,12 @@ def gradient_magnitude_of(images: Tensor, eps: float = 1e-12) -> Tensor:
     images: (N, C, H, W) with H, W ≥ 2 → (N,) summed over channels and the
     (H−1)×(W−1) grid of forward differences. ``eps`` inside the root keeps the
     gradient finite where the image is flat (it adds at most ``sqrt(eps)`` per term).
+
+    Examples:
+        >>> image = torch.zeros(1, 1, 2, 2)
+        >>> image[0, 0, 0, 0] = 1.0  # one step of 1 down and one to the right
+        >>> round(float(gradient_magnitude_of(image)), 6)
+        1.414214
     """
     if images.dim() != 4 or images.shape[-1] < 2 or images.shape[-2] < 2:
         raise ValueError(f"gradient_magnitude needs outputs (N, C, H, W) with H, W >= 2, got {tuple(images.shape)}")
@@ -38,17 +48,33 @@ def gradient_magnitude_of(images: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def output_sum_of(images: Tensor) -> Tensor:
-    """Per-sample sum of every output element: (N, ...) → (N,)."""
+    """Per-sample sum of every output element: (N, ...) → (N,).
+
+    Examples:
+        >>> output_sum_of(torch.ones(2, 3, 4)).tolist()
+        [12.0, 12.0]
+    """
     return images.flatten(1).sum(1)
 
 
 def output_mean_of(images: Tensor) -> Tensor:
-    """Per-sample mean of every output element: (N, ...) → (N,)."""
+    """Per-sample mean of every output element: (N, ...) → (N,).
+
+    Examples:
+        >>> output_mean_of(torch.arange(4.0).reshape(1, 4)).tolist()
+        [1.5]
+    """
     return images.flatten(1).mean(1)
 
 
 class ReducedModel(nn.Module):
-    """``model`` followed by a reduction of its output to one scalar per sample."""
+    """``model`` followed by a reduction of its output to one scalar per sample.
+
+    Examples:
+        >>> wrapped = ReducedModel(nn.Identity(), output_sum_of, "sum")
+        >>> wrapped(torch.ones(2, 3)).shape
+        torch.Size([2])
+    """
 
     def __init__(self, model: Callable[..., Tensor], reduce: Callable[[Tensor], Tensor], name: str) -> None:
         super().__init__()
@@ -69,27 +95,64 @@ class ReducedModel(nn.Module):
 
 
 def gradient_magnitude(model: Callable[..., Tensor], window: Optional[tuple] = None) -> ReducedModel:
-    """``F`` = gradient magnitude of the output (LAM/RAM target); ``window=(top, left, size)`` crops first."""
-    reduce = gradient_magnitude_of if window is None else _cropped(gradient_magnitude_of, *window)
-    return ReducedModel(model, reduce, "gradient_magnitude")
+    """``F`` = gradient magnitude of the output (the LAM/RAM target), see
+    [`gradient_magnitude_of()`][macattr.targets.gradient_magnitude_of].
+
+    ``window`` is deprecated: use ``window(model, top, left, size, of="gradient_magnitude")``.
+
+    Examples:
+        >>> F = gradient_magnitude(nn.Conv2d(3, 3, 1))
+        >>> F(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2])
+    """
+    if window is not None:
+        warnings.warn(
+            "gradient_magnitude(model, window=(top, left, size)) is deprecated; use "
+            "targets.window(model, top, left, size, of='gradient_magnitude')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ReducedModel(model, _cropped(gradient_magnitude_of, *window), "window_gradient_magnitude")
+    return ReducedModel(model, gradient_magnitude_of, "gradient_magnitude")
 
 
 def output_sum(model: Callable[..., Tensor]) -> ReducedModel:
-    """``F`` = sum of the output."""
-    return ReducedModel(model, output_sum_of, "output_sum")
+    """``F`` = sum of the output.
+
+    Examples:
+        >>> output_sum(nn.Identity())(torch.ones(2, 5)).tolist()
+        [5.0, 5.0]
+    """
+    return ReducedModel(model, output_sum_of, "sum")
 
 
 def output_mean(model: Callable[..., Tensor]) -> ReducedModel:
-    """``F`` = mean of the output."""
-    return ReducedModel(model, output_mean_of, "output_mean")
+    """``F`` = mean of the output.
+
+    Examples:
+        >>> output_mean(nn.Identity())(torch.ones(2, 5)).tolist()
+        [1.0, 1.0]
+    """
+    return ReducedModel(model, output_mean_of, "mean")
 
 
+NAMED_TARGETS: Dict[str, Callable[[Callable[..., Tensor]], ReducedModel]] = {
+    "gradient_magnitude": gradient_magnitude,
+    "sum": output_sum,
+    "mean": output_mean,
+}
 _REDUCTIONS = {"sum": output_sum_of, "mean": output_mean_of, "gradient_magnitude": gradient_magnitude_of}
 
 
 def window(model: Callable[..., Tensor], top: int, left: int, size: int, of: str = "sum") -> ReducedModel:
     """``F`` = ``of`` ("sum", "mean" or "gradient_magnitude") of the output window
-    ``[top : top + size, left : left + size]`` (pixels of the output image)."""
+    ``[top : top + size, left : left + size]`` (pixels of the output image).
+
+    Examples:
+        >>> F = window(nn.Identity(), top=1, left=1, size=2)
+        >>> F(torch.ones(1, 3, 4, 4)).tolist()  # 3 channels × 2 × 2 pixels
+        [12.0]
+    """
     if of not in _REDUCTIONS:
         raise ValueError(f"of must be one of {sorted(_REDUCTIONS)}, got {of!r}")
     return ReducedModel(model, _cropped(_REDUCTIONS[of], top, left, size), f"window_{of}")
@@ -111,13 +174,19 @@ def _cropped(reduce: Callable[[Tensor], Tensor], top: int, left: int, size: int)
 
 
 def from_name(model: Callable[..., Tensor], name: str) -> ReducedModel:
-    """The target called ``name``: "gradient_magnitude", "sum" or "mean"."""
-    if name not in _REDUCTIONS:
-        raise ValueError(f"target must be one of {sorted(_REDUCTIONS)}, got {name!r}")
-    return ReducedModel(model, _REDUCTIONS[name], name)
+    """Deprecated: use ``NAMED_TARGETS[name](model)`` or the function of that name."""
+    warnings.warn(
+        "targets.from_name(model, name) is deprecated; use targets.NAMED_TARGETS[name](model) or "
+        "targets.gradient_magnitude / output_sum / output_mean",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    if name not in NAMED_TARGETS:
+        raise ValueError(f"target must be one of {sorted(NAMED_TARGETS)}, got {name!r}")
+    return NAMED_TARGETS[name](model)
 
 
-def expand_target(target: TargetType, n_samples: int, repeats: int) -> TargetType:
+def expand_target(target: TargetIndex, n_samples: int, repeats: int) -> TargetIndex:
     """Repeat a per-sample ``target`` for ``repeats`` step-major copies of the batch."""
     if isinstance(target, Tensor) and target.numel() > 1:
         if target.numel() != n_samples:
@@ -130,7 +199,7 @@ def expand_target(target: TargetType, n_samples: int, repeats: int) -> TargetTyp
     return target
 
 
-def select_target(output: Tensor, target: TargetType) -> Tensor:
+def select_target(output: Tensor, target: TargetIndex) -> Tensor:
     """Captum's target selection, then check one scalar per row: (R, ...) → (R,)."""
     if not isinstance(output, Tensor):
         raise TypeError(f"the forward function must return a tensor, got {type(output).__name__}")
@@ -152,7 +221,7 @@ def select_target(output: Tensor, target: TargetType) -> Tensor:
     return selected
 
 
-def _index(output: Tensor, target: TargetType, rows: int) -> Tensor:
+def _index(output: Tensor, target: TargetIndex, rows: int) -> Tensor:
     """``output`` (R, ...) indexed by a Captum-style ``target`` (already expanded to R rows)."""
     if target is None:
         return output
@@ -171,7 +240,9 @@ def _index(output: Tensor, target: TargetType, rows: int) -> Tensor:
 
 
 __all__ = [
+    "NAMED_TARGETS",
     "ReducedModel",
+    "TargetIndex",
     "expand_target",
     "from_name",
     "gradient_magnitude",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from macattr.images import sample_images, save_image
+from macattr.restoration.images import sample_images, save_image
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -35,11 +35,9 @@ def workspace(tmp_path_factory) -> Path:
             """
         )
     )
-    sys.path.insert(0, str(root))
-    import tinynet
-
-    torch.save({"params": tinynet.build().state_dict()}, root / "w.pth")
-    sys.path.remove(str(root))
+    namespace: dict = {}
+    exec((root / "tinynet.py").read_text(), namespace)
+    torch.save({"params": namespace["build"]().state_dict()}, root / "w.pth")
     images = root / "images"
     images.mkdir()
     for i, image in enumerate(sample_images(32)[:2]):
@@ -55,8 +53,8 @@ def test_demo_writes_scores_heatmap_and_prints_top_k(workspace: Path) -> None:
     for name in ("scores.json", "heatmap.png", "bar.png", "scores.csv", "filter_name.txt"):
         assert (out / name).is_file()
     document = json.loads((out / "scores.json").read_text())
-    top = [entry["name"] for entry in document["layers"][:2]]
-    assert "top 2 of 18 layers" in result.stdout and all(name in result.stdout for name in top)
+    top = [entry["name"] for entry in document["layers"][:4]]
+    assert "top 4 of 34 layers" in result.stdout and all(name in result.stdout for name in top)
 
 
 def test_rank_then_plot_and_compare(workspace: Path) -> None:

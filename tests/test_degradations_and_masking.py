@@ -7,17 +7,17 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from macattr.degradations import (
+from macattr.restoration.degradations import (
     degrade,
     gaussian_blur,
     gaussian_kernel,
     gaussian_noise,
     jpeg,
-    named_setting,
+    parse_task,
     random_level,
 )
-from macattr.images import sample_images
-from macattr.masking import masked_l1, random_pixel_mask
+from macattr.restoration.images import sample_images
+from macattr.restoration.masking import masked_l1, random_pixel_mask
 
 
 @pytest.mark.parametrize("sigma", [15.0, 25.0, 50.0])
@@ -65,7 +65,8 @@ def test_training_levels_lie_in_the_appendix_ranges() -> None:
         assert 0.1 <= random_level("blur", generator) <= 3.1
         quality = random_level("jpeg", generator)
         assert 20 <= quality <= 90 and quality == int(quality)
-    assert named_setting("noise25") == ("noise", 25.0) and named_setting("blur2") == ("blur", 2.0)
+    assert parse_task("noise25") == ("noise", 25.0) and parse_task("blur2") == ("blur", 2.0)
+    assert parse_task("noise30") == ("noise", 30.0) and parse_task("jpeg75") == ("jpeg", 75.0)
 
 
 def test_bad_degradation_arguments_are_refused() -> None:
@@ -84,8 +85,11 @@ def test_bad_degradation_arguments_are_refused() -> None:
         gaussian_blur(torch.rand(3, 20, 20), 1.0)
     with pytest.raises(ValueError, match="too small"):
         gaussian_blur(torch.rand(1, 3, 5, 5), 1.0)
-    with pytest.raises(ValueError, match="test setting must be one of"):
-        named_setting("noise30")
+    for bad in ("fog3", "noise", "noise2x"):
+        with pytest.raises(ValueError, match="a task must look like"):
+            parse_task(bad)
+    with pytest.raises(TypeError, match="a task must be a name"):
+        parse_task(25)
 
 
 @given(st.integers(0, 1000), st.sampled_from([1, 2, 4]), st.sampled_from([0.25, 0.5, 0.75]))
@@ -111,7 +115,7 @@ def test_masked_l1_ignores_unmasked_pixels() -> None:
 
 
 def test_bad_mask_and_image_arguments_are_refused(tmp_path) -> None:
-    from macattr.images import center_crop, image_files, random_crop
+    from macattr.restoration.images import center_crop, image_files, random_crop
 
     with pytest.raises(ValueError, match="ratio"):
         random_pixel_mask(1, 4, 4, ratio=1.5)
@@ -125,7 +129,7 @@ def test_bad_mask_and_image_arguments_are_refused(tmp_path) -> None:
         center_crop(torch.rand(3, 8, 8), 9)
     with pytest.raises(ValueError, match="smaller than the crop size"):
         random_crop(torch.rand(3, 8, 8), 9, torch.Generator())
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         image_files(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="holds no images"):
         image_files(tmp_path)

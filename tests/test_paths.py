@@ -31,7 +31,8 @@ def test_linear_path_end_points_are_baseline_and_input(seed: int, n_steps: int) 
 def test_hard_mask_path_end_points(seed: int, ratio: float) -> None:
     x = _image(seed, size=8)
     path = MaskAttributionPath(mask_ratio=ratio, sharpness=math.inf, seed=seed)
-    start, end = path.bind((x,), (torch.zeros(()).double(),))(torch.tensor([path.start, path.end]))[0].split(2)
+    points = path.bind((x,), (torch.zeros(()).double(),))
+    start, end = points(torch.tensor(path.interval(), dtype=torch.float64))[0].split(2)
     torch.testing.assert_close(end, x, rtol=0, atol=0)
     masked = (start == 0).all(dim=1)  # (N, H, W): a pixel is masked in every channel or none
     assert ((start == 0).any(dim=1) == masked).all()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pytest
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from macattr import LayerScores, plot_comparison, plot_layer_importance  # noqa: E402
-from macattr.plots import block_and_role, layer_grid  # noqa: E402
+from macattr import LayerScores, plot_comparison, plot_layer_importance
+from macattr.plots import block_and_role, layer_grid
 
 
 def _swin_like(n_groups: int, n_blocks: int) -> LayerScores:

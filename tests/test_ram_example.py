@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+import stages
+from macattr.restoration.data import PAIRED_LAYOUTS, evaluation_sets, training_batch
+from macattr.restoration.evaluate import restore_with_twin_masks
+from macattr.restoration.images import save_image
+from macattr.restoration.networks import PromptIRStyle, SwinIRStyle
+from macattr.restoration.train import train
+from presets import preset
 
-from macattr.images import save_image  # noqa: E402
-from ram import stages  # noqa: E402
-from ram.data import PAIRED_LAYOUTS, evaluation_sets, training_batch  # noqa: E402
-from ram.evaluate import restore_with_twin_masks  # noqa: E402
-from ram.networks import PromptIRStyle, SwinIRStyle  # noqa: E402
-from ram.presets import preset  # noqa: E402
-from ram.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN = [sys.executable, str(ROOT / "examples" / "ram" / "run.py")]
 
@@ -131,7 +130,8 @@ def test_paired_data_sets_are_found_and_missing_ones_skipped_with_a_note(tmp_pat
         clean = torch.rand(3, 24, 28, generator=torch.Generator().manual_seed(i))
         save_image(gt_dir / f"{i:04d}.png", clean)
         save_image(lq_dir / f"{i:04d}_0.8_0.2.png", 0.5 * clean + 0.4)
-    sets, notes = evaluation_sets(["haze", "rain", "noise25", "lowlight-synthetic"], tmp_path, 16, 2, seed=0)
+    photos = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    sets, notes = evaluation_sets(["haze", "rain", "noise25", "lowlight-synthetic"], photos, tmp_path, 16, 2, seed=0)
     assert set(sets) == {"haze", "noise25", "lowlight-synthetic"}
     assert sets["haze"]["lq"].shape == (2, 3, 16, 16)
     assert any(note.startswith("rain: skipped") for note in notes)

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-import macattr
 from macattr import LayerScores, candidate_layers, freeze_except, rank_layers, select_top_k
+from macattr.ranking.scorers import structural_scores
+from macattr.restoration import write_ram_files
 from macattr.scores import resolve_k
 
 
@@ -144,22 +145,45 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_scores(tmp_path) -
     with pytest.raises(Interrupted):
         rank_layers(model, _interrupting(batches, 3), n_steps=5, progress=False, checkpoint=checkpoint)
     state = json.loads(checkpoint.read_text())
-    assert state["scores"]["images"] == 6 and not state["complete"]
-    seen = []
-
-    def watched():
-        for batch in batches:
-            seen.append(batch)
-            yield batch
-
-    resumed = rank_layers(model, watched(), n_steps=5, progress=False, checkpoint=checkpoint)
+    assert state["scores"]["images"] == 6 and state["samples"] == 6 and not state["complete"]
+    resumed = rank_layers(model, batches, n_steps=5, progress=False, checkpoint=checkpoint)
     assert resumed.images == 4 * 2
     for name in reference:
         assert resumed[name] == pytest.approx(reference[name], rel=1e-12)
-    again = rank_layers(model, [], n_steps=5, progress=False, checkpoint=checkpoint)  # complete: no work
-    assert dict(again) == dict(resumed)
+    again = rank_layers(model, batches, n_steps=5, progress=False, checkpoint=checkpoint)  # complete: no work
+    assert dict(again) == dict(resumed) and again.images == 8
     with pytest.raises(ValueError, match="written by another run"):
         rank_layers(model, batches, n_steps=6, progress=False, checkpoint=checkpoint)
+
+
+def test_resume_with_other_batch_sizes_counts_every_image_once(tmp_path) -> None:
+    model = _model()
+    x = _images(7, n=5)
+    reference = rank_layers(model, [x], n_steps=5, progress=False)
+    checkpoint = tmp_path / "run.json"
+    with pytest.raises(Interrupted):  # three one-image batches, then Ctrl-C
+        rank_layers(model, _interrupting([x[i : i + 1] for i in range(5)], 3), n_steps=5, progress=False,
+                    checkpoint=checkpoint)  # fmt: skip
+    resumed = rank_layers(model, [x[0:2], x[2:4], x[4:5]], n_steps=5, progress=False, checkpoint=checkpoint)
+    assert resumed.images == 5
+    for name in reference:
+        assert resumed[name] == pytest.approx(reference[name], rel=1e-10, abs=1e-15)
+
+
+def test_resume_with_other_images_is_refused(tmp_path) -> None:
+    model = _model()
+    checkpoint = tmp_path / "run.json"
+    batches = [_images(i, n=1) for i in range(4)]
+    with pytest.raises(Interrupted):
+        rank_layers(model, _interrupting(batches, 2), n_steps=3, progress=False, checkpoint=checkpoint)
+    others = [_images(10 + i, n=1) for i in range(4)]
+    with pytest.raises(ValueError, match="other images than the checkpoint"):
+        rank_layers(model, others, n_steps=3, progress=False, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="fewer than the 2"):
+        rank_layers(model, batches[:1], n_steps=3, progress=False, checkpoint=checkpoint)
+    checkpoint.write_text("not json")
+    with pytest.raises(ValueError, match="is not a rank_layers checkpoint"):
+        rank_layers(model, batches, n_steps=3, progress=False, checkpoint=checkpoint)
 
 
 def test_samples_per_group_and_batch_formats() -> None:
@@ -231,7 +255,7 @@ def test_random_is_seeded_and_uniform_spreads_every_top_k() -> None:
     assert dict(a) == dict(b) and a.ranked() != c.ranked()
     for count in (7, 18, 50, 64, 300):
         names = [f"layer.{i}" for i in range(count)]
-        uniform = macattr.ranking._structural_scores("uniform", names, 0)
+        uniform = structural_scores("uniform", names, 0)
         order = [n for n, _ in LayerScores(uniform, "uniform").ranked()]
         assert sorted(order) == sorted(names)
         for k in range(2, count + 1, max(1, count // 7)):
@@ -249,7 +273,7 @@ def test_scores_files_round_trip(tmp_path) -> None:
     loaded = LayerScores.load(path)
     assert loaded.names == scores.names and dict(loaded) == dict(scores)
     assert loaded.method == scores.method and loaded.config == scores.config and loaded.images == 4
-    files = scores.to_ram_files(tmp_path / "ram")
+    files = write_ram_files(scores, tmp_path / "ram")
     names, conds, indices = (f.read_text().splitlines() for f in files)
     assert [f.name for f in files] == ["filter_name.txt", "filter_cond.txt", "filter_index.txt"]
     assert names == [n for n, _ in scores.ranked()]

@@ -50,10 +50,10 @@ def test_wrapped_targets_and_windows() -> None:
         targets.window(model, 1, 1, 5, of="mean")(images), images[:, :, 1:6, 1:6].mean((1, 2, 3))
     )
     torch.testing.assert_close(
-        targets.gradient_magnitude(model, window=(0, 0, 4))(images),
+        targets.window(model, 0, 0, 4, of="gradient_magnitude")(images),
         targets.gradient_magnitude_of(images[:, :, :4, :4]),
     )
-    torch.testing.assert_close(targets.from_name(model, "mean")(images), images.mean((1, 2, 3)))
+    torch.testing.assert_close(targets.NAMED_TARGETS["mean"](model)(images), images.mean((1, 2, 3)))
     assert any(m is model for m in targets.output_sum(model).modules())
 
 
@@ -81,8 +81,6 @@ def test_bad_target_arguments_are_refused() -> None:
         targets.window(model, -1, 0, 2)
     with pytest.raises(ValueError, match="of must be one of"):
         targets.window(model, 0, 0, 2, of="max")
-    with pytest.raises(ValueError, match="target must be one of"):
-        targets.from_name(model, "max")
     with pytest.raises(TypeError, match="model must be callable"):
         targets.output_sum(3)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) with H, W >= 2"):

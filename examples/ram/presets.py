@@ -3,7 +3,7 @@
 - ``tiny``: finishes ``all`` on a 2-core CPU in a few minutes (smaller network, more
   aggressive learning rates than the paper so that a few hundred steps learn something).
 - ``small``: one GPU in about five minutes (SwinIR-light's size, bf16 autocast).
-- ``paper``: the paper's settings as far as DESIGN.md states them (input 64 for
+- ``paper``: the paper's settings as far as the paper states them (input 64 for
   SwinIR and 128 for PromptIR, 50 % pixel masks, Adam with cosine schedules
   1e-4 → 6e-5 for pre-training and 2e-4 → 1e-7 for fine-tuning, 10 images per
   degradation, N = 200, r = 0.5, δ = 1e4, top 10 % (SwinIR) / 30 % (PromptIR)).

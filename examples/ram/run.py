@@ -17,11 +17,9 @@ from typing import List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ram import stages  # noqa: E402
-from ram.networks import ARCHITECTURES  # noqa: E402
-from ram.presets import PRESETS, preset  # noqa: E402
+import stages
+from macattr.restoration.networks import ARCHITECTURES
+from presets import PRESETS, preset
 
 STAGES = {
     "pretrain": stages.pretrain,

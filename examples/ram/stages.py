@@ -19,13 +19,14 @@ import torch
 from torch import Tensor, nn
 
 import macattr
-from macattr._io import write_text_atomic
-from macattr.masking import masked_l1, random_pixel_mask
+from macattr.restoration import write_ram_files
+from macattr.restoration.data import analysis_batches, evaluation_sets, training_batch
+from macattr.restoration.evaluate import quality, restore, restore_with_twin_masks
+from macattr.restoration.images import photographs
+from macattr.restoration.masking import mask_pretraining_loss, whole_image_l1
+from macattr.restoration.networks import ARCHITECTURES
+from macattr.restoration.train import load_weights, save_atomic, train, write_text
 from macattr.scores import LayerScores, resolve_k
-from ram.data import analysis_batches, evaluation_sets, photographs, training_batch
-from ram.evaluate import quality, restore, restore_with_twin_masks
-from ram.networks import ARCHITECTURES
-from ram.train import save_atomic, train
 
 ABLATION_METHODS = ("mac", "ig", "uniform", "random", "full")
 
@@ -64,9 +65,7 @@ def build_model(run: Run) -> nn.Module:
 def load_model(run: Run, path: Path) -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run the stage that writes it first")
-    model = build_model(run)
-    model.load_state_dict(torch.load(path, map_location=run.device, weights_only=True))
-    return model.eval()
+    return load_weights(build_model(run), path).to(run.device).eval()
 
 
 def _record(run: Run, update: Dict[str, Any]) -> Dict[str, Any]:
@@ -80,8 +79,8 @@ def _record(run: Run, update: Dict[str, Any]) -> Dict[str, Any]:
             results[key] = value
     results.update(preset=run.preset_name, arch=run.arch, device=_device_name(run.device), seed=run.seed)
     results["notes"] = sorted(set(results.get("notes", [])) | set(run.notes))
-    write_text_atomic(path, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(run.out / "results.md", results_markdown(results))
+    write_text(path, json.dumps(results, indent=2) + "\n")
+    write_text(run.out / "results.md", results_markdown(results))
     return results
 
 
@@ -103,16 +102,10 @@ def pretrain(run: Run) -> Path:
     cfg, size, batch = run.settings["pretrain"], run.settings["size"][run.arch], run.settings["batch"]
     photos = photographs("train")
     model = build_model(run)
-
-    def loss_of(net: nn.Module, pair: Dict[str, Tensor], step: int) -> Tensor:
-        generator = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
-        n, _, h, w = pair["lq"].shape
-        mask = random_pixel_mask(n, h, w, cfg["mask_ratio"], cfg["patch_size"], generator).to(run.device)
-        return masked_l1(net(pair["lq"], mask).float(), pair["gt"], mask)
-
-    train(model, model.parameters(), lambda t: training_batch(photos, size, batch, run.seed, t), loss_of,
+    train(model, model.parameters(), lambda t: training_batch(photos, size, batch, run.seed, t),
+          mask_pretraining_loss(cfg["mask_ratio"], cfg["patch_size"], run.seed),
           steps=cfg["steps"], lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=final.parent / "checkpoint.pt",
-          device=run.device, bf16=run.bf16, progress=run.progress, log=run.log)  # fmt: skip
+          device=run.device, bf16=run.bf16, progress=run.progress, log=run.log, name="pretrain")  # fmt: skip
     save_atomic(final, model.state_dict())
     _timed(run, "pretrain", started)
     return final
@@ -120,7 +113,8 @@ def pretrain(run: Run) -> Path:
 
 def _rank(run: Run, model: nn.Module, method: str, folder: Path) -> LayerScores:
     cfg = run.settings["analyze"]
-    batches = analysis_batches(run.settings["tasks"], run.data_root, cfg["size"], cfg["per_task"], run.seed)
+    batches = analysis_batches(run.settings["tasks"], photographs("train"), run.data_root, cfg["size"],
+                               cfg["per_task"], run.seed)  # fmt: skip
     return macattr.rank_layers(
         model, batches, method, n_steps=cfg["n_steps"], mask_ratio=cfg["mask_ratio"], sharpness=cfg["sharpness"],
         seed=run.seed, samples_per_group=cfg["per_task"], group="task",
@@ -139,7 +133,7 @@ def analyze(run: Run) -> LayerScores:
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
         scores = _rank(run, model, "mac", folder)
     scores.save(folder / "scores.json")
-    scores.to_ram_files(folder)
+    write_ram_files(scores, folder)
     figure = macattr.plot_layer_importance(scores, top_k=run.k)
     figure.savefig(folder / "heatmap.png", dpi=110)
     top = scores.top_k(run.k)
@@ -165,12 +159,11 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     with macattr.freeze_except(model, names) as trainable:
         run.log(f"{folder.name}: {len(names)} layers, {trainable.trainable:,} of {trainable.total:,} "
                 f"parameters trainable ({100 * trainable.fraction:.1f} %)")  # fmt: skip
-        train(model, trainable, lambda t: training_batch(photos, size, batch, run.seed + offset, t),
-              lambda net, pair, step: (net(pair["lq"]).float() - pair["gt"]).abs().mean(),
+        train(model, trainable, lambda t: training_batch(photos, size, batch, run.seed + offset, t), whole_image_l1,
               steps=cfg["steps"], lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=folder / "checkpoint.pt",
-              device=run.device, bf16=run.bf16, progress=run.progress, log=run.log)  # fmt: skip
+              device=run.device, bf16=run.bf16, progress=run.progress, log=run.log, name=folder.name)  # fmt: skip
     save_atomic(final, model.state_dict())
-    write_text_atomic(folder / "layers.txt", "\n".join(names) + "\n")
+    write_text(folder / "layers.txt", "\n".join(names) + "\n")
     if folder == run.out / "finetune":
         _timed(run, "finetune", started)
     return final
@@ -178,7 +171,8 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
 
 def _evaluation_sets(run: Run) -> Dict[str, Dict[str, Tensor]]:
     cfg = run.settings["evaluate"]
-    sets, notes = evaluation_sets(run.settings["tasks"], run.data_root, cfg["size"], cfg["count"], run.seed + 12345)
+    sets, notes = evaluation_sets(run.settings["tasks"], photographs("test"), run.data_root, cfg["size"], cfg["count"],
+                                  run.seed + 12345)  # fmt: skip
     run.notes.extend(notes)
     for note in notes:
         run.log(f"note: {note}")

@@ -1,17 +1,13 @@
-"""The networks the benchmark measures: DnCNN-style, SwinIR-style (the RAM example's), ResNet-18-like."""
+"""The networks the benchmark measures: DnCNN-style, SwinIR-style (macattr.restoration's), ResNet-18-like."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-from ram.networks import SwinIRStyle  # noqa: E402
+from macattr.restoration.networks import SwinIRStyle
 
 
 def dncnn(channels: int = 64, depth: int = 17) -> nn.Module:

@@ -1,8 +1,13 @@
-"""The cheap degradations of RAM's appendix, on images (N, C, H, W) in [0, 1].
+"""Degradations of images (N, C, H, W) in [0, 1]: RAM's cheap ones and two labelled stand-ins.
 
-Training draws: Gaussian noise σ ∈ (0, 50] on a 0–255 scale (then clipped),
-Gaussian blur with a 15 × 15 kernel and σ ∈ [0.1, 3.1], JPEG quality 20–90.
-Test settings: noise σ = 15, 25, 50; blur σ = 2.0; JPEG quality 50.
+RAM's appendix: Gaussian noise σ ∈ (0, 50] on a 0–255 scale (then clipped),
+Gaussian blur with a 15 × 15 kernel and σ ∈ [0.1, 3.1], JPEG quality 20–90 for
+training; noise σ = 15, 25, 50, blur σ = 2.0 and JPEG quality 50 for testing.
+
+A *task* names one degradation: ``noise25``, ``blur2``, ``jpeg50`` (any level),
+or the stand-ins ``haze-synthetic`` (atmospheric scattering) and
+``lowlight-synthetic`` (gamma, gain, noise) for users without the real haze
+and low-light data sets; those are never the real sets.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from torch import Tensor
 from macattr._checks import check_int, check_real
 
 TRAIN_RANGES: Dict[str, Tuple[float, float]] = {"noise": (0.0, 50.0), "blur": (0.1, 3.1), "jpeg": (20, 90)}
-TEST_SETTINGS: Dict[str, float] = {"noise15": 15, "noise25": 25, "noise50": 50, "blur2": 2.0, "jpeg50": 50}
+TEST_TASKS = ("noise15", "noise25", "noise50", "blur2", "jpeg50")
+STAND_IN_TASKS = ("haze-synthetic", "lowlight-synthetic")
+KINDS = ("noise", "blur", "jpeg")
 
 
 def _check_images(images: Tensor) -> None:
@@ -100,8 +107,54 @@ def random_level(kind: str, generator: torch.Generator) -> float:
     return max(value, 1e-3) if kind == "noise" else value  # σ ∈ (0, 50]
 
 
-def named_setting(name: str) -> Tuple[str, float]:
-    """("noise", 25.0) for "noise25", etc.; see ``TEST_SETTINGS``."""
-    if name not in TEST_SETTINGS:
-        raise ValueError(f"test setting must be one of {sorted(TEST_SETTINGS)}, got {name!r}")
-    return name.rstrip("0123456789"), float(TEST_SETTINGS[name])
+def parse_task(task: str) -> Tuple[str, float]:
+    """("noise", 25.0) for "noise25", ("blur", 1.5) for "blur1.5", ("jpeg", 50.0) for "jpeg50".
+
+    Examples:
+        >>> parse_task("noise25"), parse_task("blur1.5")
+        (('noise', 25.0), ('blur', 1.5))
+    """
+    if not isinstance(task, str):
+        raise TypeError(f"a task must be a name such as 'noise25', got {task!r}")
+    kind = task.rstrip("0123456789.")
+    try:
+        level = float(task[len(kind) :])
+    except ValueError:
+        level = None
+    if kind not in KINDS or level is None:
+        raise ValueError(f"a task must look like noise25, blur2 or jpeg50 (or be one of {list(STAND_IN_TASKS)}), "
+                         f"got {task!r}")  # fmt: skip
+    return kind, level
+
+
+def synthetic_haze(clean: Tensor, generator: torch.Generator) -> Tensor:
+    """Atmospheric scattering ``I = J t + A (1 − t)``, ``t = exp(−β d)`` with depth growing towards the top."""
+    n, _, h, w = clean.shape
+    beta = 0.6 + 1.2 * torch.rand(n, 1, 1, 1, generator=generator)
+    light = 0.8 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator)
+    depth = torch.linspace(1.0, 0.2, h).reshape(1, 1, h, 1).expand(n, 1, h, w)
+    transmission = torch.exp(-beta * depth)
+    return (clean * transmission + light * (1 - transmission)).clamp(0, 1)
+
+
+def synthetic_low_light(clean: Tensor, generator: torch.Generator) -> Tensor:
+    """Gamma 2, gain 0.25 and Gaussian noise of σ = 0.01."""
+    dark = 0.25 * clean.pow(2.0)
+    return (dark + 0.01 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+
+
+def degrade_task(clean: Tensor, task: str, generator: torch.Generator) -> Tensor:
+    """The low-quality version of ``clean`` (N, 3, H, W) for ``task`` (see the module docstring).
+
+    Examples:
+        >>> clean = torch.full((1, 3, 32, 32), 0.5)
+        >>> noisy = degrade_task(clean, "noise25", torch.Generator().manual_seed(0))
+        >>> round(float((noisy - clean).std() * 255))
+        25
+    """
+    if task == "haze-synthetic":
+        return synthetic_haze(clean, generator)
+    if task == "lowlight-synthetic":
+        return synthetic_low_light(clean, generator)
+    kind, level = parse_task(task)
+    return degrade(clean, kind, level, generator)

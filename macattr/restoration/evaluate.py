@@ -1,15 +1,14 @@
-"""Restoring test images and scoring them: PSNR and SSIM from scikit-image's metrics."""
+"""Restoring test images and scoring them: PSNR and SSIM from scikit-image's metrics (the ``[examples]`` extra)."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor, nn
 
-from macattr.masking import random_pixel_mask
+from macattr.restoration.masking import random_pixel_mask
 
 
 @torch.no_grad()
@@ -38,12 +37,21 @@ def restore_with_twin_masks(model: nn.Module, lq: Tensor, device: torch.device, 
     return first * mask + second * (1 - mask)
 
 
-def quality(output: Tensor, truth: Tensor) -> Dict[str, float]:
-    """Mean PSNR (dB) and SSIM over images (N, 3, H, W) in [0, 1]."""
+def per_image_quality(output: Tensor, truth: Tensor) -> Dict[str, List[float]]:
+    """PSNR (dB) and SSIM of every image of (N, 3, H, W) in [0, 1]: lists of N values each."""
+    try:
+        from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    except ImportError:
+        raise ImportError("image quality needs scikit-image: pip install 'macattr[examples]'") from None
     psnr, ssim = [], []
     for a, b in zip(output, truth):
         x = a.permute(1, 2, 0).double().numpy()
         y = b.permute(1, 2, 0).double().numpy()
-        psnr.append(peak_signal_noise_ratio(y, x, data_range=1.0))
-        ssim.append(structural_similarity(y, x, data_range=1.0, channel_axis=-1))
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+        psnr.append(float(peak_signal_noise_ratio(y, x, data_range=1.0)))
+        ssim.append(float(structural_similarity(y, x, data_range=1.0, channel_axis=-1)))
+    return {"psnr": psnr, "ssim": ssim}
+
+
+def quality(output: Tensor, truth: Tensor) -> Dict[str, float]:
+    """Mean PSNR (dB) and SSIM over images (N, 3, H, W) in [0, 1]."""
+    return {name: float(np.mean(values)) for name, values in per_image_quality(output, truth).items()}

@@ -1,4 +1,4 @@
-"""Compact restoration networks for the RAM example: SwinIR-style and PromptIR-style.
+"""Restoration networks: SwinIR-style and PromptIR-style, at any size from a few thousand parameters up.
 
 Images are (N, 3, H, W) in [0, 1]. ``forward(x, mask)`` takes an optional pixel
 mask (N, 1, H, W), 1 = masked: masked pixels are replaced by a learned mask
@@ -26,7 +26,8 @@ def window_partition(x: Tensor, size: int) -> Tensor:
 
 
 def window_merge(windows: Tensor, size: int, h: int, w: int) -> Tensor:
-    """(B · H/size · W/size, size², C) → (B, H, W, C); the inverse of :func:`window_partition`."""
+    """(B · H/size · W/size, size², C) → (B, H, W, C); the inverse of
+    [`window_partition()`][macattr.restoration.networks.window_partition]."""
     c = windows.shape[-1]
     x = windows.view(-1, h // size, w // size, size, size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)

@@ -1,9 +1,9 @@
 """Leave the user's model as it was found.
 
-:func:`preserved_state` records, for every module reachable from a forward
-function and the attributed layers, the train/eval flag of each module and the
-``requires_grad`` flag and ``.grad`` of each parameter, and puts them back on
-exit, also when the body raises.
+``preserved_state`` runs its body with every module in eval mode (or, with
+``train_mode=True``, in the mode it was in) and puts back, also when the body
+raises: each module's train/eval flag, each parameter's ``requires_grad`` and
+``.grad``, and, in train mode, every buffer (BatchNorm's running statistics).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List
 
+import torch
 from torch import nn
 
 
@@ -21,14 +22,20 @@ def modules_of(forward_func: object) -> List[nn.Module]:
 
 
 @contextmanager
-def preserved_state(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Restore train/eval mode, ``requires_grad`` and ``.grad`` of ``modules`` on exit."""
+def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> Iterator[None]:
+    """Eval mode inside (unless ``train_mode``); modes, ``requires_grad``, ``.grad`` and buffers restored on exit."""
     modules = list(dict.fromkeys(modules))
     parameters = list(dict.fromkeys(p for m in modules for p in m.parameters(recurse=False)))
+    buffers = list(dict.fromkeys(b for m in modules for b in m.buffers(recurse=False))) if train_mode else []
     training = [m.training for m in modules]
     flags = [p.requires_grad for p in parameters]
     grads = [p.grad for p in parameters]
+    with torch.no_grad():
+        saved_buffers = [b.clone() for b in buffers]
     try:
+        if not train_mode:
+            for module in modules:
+                module.training = False
         yield
     finally:
         for module, mode in zip(modules, training):
@@ -36,3 +43,6 @@ def preserved_state(modules: Iterable[nn.Module]) -> Iterator[None]:
         for parameter, flag, grad in zip(parameters, flags, grads):
             parameter.requires_grad_(flag)
             parameter.grad = grad
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)

@@ -1,1 +1,0 @@
-"""The RAM reference pipeline: mask pre-training, MAC analysis, fine-tuning, evaluation."""

@@ -1,0 +1,164 @@
+"""Running sums that grow batch by batch: the [`Accumulator`][macattr.accumulators.Accumulator] interface
+and its three uses.
+
+Every accumulator has ``update(...)`` (add one batch), ``compute()`` (the result
+so far) and ``merge(other)`` (add another accumulator of the same kind, for
+example one that ran in another process or on another part of the data).
+
+- [`ConductanceSum`][macattr.accumulators.ConductanceSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · (y(α_{j+1}) − y(α_j))``
+  over grid points fed in order (the engine's conductance rule).
+- [`GradientSum`][macattr.accumulators.GradientSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · w_j`` (internal influence).
+- [`ScoreSum`][macattr.accumulators.ScoreSum]: per layer the sum of per-image scores (``rank_layers``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Accumulator(Protocol):
+    """A running sum: ``update`` adds a batch, ``compute`` returns the sum, ``merge`` adds another one."""
+
+    def update(self, *batch: Any) -> None: ...
+
+    def compute(self) -> Any: ...
+
+    def merge(self, other: Any) -> None: ...
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision values (bf16/fp16 autocast), the dtype itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class ConductanceSum:
+    """Running ``Σ_j g_j · (y_{j+1} − y_j)`` over consecutive grid points.
+
+    ``update(values, grads, weights)`` takes the next ``S`` grid points, each
+    (S, N, ...): layer values ``y_j`` and gradients ``g_j = ∂F/∂y|_{α_j}``
+    (``weights`` is unused: conductance needs only consecutive values). Across
+    calls, the last point of one update and the first of the next form a step.
+    ``compute()`` → (N, ...). ``merge(other)`` adds the sum of another stretch
+    of the grid that starts where this one ends.
+
+    Examples:
+        >>> acc = ConductanceSum()
+        >>> values = torch.tensor([[0.0], [1.0], [3.0]])  # y at three grid points, N = 1
+        >>> acc.update(values[:2], torch.full((2, 1), 2.0), None)
+        >>> acc.update(values[2:], torch.full((1, 1), 2.0), None)
+        >>> acc.compute().tolist()  # 2 · (1 − 0) + 2 · (3 − 1)
+        [6.0]
+    """
+
+    def __init__(self) -> None:
+        self.total: Optional[Tensor] = None
+        self._last: Optional[Tuple[Tensor, Tensor]] = None
+        self._buffers: Tuple[Tensor, ...] = ()
+
+    def update(self, values: Tensor, grads: Tensor, weights: Optional[Tensor] = None) -> None:
+        dtype = accumulation_dtype(values.dtype)
+        values, grads = values.to(dtype), grads.to(dtype)
+        if self.total is None:
+            # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
+            self.total = torch.zeros_like(values[0])
+            self._buffers = (torch.empty_like(values[0]), torch.empty_like(grads[0]))
+        else:
+            last_value, last_grad = self._last
+            self.total.addcmul_(last_grad, values[0] - last_value)
+        if len(values) == 1:  # kept as they are: one row, no copy
+            self._last = (values[0], grads[0])
+            return
+        self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
+        # copied, so that the pass's (S, N, ...) tensors can be freed
+        last_value, last_grad = self._buffers
+        last_value.copy_(values[-1])
+        last_grad.copy_(grads[-1])
+        self._last = self._buffers
+
+    def compute(self) -> Tensor:
+        if self.total is None:
+            raise ValueError("ConductanceSum.compute() before any update()")
+        return self.total
+
+    def merge(self, other: ConductanceSum) -> None:
+        if other.total is None:
+            return
+        self.total = other.total.clone() if self.total is None else self.total + other.total
+
+
+class GradientSum:
+    """Running ``Σ_j g_j · w_j``: ``update(values, grads (S, N, ...), weights (S,))``; ``compute()`` → (N, ...).
+
+    Examples:
+        >>> acc = GradientSum()
+        >>> acc.update(None, torch.tensor([[1.0], [3.0]]), torch.tensor([0.5, 0.5]))
+        >>> acc.compute().tolist()
+        [2.0]
+    """
+
+    def __init__(self) -> None:
+        self.total: Optional[Tensor] = None
+
+    def update(self, values: Optional[Tensor], grads: Tensor, weights: Tensor) -> None:
+        dtype = accumulation_dtype(grads.dtype)
+        shape = (-1,) + (1,) * (grads.dim() - 1)
+        part = (grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0)
+        self.total = part if self.total is None else self.total + part
+
+    def compute(self) -> Tensor:
+        if self.total is None:
+            raise ValueError("GradientSum.compute() before any update()")
+        return self.total
+
+    def merge(self, other: GradientSum) -> None:
+        if other.total is not None:
+            self.total = other.total.clone() if self.total is None else self.total + other.total
+
+
+class ScoreSum:
+    """Per-layer sums of per-image scores, in float64.
+
+    ``update(per_image)`` adds a (B, L) tensor of scores for B images;
+    ``compute()`` gives name → sum; ``merge`` adds another ``ScoreSum`` (from
+    another process or shard); ``state_dict``/``load_state_dict`` round-trip
+    through JSON.
+
+    Examples:
+        >>> total = ScoreSum(["conv1", "conv2"])
+        >>> total.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        >>> total.compute(), total.images
+        ({'conv1': 4.0, 'conv2': 6.0}, 2)
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.sums = np.zeros(len(self.names), dtype=np.float64)
+        self.images = 0
+
+    def update(self, per_image: Tensor) -> None:
+        if per_image.dim() != 2 or per_image.shape[1] != len(self.names):
+            raise ValueError(f"per_image must have shape (B, {len(self.names)}), got {tuple(per_image.shape)}")
+        self.sums += per_image.detach().double().sum(0).cpu().numpy()
+        self.images += per_image.shape[0]
+
+    def merge(self, other: ScoreSum) -> None:
+        if other.names != self.names:
+            raise ValueError("ScoreSum.merge needs the same layers in the same order")
+        self.sums += other.sums
+        self.images += other.images
+
+    def compute(self) -> Dict[str, float]:
+        return dict(zip(self.names, self.sums.tolist()))
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"names": self.names, "sums": self.sums.tolist(), "images": self.images}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError("the checkpoint was written for other layers")
+        self.sums = np.asarray(state["sums"], dtype=np.float64)
+        self.images = int(state["images"])

@@ -1,0 +1,230 @@
+"""Rank the candidate layers of a model over a data set, and pick the top k.
+
+``rank_layers`` runs one attribution sweep per batch for all candidate layers at
+once, turns each layer's per-neuron attribution into one number per image (the
+mean over its neurons of ``|attribution|``) and sums it over the images. Its
+parts: [`RankSettings`][macattr.ranking.settings.RankSettings] (what decides the numbers), the batch
+walk ([`macattr.ranking.batches`][macattr.ranking.batches]), the scorers
+([`macattr.ranking.scorers`][macattr.ranking.scorers]) and checkpoints
+([`macattr.ranking.checkpoint`][macattr.ranking.checkpoint]).
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from macattr._checks import check_device
+from macattr._files import PathLike
+from macattr._state import preserved_state
+from macattr.accumulators import ScoreSum
+from macattr.layers import LayerSpecs, candidate_layers, execution_order
+from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
+from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor
+from macattr.ranking.scorers import Scorer, attribution_scorer, gradnorm_scorer, structural_scores
+from macattr.ranking.settings import ATTRIBUTION_METHODS, METHODS, STRUCTURAL_METHODS, RankSettings
+from macattr.scores import LayerScores, resolve_k
+from macattr.targets import NAMED_TARGETS, ReducedModel
+
+__all__ = ["METHODS", "RankSettings", "rank_layers", "select_top_k"]
+
+
+def rank_layers(
+    model: nn.Module,
+    loader: Optional[Iterable[Any]] = None,
+    method: str = "mac",
+    *,
+    settings: Optional[RankSettings] = None,
+    layers: Optional[LayerSpecs] = None,
+    exclude: Optional[LayerSpecs] = None,
+    group: Group = None,
+    loss: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    device: Union[None, str, torch.device] = None,
+    progress: bool = True,
+    checkpoint: Optional[PathLike] = None,
+    **options: Any,
+) -> LayerScores:
+    """Score every candidate layer of ``model`` over the images of ``loader``.
+
+    Args:
+        model: an image model (N, C, H, W) → (N, C', H', W'), or a classifier
+            with an integer ``target``.
+        loader: an iterable of batches: tensors (B, C, H, W), tuples/lists whose
+            first item is the input, or dicts with ``"lq"`` (BasicSR/RAM) or
+            ``"input"``. Not needed for "random" and "uniform".
+        method: "mac", "ig", "conductance", "gradnorm", "random" or "uniform"
+            (see [`RankSettings`][macattr.ranking.settings.RankSettings]).
+        settings: a [`RankSettings`][macattr.ranking.settings.RankSettings]; ``options`` override its fields.
+        layers: which modules are candidates (see [`candidate_layers()`][macattr.layers.candidate_layers]).
+        exclude: modules to leave out of the candidates.
+        group: a dict key of the batch, or a function of the batch giving one
+            key per sample, for ``samples_per_group`` (RAM: 10 per degradation).
+        loss: for "gradnorm": ``loss(output, ground_truth)``, default L1.
+        device: run on this device (the model is moved there and back).
+        progress: show a progress bar.
+        checkpoint: a JSON file updated atomically after every batch; a run with
+            the same settings and the same images resumes from it, whatever
+            its batch sizes.
+        **options: fields of [`RankSettings`][macattr.ranking.settings.RankSettings] (``target``, ``n_steps``,
+            ``mask_ratio``, ``sharpness``, ``patch_size``, ``baselines``,
+            ``seed``, ``samples_per_group``, ``max_images``,
+            ``internal_batch_size``, ``train_mode``).
+
+    Returns:
+        [`LayerScores`][macattr.scores.LayerScores] in depth order (the order in which the
+        layers run, recorded once with hooks): per layer the sum over images of
+        the mean over its neurons of ``|attribution|``. Layers that do not run,
+        or (for attribution methods) run more than once per forward pass, are
+        skipped with one warning and listed in ``.skipped``.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> images = [torch.rand(2, 3, 8, 8) for _ in range(2)]
+        >>> scores = rank_layers(model, images, n_steps=8, seed=0, progress=False)
+        >>> scores.images, scores.names
+        (4, ['0', '2'])
+    """
+    settings = RankSettings.from_options(method, settings, options)
+    candidates = candidate_layers(model, layers, exclude)
+    device = check_device("device", device)
+    if settings.method in STRUCTURAL_METHODS and loader is None:
+        names = list(candidates)
+        scores = structural_scores(settings.method, names, settings.seed)
+        return LayerScores(scores, settings.method, _config(settings, names))
+    batches = _nonempty(loader, settings.method)
+    with _on_device(model, device) as run_device, preserved_state(model.modules(), settings.train_mode):
+        first, batches = _peek(batches)
+        names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(run_device), settings.method)
+        config = _config(settings, names)
+        if settings.method in STRUCTURAL_METHODS:
+            return LayerScores(structural_scores(settings.method, names, settings.seed), settings.method, config, 0,
+                               skipped)  # fmt: skip
+        total = ScoreSum(names)
+        record = Checkpoint(Path(checkpoint), settings.method, config) if checkpoint is not None else None
+        done = record.load(total) if record else Progress()
+        if not done.complete:
+            score, cursor = _scorer(settings, model, [candidates[n] for n in names], loss), StreamCursor(done)
+            bar = tqdm(disable=not progress, unit="batch", desc=f"rank_layers[{settings.method}]", leave=False)
+            for batch, rows, indices in _pending(batches, group, settings, cursor):
+                if rows:
+                    y = None if batch.y is None else batch.y[rows].to(run_device)
+                    total.update(score(batch.x[rows].to(run_device), y, indices))
+                if record and cursor.position >= done.samples:  # not before the checkpoint's images are checked
+                    record.save(total, Progress(cursor.position, cursor.digest))
+                bar.update()
+                bar.set_postfix(images=total.images)
+            bar.close()
+            if record:
+                record.save(total, Progress(cursor.position, cursor.digest, complete=True))
+    if total.images == 0:
+        raise ValueError("the loader yielded no images to rank")
+    return LayerScores(total.compute(), settings.method, config, total.images, skipped)
+
+
+def _pending(
+    batches: Iterable[Any], group: Group, settings: RankSettings, cursor: StreamCursor
+) -> Iterator[Tuple[Selected, List[int], List[int]]]:
+    """Per batch: the batch, its rows still to score, and their indices among the analysed images.
+
+    Rows scored before the checkpoint are left out; the cursor checks that they are the same images.
+    """
+    selection = Selection(settings.samples_per_group, settings.max_images, {})
+    for batch in analysed_batches(batches, group, selection, settings.method == "gradnorm"):
+        already = cursor.advance(batch.x)
+        todo = [(row, index) for row, index in zip(batch.keep, batch.indices) if row >= already]
+        yield batch, [row for row, _ in todo], [index for _, index in todo]
+    if not selection.done:
+        cursor.finish()
+
+
+def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:
+    return {**settings.to_config(), "layers": names}
+
+
+def _nonempty(loader: Any, method: str) -> Iterable[Any]:
+    if loader is None:
+        raise ValueError(f"method={method!r} needs a loader of images")
+    if isinstance(loader, Tensor):
+        return [loader]
+    if not isinstance(loader, Iterable):
+        raise TypeError(f"loader must be an iterable of batches, got {type(loader).__name__}")
+    return loader
+
+
+def _peek(batches: Iterable[Any]) -> Tuple[Any, Iterator[Any]]:
+    iterator = iter(batches)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise ValueError("the loader yielded no images to rank") from None
+    return first, chain([first], iterator)
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: Optional[torch.device]) -> Iterator[torch.device]:
+    """The model on ``device`` inside (moved back on exit); yields the device it runs on."""
+    original = next(model.parameters(), torch.empty(0)).device
+    try:
+        if device is not None:
+            model.to(device)
+        yield next(model.parameters(), torch.empty(0)).device
+    finally:
+        if device is not None:
+            model.to(original)
+
+
+def _layers_to_score(
+    model: nn.Module, candidates: Dict[str, nn.Module], example: Tensor, method: str
+) -> Tuple[List[str], Dict[str, str]]:
+    """Candidates in execution order, and those to skip (name → why), from one forward pass of ``example``."""
+    ran = execution_order(model, lambda: model(example))
+    skipped = {name: "did not run in a forward pass" for name in candidates if name not in ran.calls}
+    if method in ATTRIBUTION_METHODS:
+        skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
+                              "between calls is not defined"
+                        for name in candidates if ran.calls.get(name, 0) > 1})  # fmt: skip
+    names = [name for name in ran.sort(candidates) if name not in skipped]
+    if skipped:
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+        warnings.warn(f"rank_layers skips {len(skipped)} layer(s): {reasons}", stacklevel=3)
+    if not names:
+        raise ValueError("no candidate layer can be scored: " + "; ".join(f"{n}: {w}" for n, w in skipped.items()))
+    return names, skipped
+
+
+def _scorer(settings: RankSettings, model: nn.Module, modules: List[nn.Module], loss: Optional[Callable]) -> Scorer:
+    if settings.method == "gradnorm":
+        return gradnorm_scorer(model, modules, loss or (lambda out, gt: (out - gt).abs().mean()))
+    target = settings.target
+    if isinstance(target, str):
+        return attribution_scorer(settings, NAMED_TARGETS[target](model), None, modules)
+    if callable(target):
+        return attribution_scorer(settings, ReducedModel(model, target, settings.target_name), None, modules)
+    return attribution_scorer(settings, model, target, modules)  # a Captum class index for classifiers
+
+
+def select_top_k(
+    model: nn.Module, loader: Optional[Iterable[Any]] = None, k: Union[int, float] = 0.1, **rank_kwargs: Any
+) -> List[str]:
+    """Names of the ``k`` most important layers, best first (RAM: k = 0.1 of the candidates).
+
+    ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least
+    one); an int is a count. ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is
+    checked before the ranking runs.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> top = select_top_k(model, [torch.rand(1, 3, 8, 8)], k=0.5, n_steps=8, seed=0, progress=False)
+        >>> len(top), top[0] in ("0", "2")
+        (1, True)
+    """
+    count = len(candidate_layers(model, rank_kwargs.get("layers"), rank_kwargs.get("exclude")))
+    resolve_k(k, count)
+    return rank_layers(model, loader, **rank_kwargs).top_k(k)

@@ -1,0 +1,141 @@
+"""What ``rank_layers`` reads from a loader: batch formats, groups, and which images it analyses.
+
+A loader yields batches in any of these forms: a tensor (B, ...); a tuple or
+list whose first item is the input tensor (and second, if a tensor, the ground
+truth); or a dict with ``"lq"`` (BasicSR/RAM) or ``"input"``, and optionally
+``"gt"``/``"target"``. [`analysed_batches()`][macattr.ranking.batches.analysed_batches] turns the stream of batches
+into the images to analyse, each with its position in the stream and its index
+among the analysed images (which seeds its pixel thresholds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Group = Union[None, str, Callable[[Any], Sequence[Hashable]]]
+
+
+def batch_pair(batch: Any, need_target: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+    """(input, ground truth or None) of a batch.
+
+    Examples:
+        >>> import torch
+        >>> x, y = batch_pair({"lq": torch.zeros(2, 3), "gt": torch.ones(2, 3)})
+        >>> x.shape, y.shape
+        (torch.Size([2, 3]), torch.Size([2, 3]))
+    """
+    if isinstance(batch, Tensor):
+        x, y = batch, None
+    elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        x, y = batch[0], (batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None)
+    elif isinstance(batch, Mapping) and ("lq" in batch or "input" in batch):
+        x = batch["lq"] if "lq" in batch else batch["input"]
+        y = batch.get("gt", batch.get("target"))
+    else:
+        raise TypeError(
+            "a loader batch must be a tensor, a tuple/list whose first item is the input tensor, "
+            f"or a dict with 'lq' or 'input'; got {type(batch).__name__}"
+        )
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise TypeError(f"a batch's input must be a tensor (B, ...), got {type(x).__name__}")
+    if need_target and not isinstance(y, Tensor):
+        raise TypeError("method='gradnorm' needs (input, ground truth) batches: (x, y) or {'lq': x, 'gt': y}")
+    return x, y
+
+
+def group_keys(batch: Any, group: Group, size: int) -> List:
+    """One group key per sample: from the batch's dict entry ``group``, or ``group(batch)``; ``None`` for no groups."""
+    if group is None:
+        return [None] * size
+    keys = batch[group] if isinstance(group, str) else group(batch)
+    keys = keys.tolist() if isinstance(keys, Tensor) else list(keys)
+    if len(keys) != size:
+        raise ValueError(f"group must give one key per sample in the batch ({size}), got {len(keys)}")
+    return keys
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The threshold seed of analysed image ``index``: independent of batch size and batch position.
+
+    Examples:
+        >>> image_seed(0, 5) == image_seed(0, 5) != image_seed(0, 6)
+        True
+    """
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def fingerprint(previous: str, sample: Tensor) -> str:
+    """A running SHA-256 over the samples of a stream: ``previous`` digest (hex) and one more sample."""
+    data = sample.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(previous.encode() + hashlib.sha256(data).digest()).hexdigest()
+
+
+@dataclass
+class Selected:
+    """The samples of one batch that are analysed.
+
+    number: the batch's position in the loader (0, 1, ...); first_sample: the
+    stream position of its first sample; x, y: the whole batch's input and
+    ground truth; keep: indices in the batch of the analysed samples, with
+    ``indices`` their indices among all analysed images.
+    """
+
+    number: int
+    first_sample: int
+    x: Tensor
+    y: Optional[Tensor]
+    keep: List[int]
+    indices: List[int]
+
+
+@dataclass
+class Selection:
+    """How many images each group has had so far, and how many are analysed in all."""
+
+    per_group: Optional[int]
+    max_images: Optional[int]
+    groups: Dict[str, int]
+    analysed: int = 0
+
+    def choose(self, keys: List) -> List[int]:
+        """Indices of the samples with these group keys to analyse; counts them in."""
+        keep = []
+        for index, key in enumerate(keys):
+            name = json.dumps(key, default=str)
+            full = self.per_group is not None and self.groups.get(name, 0) >= self.per_group
+            if full or (self.max_images is not None and self.analysed + len(keep) >= self.max_images):
+                continue
+            keep.append(index)
+            self.groups[name] = self.groups.get(name, 0) + 1
+        return keep
+
+    @property
+    def done(self) -> bool:
+        return self.max_images is not None and self.analysed >= self.max_images
+
+
+def analysed_batches(
+    loader: Iterable[Any], group: Group, selection: Selection, need_target: bool
+) -> Iterator[Selected]:
+    """Walk the loader and say, batch by batch, which samples are analysed; stops once ``max_images`` are chosen.
+
+    The choice depends only on the stream of samples, never on how it is cut
+    into batches or which process scores a batch.
+    """
+    position = 0
+    for number, batch in enumerate(loader):
+        x, y = batch_pair(batch, need_target)
+        keep = selection.choose(group_keys(batch, group, x.shape[0]))
+        indices = list(range(selection.analysed, selection.analysed + len(keep)))
+        selection.analysed += len(keep)
+        yield Selected(number, position, x, y, keep, indices)
+        position += x.shape[0]
+        if selection.done:
+            return

@@ -1,0 +1,99 @@
+"""Checkpoints of ``rank_layers``: the running sums and how far through the stream of images they reach.
+
+Progress is counted in samples of the loader's stream, not in batches, so a run
+resumed with other batch sizes picks up at the right image. A fingerprint of
+every sample before that point guards against resuming with other images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+from torch import Tensor
+
+from macattr._files import write_text_atomic
+from macattr.accumulators import ScoreSum
+from macattr.ranking.batches import fingerprint
+
+
+@dataclass
+class Progress:
+    """samples: stream position up to which the work is done; digest: fingerprint of those samples."""
+
+    samples: int = 0
+    digest: str = ""
+    complete: bool = False
+
+
+class StreamCursor:
+    """Walks the stream sample by sample, fingerprinting it, and checks it against a checkpoint's record."""
+
+    def __init__(self, resume: Progress) -> None:
+        self.resume = resume
+        self.position = 0
+        self.digest = ""
+
+    def advance(self, x: Tensor) -> int:
+        """Take the batch ``x`` (B, ...); return how many of its leading samples were done before the checkpoint."""
+        done = min(max(self.resume.samples - self.position, 0), x.shape[0])
+        for sample in x:
+            self.digest = fingerprint(self.digest, sample)
+            self.position += 1
+            if self.position == self.resume.samples and self.digest != self.resume.digest:
+                raise ValueError(
+                    f"the loader yields other images than the checkpoint was written with (the first "
+                    f"{self.resume.samples} samples differ); pass the same data in the same order, "
+                    "or another checkpoint"
+                )
+        return done
+
+    def finish(self) -> None:
+        """Refuse a stream that ended before the checkpoint's position."""
+        if self.position < self.resume.samples:
+            raise ValueError(
+                f"the loader yields {self.position} samples, fewer than the {self.resume.samples} the checkpoint "
+                "has already analysed; pass the same data, or another checkpoint"
+            )
+
+
+@dataclass
+class Checkpoint:
+    """A JSON file holding the settings, the running sums and the progress; written atomically."""
+
+    path: Path
+    method: str
+    config: Dict[str, Any]
+
+    def load(self, total: ScoreSum) -> Progress:
+        """The progress recorded in the file (nothing done if there is none); loads its sums into ``total``."""
+        if not self.path.exists():
+            return Progress()
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+            progress = Progress(int(state["samples"]), str(state["digest"]), bool(state["complete"]))
+            method, config, scores = state["method"], state["config"], state["scores"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"checkpoint {self.path} is not a rank_layers checkpoint; delete it or pass another path"
+            ) from None
+        if method != self.method or config != self.config:
+            raise ValueError(
+                f"checkpoint {self.path} was written by another run (method or settings differ); "
+                "delete it or pass another checkpoint path"
+            )
+        total.load_state_dict(scores)
+        return progress
+
+    def save(self, total: ScoreSum, progress: Progress) -> None:
+        document = {
+            "method": self.method,
+            "config": self.config,
+            "scores": total.state_dict(),
+            "samples": progress.samples,
+            "digest": progress.digest,
+            "complete": progress.complete,
+        }
+        write_text_atomic(self.path, json.dumps(document) + "\n")

@@ -1,0 +1,167 @@
+"""Batches for training, analysis and testing, synthesised on photographs or read from paired data sets.
+
+Every function here is a pure function of its arguments and seeds, so a run
+that is interrupted and resumed sees the same data.
+
+- [`training_batch()`][macattr.restoration.data.training_batch]: random crops, each with a random training degradation.
+- [`degraded_batches()`][macattr.restoration.data.degraded_batches]: the analysis batches ``rank_layers`` reads:
+  ``{"lq", "gt", "task"}`` for every task of a set of clean images.
+- [`synthetic_test_set()`][macattr.restoration.data.synthetic_test_set],
+  [`paired_test_set()`][macattr.restoration.data.paired_test_set],
+  [`evaluation_sets()`][macattr.restoration.data.evaluation_sets]:
+  fixed test sets per task; paired sets are the user's SOTS/RESIDE, Rain100L,
+  LOL or GoPro folders under a data root (``PAIRED_LAYOUTS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from macattr.restoration.degradations import KINDS, STAND_IN_TASKS, degrade, degrade_task, random_level
+from macattr.restoration.images import image_files, random_crop, read_image
+
+# task → (low-quality folder, ground-truth folder) under a data root
+PAIRED_LAYOUTS: Dict[str, Tuple[str, str]] = {
+    "haze": ("SOTS/outdoor/hazy", "SOTS/outdoor/gt"),
+    "rain": ("Rain100L/input", "Rain100L/target"),
+    "lowlight": ("LOL/eval15/low", "LOL/eval15/high"),
+    "motionblur": ("GoPro/test/blur", "GoPro/test/sharp"),
+}
+
+
+def seeded(*parts: int) -> torch.Generator:
+    """A generator seeded from several integers (seed, step, ...), each combination its own stream."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
+
+
+def _task_seed(task: str) -> int:
+    return sum(map(ord, task))
+
+
+def training_batch(
+    photos: Sequence[Tensor], size: int, batch: int, seed: int, step: int, stand_ins: bool = False
+) -> Dict[str, Tensor]:
+    """Batch ``step`` of training, ``{"lq", "gt"}`` (B, 3, size, size): random crops of ``photos``, each with a
+    training degradation drawn from RAM's ranges (and the stand-ins, if asked). Depends only on (seed, step).
+
+    Examples:
+        >>> photos = [torch.rand(3, 40, 40)]
+        >>> pair = training_batch(photos, size=16, batch=2, seed=0, step=3)
+        >>> pair["lq"].shape, torch.equal(pair["lq"], training_batch(photos, 16, 2, 0, 3)["lq"])
+        (torch.Size([2, 3, 16, 16]), True)
+    """
+    generator = seeded(seed, step)
+    kinds = KINDS + (STAND_IN_TASKS if stand_ins else ())
+    picks = torch.randint(len(photos), (batch,), generator=generator).tolist()
+    clean = torch.stack([random_crop(photos[i], size, generator) for i in picks])
+    lq = []
+    for i, k in enumerate(torch.randint(len(kinds), (batch,), generator=generator).tolist()):
+        one, kind = clean[i : i + 1], kinds[k]
+        if kind in KINDS:
+            lq.append(degrade(one, kind, random_level(kind, generator), generator))
+        else:
+            lq.append(degrade_task(one, kind, generator))
+    return {"lq": torch.cat(lq), "gt": clean}
+
+
+def fixed_crops(photos: Sequence[Tensor], size: int, count: int, seed: int) -> Tensor:
+    """``count`` crops (count, 3, size, size), cycling through the photos, from a fixed seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([random_crop(photos[i % len(photos)], size, generator) for i in range(count)])
+
+
+def degraded_batches(
+    clean: Tensor, tasks: Sequence[str], seed: int, batch_size: Optional[int] = None
+) -> List[Dict[str, object]]:
+    """For each task, the clean images (N, 3, H, W) degraded, in batches ``{"lq", "gt", "task"}``.
+
+    ``batch_size`` images per batch (default: all N of a task in one batch).
+    ``task`` holds one name per image, for ``rank_layers(..., group="task")``.
+
+    Examples:
+        >>> batches = degraded_batches(torch.rand(2, 3, 32, 32), ["noise25", "blur2"], seed=0)
+        >>> [(b["task"], tuple(b["lq"].shape)) for b in batches]
+        [(['noise25', 'noise25'], (2, 3, 32, 32)), (['blur2', 'blur2'], (2, 3, 32, 32))]
+    """
+    size = batch_size or len(clean)
+    batches = []
+    for task in tasks:
+        lq = degrade_task(clean, task, torch.Generator().manual_seed(seed + _task_seed(task)))
+        for first in range(0, len(clean), size):
+            rows = slice(first, first + size)
+            batches.append({"lq": lq[rows], "gt": clean[rows], "task": [task] * len(lq[rows])})
+    return batches
+
+
+def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, count: int, seed: int) -> Dict[str, Tensor]:
+    """A fixed test set ``{"lq", "gt"}`` for a synthetic task: the same images and noise for every run."""
+    clean = fixed_crops(photos, size, count, seed)
+    generator = torch.Generator().manual_seed(seed * 1000 + _task_seed(task))
+    return {"lq": degrade_task(clean, task, generator), "gt": clean}
+
+
+def paired_test_set(root: Path, task: str, size: Optional[int], count: int) -> Optional[Dict[str, Tensor]]:
+    """The user's paired images for ``task`` under ``root`` (``PAIRED_LAYOUTS``), centre-cropped to ``size``;
+    None when the folders are absent. Ground truth is matched by file name, or by the name before the
+    first "_" (SOTS names hazy images ``0001_0.8_0.2.jpg`` for ``0001.png``)."""
+    lq_dir, gt_dir = (root / part for part in PAIRED_LAYOUTS[task])
+    if not lq_dir.is_dir() or not gt_dir.is_dir():
+        return None
+    truth = {p.stem: p for p in image_files(gt_dir)}
+    pairs = []
+    for lq_file in image_files(lq_dir):
+        gt_file = truth.get(lq_file.stem) or truth.get(lq_file.stem.split("_")[0])
+        if gt_file is None:
+            raise ValueError(f"{task}: no ground truth in {gt_dir} for {lq_file.name}")
+        pairs.append((lq_file, gt_file))
+    lq, gt = [], []
+    for lq_file, gt_file in pairs[:count]:
+        a, b = read_image(lq_file), read_image(gt_file)
+        if a.shape != b.shape:
+            raise ValueError(f"{task}: {lq_file.name} and {gt_file.name} differ in size")
+        side = size or min(a.shape[-2:])
+        top, left = (a.shape[-2] - side) // 2, (a.shape[-1] - side) // 2
+        lq.append(a[:, top : top + side, left : left + side])
+        gt.append(b[:, top : top + side, left : left + side])
+    return {"lq": torch.stack(lq), "gt": torch.stack(gt)}
+
+
+def evaluation_sets(
+    tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, count: int, seed: int
+) -> Tuple[Dict[str, Dict[str, Tensor]], List[str]]:
+    """Test sets per task (synthetic ones on ``photos``), and notes on what was stood in or skipped."""
+    sets, notes = {}, []
+    for task in tasks:
+        if task in PAIRED_LAYOUTS:
+            found = paired_test_set(data_root, task, size, count) if data_root else None
+            if found is None:
+                where = data_root / PAIRED_LAYOUTS[task][0] if data_root else "(no data root)"
+                notes.append(f"{task}: skipped, no paired data at {where}")
+            else:
+                sets[task] = found
+            continue
+        sets[task] = synthetic_test_set(task, photos, size, count, seed)
+        if task in STAND_IN_TASKS:
+            notes.append(f"{task}: synthetic stand-in on bundled photographs, not the real data set")
+    return sets, notes
+
+
+def analysis_batches(
+    tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, per_task: int, seed: int
+) -> List[Dict[str, object]]:
+    """One batch per task for the MAC analysis, with a "task" key: ``per_task`` crops of ``photos`` degraded
+    (the user's paired images for paired tasks; tasks without data are left out)."""
+    batches = []
+    for task in tasks:
+        if task in PAIRED_LAYOUTS:
+            found = paired_test_set(data_root, task, size, per_task) if data_root else None
+            if found is not None:
+                batches.append({"lq": found["lq"], "gt": found["gt"], "task": [task] * len(found["lq"])})
+            continue
+        batches += degraded_batches(fixed_crops(photos, size, per_task, seed + 7), [task], seed)
+    return batches

@@ -1,0 +1,119 @@
+"""Image files in and out, crops, and photographs that need no download.
+
+- [`sample_images()`][macattr.restoration.images.sample_images]: four photographs bundled with macattr (192 × 192 RGB).
+- [`photographs()`][macattr.restoration.images.photographs]: thirteen of scikit-image's bundled photographs, split
+  into training and held-out test images (needs scikit-image, the
+  ``[examples]`` extra).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from macattr._files import PathLike
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "stereo_motorcycle", "hubble_deep_field",
+                "immunohistochemistry", "brick", "grass", "gravel")  # fmt: skip
+TEST_PHOTOS = ("coffee", "camera", "coins", "moon")
+
+
+def read_image(path: PathLike) -> Tensor:
+    """An image file as an RGB float32 tensor (3, H, W) in [0, 1].
+
+    A file that is missing, truncated or not an image is a ``ValueError`` that names it.
+    """
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise ValueError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def save_image(path: PathLike, image: Tensor) -> None:
+    """Write (3, H, W) or (1, H, W) in [0, 1] as PNG (or any format Pillow infers from the suffix)."""
+    array = (image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
+
+
+def image_files(folder: PathLike) -> List[Path]:
+    """The image files in ``folder`` (PNG, JPEG, BMP, TIFF), sorted by name; an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def center_crop(image: Tensor, size: int) -> Tensor:
+    """The central ``size × size`` crop of (C, H, W); an error if the image is smaller.
+
+    Examples:
+        >>> center_crop(torch.zeros(3, 10, 12), 4).shape
+        torch.Size([3, 4, 4])
+    """
+    height, width = image.shape[-2:]
+    if height < size or width < size:
+        raise ValueError(f"image of size {height}×{width} is smaller than the crop size {size}")
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def random_crop(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """A random ``size × size`` crop of (C, H, W)."""
+    height, width = image.shape[-2:]
+    if height < size or width < size:
+        raise ValueError(f"image of size {height}×{width} is smaller than the crop size {size}")
+    top = int(torch.randint(0, height - size + 1, (), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (), generator=generator))
+    return image[..., top : top + size, left : left + size]
+
+
+def sample_images(size: Optional[int] = None) -> List[Tensor]:
+    """The four bundled photographs (astronaut, camera, chelsea, coffee), (3, 192, 192) each.
+
+    size: centre-crop each to ``size × size`` (default: whole).
+
+    Examples:
+        >>> [tuple(image.shape) for image in sample_images(64)]
+        [(3, 64, 64), (3, 64, 64), (3, 64, 64), (3, 64, 64)]
+    """
+    folder = resources.files("macattr.restoration") / "photos"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".png"))
+    images = []
+    for name in names:
+        with resources.as_file(folder / name) as path:
+            images.append(read_image(path))
+    return [center_crop(im, size) for im in images] if size else images
+
+
+def photographs(split: str) -> List[Tensor]:
+    """scikit-image's bundled photographs as RGB float tensors (3, H, W) in [0, 1].
+
+    ``split``: "train" (nine photographs) or "test" (four others, held out).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        import skimage.data
+    except ImportError:
+        raise ImportError("photographs() needs scikit-image: pip install 'macattr[examples]'") from None
+    out = []
+    for name in TRAIN_PHOTOS if split == "train" else TEST_PHOTOS:
+        array = getattr(skimage.data, name)()
+        array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle → left view
+        array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
+        out.append(torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous())
+    return out
