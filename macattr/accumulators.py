@@ -13,15 +13,21 @@ example one that ran in another process or on another part of the data).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
+@runtime_checkable
 class Accumulator(Protocol):
-    """A running sum: ``update`` adds a batch, ``compute`` returns the sum, ``merge`` adds another one."""
+    """A running sum: ``update`` adds a batch, ``compute`` returns the sum, ``merge`` adds another one.
+
+    Examples:
+        >>> isinstance(ScoreSum(["a"]), Accumulator)  # a Protocol: any class with the three methods
+        True
+    """
 
     def update(self, *batch: Any) -> None: ...
 
@@ -30,7 +36,7 @@ class Accumulator(Protocol):
     def merge(self, other: Any) -> None: ...
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half-precision values (bf16/fp16 autocast), the dtype itself otherwise."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
@@ -60,7 +66,7 @@ class ConductanceSum:
         self._buffers: Tuple[Tensor, ...] = ()
 
     def update(self, values: Tensor, grads: Tensor, weights: Optional[Tensor] = None) -> None:
-        dtype = accumulation_dtype(values.dtype)
+        dtype = _accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
         if self.total is None:
             # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
@@ -104,7 +110,7 @@ class GradientSum:
         self.total: Optional[Tensor] = None
 
     def update(self, values: Optional[Tensor], grads: Tensor, weights: Tensor) -> None:
-        dtype = accumulation_dtype(grads.dtype)
+        dtype = _accumulation_dtype(grads.dtype)
         shape = (-1,) + (1,) * (grads.dim() - 1)
         part = (grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0)
         self.total = part if self.total is None else self.total + part

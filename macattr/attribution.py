@@ -36,7 +36,7 @@ Inputs = Union[Tensor, Tuple[Tensor, ...]]
 Baselines = Union[None, float, Tensor, Tuple[Union[float, Tensor], ...]]
 
 
-def format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
+def _format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
     """A tensor or tuple of tensors (N, ...) with one N, floating point and finite → tuple."""
     items = inputs if isinstance(inputs, tuple) else (inputs,)
     if not items or not all(isinstance(x, Tensor) for x in items):
@@ -50,7 +50,7 @@ def format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
     return tuple(x.detach() for x in items)
 
 
-def format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+def _format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
     """``None`` (zeros for every input), a number (for every input), a tensor or a tuple, each broadcastable."""
     if baselines is None or (isinstance(baselines, numbers.Real) and not isinstance(baselines, bool)):
         baselines = (0.0 if baselines is None else baselines,) * len(inputs)
@@ -77,7 +77,7 @@ def format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[
     return tuple(out)
 
 
-def model_of(forward_func: Callable) -> Optional[nn.Module]:
+def _model_of(forward_func: Callable) -> Optional[nn.Module]:
     """The network behind a forward function: the model a target wraps, a module, or a bound method's owner."""
     if isinstance(forward_func, ReducedModel) and isinstance(forward_func.model, nn.Module):
         return forward_func.model
@@ -85,7 +85,7 @@ def model_of(forward_func: Callable) -> Optional[nn.Module]:
     return owner if isinstance(owner, nn.Module) else None
 
 
-def format_layers(
+def _format_layers(
     layer: Union[nn.Module, Sequence[nn.Module]], forward_func: Callable
 ) -> Tuple[List[nn.Module], List[str]]:
     """One module or a non-empty list of distinct modules, each inside the model behind ``forward_func``
@@ -95,7 +95,7 @@ def format_layers(
         raise TypeError("layer must be an nn.Module or a non-empty list of nn.Modules")
     if len({id(m) for m in layers}) != len(layers):
         raise ValueError("layer lists the same module more than once")
-    model = model_of(forward_func)
+    model = _model_of(forward_func)
     if model is None:
         return layers, [type(m).__name__ for m in layers]
     names = {id(m): name or "(model)" for name, m in model.named_modules()}
@@ -166,7 +166,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
-        layers, names = format_layers(layer, forward_func)
+        layers, names = _format_layers(layer, forward_func)
         LayerAttribution.__init__(self, forward_func, layers if isinstance(layer, (list, tuple)) else layers[0])
         GradientAttribution.__init__(self, forward_func)
         if not isinstance(train_mode, bool):
@@ -248,8 +248,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         if return_convergence_delta and not self.has_convergence_delta():
             raise ValueError(f"return_convergence_delta is not available for {type(self).__name__}")
         check_choice("method", method, QUADRATURES)
-        formatted = format_inputs(inputs)
-        bases = format_baselines(baselines, formatted)
+        formatted = _format_inputs(inputs)
+        bases = _format_baselines(baselines, formatted)
         n_samples = formatted[0].shape[0]
         steps_per_pass, group = None, n_samples
         if internal_batch_size is not None:

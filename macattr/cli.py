@@ -33,7 +33,7 @@ from macattr.scores import LayerScores, resolve_k
 from macattr.targets import NAMED_TARGETS
 
 
-class CommandError(Exception):
+class _CommandError(Exception):
     """A user error the command reports in one line."""
 
 
@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     """ "3" → 3; refuses 0, negatives and non-integers."""
     try:
         value = int(text)
@@ -56,7 +56,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _positive_float(text: str) -> float:
     """ "1e4" → 10000.0, "inf" → inf; refuses 0, negatives and NaN."""
     try:
         value = float(text)
@@ -67,7 +67,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def parse_k(text: str) -> Union[int, float]:
+def _parse_k(text: str) -> Union[int, float]:
     """ "0.1" → 0.1 (a fraction in (0, 1]), "3" → 3 (a count >= 1)."""
     try:
         value: Union[int, float] = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
@@ -78,7 +78,7 @@ def parse_k(text: str) -> Union[int, float]:
     return value
 
 
-def parse_tasks(text: str) -> List[str]:
+def _parse_tasks(text: str) -> List[str]:
     """ "noise:25,blur:2,jpeg:50" (or "noise25,blur2,jpeg50") → ["noise25", "blur2", "jpeg50"]."""
     tasks = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -95,7 +95,7 @@ def parse_tasks(text: str) -> List[str]:
     return tasks
 
 
-def parse_target(text: str) -> Union[str, int]:
+def _parse_target(text: str) -> Union[str, int]:
     """A target name, or a class index for classifiers ("207")."""
     if text in NAMED_TARGETS:
         return text
@@ -115,7 +115,7 @@ def _import_factory_module(target: str):
     if target.endswith(".py") or "/" in target or os.sep in target:
         file = Path(target)
         if not file.is_file():
-            raise CommandError(f"--model names the file {file}, which does not exist")
+            raise _CommandError(f"--model names the file {file}, which does not exist")
         sys.path.insert(0, str(file.resolve().parent))  # so that the file's own imports of its neighbours work
         spec = importlib.util.spec_from_file_location(file.stem, file)
         module = importlib.util.module_from_spec(spec)
@@ -128,31 +128,40 @@ def _import_factory_module(target: str):
 
 def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
     """Build ``module:factory`` or ``path/to/file.py:factory`` (a class or function with no required
-    arguments), load ``weights`` into it, and put it in eval mode."""
+    arguments), load ``weights`` into it, and put it in eval mode.
+
+    Examples:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "nets.py"), "w") as file:
+        ...     _ = file.write("from torch import nn\\ndef build():\\n    return nn.Conv2d(3, 3, 1)\\n")
+        >>> load_model(os.path.join(folder, "nets.py") + ":build", weights=None)
+        Conv2d(3, 3, kernel_size=(1, 1), stride=(1, 1))
+    """
     target, _, attribute = spec.rpartition(":")
     if not target or not attribute:
-        raise CommandError(f"--model must look like package.module:factory or path/to/file.py:factory, got {spec!r}")
+        raise _CommandError(f"--model must look like package.module:factory or path/to/file.py:factory, got {spec!r}")
     try:
         module = _import_factory_module(target)
-    except CommandError:
+    except _CommandError:
         raise
     except Exception as error:  # the user's module may raise anything while it is imported
-        raise CommandError(f"cannot import {target!r} for --model: {type(error).__name__}: {error}") from None
+        raise _CommandError(f"cannot import {target!r} for --model: {type(error).__name__}: {error}") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise CommandError(f"{target!r} has no callable {attribute!r} for --model")
+        raise _CommandError(f"{target!r} has no callable {attribute!r} for --model")
     try:
         model = factory()
     except Exception as error:  # the user's factory may raise anything
-        raise CommandError(f"--model {spec} raised {type(error).__name__}: {error}") from None
+        raise _CommandError(f"--model {spec} raised {type(error).__name__}: {error}") from None
     if not isinstance(model, torch.nn.Module):
-        raise CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
+        raise _CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
 
 
-def image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int) -> list:
+def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int) -> list:
     """One batch per image and task, ``{"lq", "gt", "task"}``; clean images (task "clean") without tasks."""
     batches = []
     for index, file in enumerate(image_files(folder)):
@@ -174,7 +183,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _rank(args: argparse.Namespace) -> None:
     if args.method == "gradnorm" and not args.degrade:
-        raise CommandError("--method gradnorm needs --degrade: it scores the loss between restored degraded "
+        raise _CommandError("--method gradnorm needs --degrade: it scores the loss between restored degraded "
                            "images and the clean ones")  # fmt: skip
     settings = RankSettings(
         args.method, target=args.target, n_steps=args.n_steps, mask_ratio=args.mask_ratio, sharpness=args.sharpness,
@@ -183,7 +192,7 @@ def _rank(args: argparse.Namespace) -> None:
     )  # fmt: skip
     model = load_model(args.model, args.weights)
     resolve_k(args.k, len(candidate_layers(model)))
-    batches = image_batches(args.images, args.size, args.degrade, args.seed)
+    batches = _image_batches(args.images, args.size, args.degrade, args.seed)
     scores = rank_layers(model, batches, args.method, settings=settings, group="task" if args.per_task else None,
                          device=args.device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
     top = scores.top_k(args.k)
@@ -222,15 +231,21 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser: sub-commands ``demo``, ``rank``, ``plot`` and ``compare``.
+
+    Examples:
+        >>> build_parser().parse_args(["plot", "scores.json", "--kind", "bar"]).kind
+        'bar'
+    """
     parser = _Parser(prog="macattr", description="Rank network layers by Mask Attribute Conductance.")
     parser.add_argument("--version", action="version", version=f"macattr {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="the embedded default: a small restoration network on bundled photos")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
-    demo.add_argument("--k", type=parse_k, default=0.1, help="fraction in (0, 1] or count of layers (default 0.1)")
-    demo.add_argument("--n-steps", type=positive_int, default=200, help="grid intervals N (default 200)")
-    demo.add_argument("--pretrain-steps", type=positive_int, default=300, help="mask pre-training steps (default 300)")
+    demo.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count of layers (default 0.1)")
+    demo.add_argument("--n-steps", type=_positive_int, default=200, help="grid intervals N (default 200)")
+    demo.add_argument("--pretrain-steps", type=_positive_int, default=300, help="mask pre-training steps (default 300)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
@@ -241,19 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--images", required=True, help="folder of PNG/JPEG images")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
     rank.add_argument("--method", choices=METHODS, default="mac", help="gradnorm needs --degrade")
-    rank.add_argument("--k", type=parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
-    rank.add_argument("--degrade", type=parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
-    rank.add_argument("--per-task", type=positive_int, help="images per degradation (RAM: 10)")
-    rank.add_argument("--size", type=positive_int, help="centre-crop images to this size")
-    rank.add_argument("--target", type=parse_target, default="gradient_magnitude",
+    rank.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
+    rank.add_argument("--degrade", type=_parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
+    rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
+    rank.add_argument("--size", type=_positive_int, help="centre-crop images to this size")
+    rank.add_argument("--target", type=_parse_target, default="gradient_magnitude",
                       help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
-    rank.add_argument("--n-steps", type=positive_int, default=200)
-    rank.add_argument("--mask-ratio", type=positive_float, default=0.5)
-    rank.add_argument("--sharpness", type=positive_float, default=1e4, help="δ; 'inf' for the hard path")
-    rank.add_argument("--patch-size", type=positive_int, default=1)
+    rank.add_argument("--n-steps", type=_positive_int, default=200)
+    rank.add_argument("--mask-ratio", type=_positive_float, default=0.5)
+    rank.add_argument("--sharpness", type=_positive_float, default=1e4, help="δ; 'inf' for the hard path")
+    rank.add_argument("--patch-size", type=_positive_int, default=1)
     rank.add_argument("--seed", type=int, default=0)
     rank.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    rank.add_argument("--internal-batch-size", type=positive_int)
+    rank.add_argument("--internal-batch-size", type=_positive_int)
     rank.add_argument("--checkpoint", help="resume file, updated after every image")
     rank.add_argument("--ram-files", help="also write RAM's filter_*.txt into this folder")
     rank.add_argument("--no-progress", action="store_true")
@@ -263,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("scores", help="scores.json written by rank or demo")
     plot.add_argument("--out", default="heatmap.png", help="PNG, SVG or PDF, by extension")
     plot.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
-    plot.add_argument("--top-k", type=parse_k, default=0.1, help="mark these layers (default 0.1)")
+    plot.add_argument("--top-k", type=_parse_k, default=0.1, help="mark these layers (default 0.1)")
     plot.add_argument("--log", action=argparse.BooleanOptionalAction, default=None, help="log colour scale")
-    plot.add_argument("--dpi", type=positive_int, default=120)
+    plot.add_argument("--dpi", type=_positive_int, default=120)
     plot.set_defaults(run=_plot)
 
     compare = commands.add_parser("compare", help="two scores files side by side with their rank correlation")
@@ -273,13 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b")
     compare.add_argument("--out", default="comparison.png")
     compare.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
-    compare.add_argument("--top-k", type=parse_k, default=0.1)
-    compare.add_argument("--dpi", type=positive_int, default=120)
+    compare.add_argument("--top-k", type=_parse_k, default=0.1)
+    compare.add_argument("--dpi", type=_positive_int, default=120)
     compare.set_defaults(run=_compare)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command with ``argv`` (default: the process's arguments); returns the exit status.
+
+    Examples:
+        >>> main(["plot", "no/such/scores.json"])  # prints "macattr: error: scores file ... does not exist"
+        2
+    """
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
@@ -289,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = f"; rerun the same command to resume from the checkpoint {where}" if where else ""
         print(f"macattr: interrupted{hint}", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, ImportError) as error:
+    except (_CommandError, ValueError, TypeError, ImportError) as error:
         print(f"macattr: error: {error}", file=sys.stderr)
         return 2
     return 0

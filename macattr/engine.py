@@ -46,6 +46,13 @@ class LayerRecorder:
     A layer whose captured tensor is later overwritten in place is re-run with
     its output cloned (see [`overwritten()`][macattr.engine.LayerRecorder.overwritten]). Use as a context manager: the
     hooks are removed on exit, also after an error.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+        >>> with LayerRecorder([model[0]], to_layer_input=False, names=["0"]) as recorder:
+        ...     _ = model(torch.rand(4, 2))
+        ...     [tuple(t.shape) for t in recorder.captured[0]]
+        [(4, 3)]
     """
 
     def __init__(self, layers: Sequence[nn.Module], to_layer_input: bool, names: Optional[Sequence[str]] = None):
@@ -181,6 +188,11 @@ class SweepResult:
 
     start_outputs, end_outputs: ``F`` (N,) at the ends of the path's interval
     (``None`` when they were not asked for and the grid does not reach them).
+
+    Examples:
+        >>> part = SweepResult([(torch.ones(1, 2),)], None, None)
+        >>> SweepResult.concatenate([part, part]).attributions[0][0].shape
+        torch.Size([2, 2])
     """
 
     attributions: List[LayerTensors]
@@ -201,7 +213,13 @@ class SweepResult:
 
 
 def saved_activation_bytes(run: Callable[[], object]) -> int:
-    """Bytes autograd saves for backward while ``run()`` runs, parameters (leaves that require grad) excluded."""
+    """Bytes autograd saves for backward while ``run()`` runs, parameters (leaves that require grad) excluded.
+
+    Examples:
+        >>> x = torch.rand(8, 4, requires_grad=True)
+        >>> saved_activation_bytes(lambda: torch.tanh(x))  # tanh saves its output: 8 · 4 float32 values
+        128
+    """
     total = 0
 
     def pack(t: Tensor) -> Tensor:
@@ -230,6 +248,12 @@ def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
     not grow with ``n_steps`` from n_steps = 8 on. On CUDA a pass takes at most
     a quarter of the free memory (counting the saved tensors three times for
     the backward pass's own buffers), and at most 64 grid points.
+
+    Examples:
+        >>> automatic_steps_per_pass(2**20, torch.device("cpu"))  # 1 MiB per grid point: the cap of 8
+        8
+        >>> automatic_steps_per_pass(48 * 2**20, torch.device("cpu"))  # 128 MiB // 48 MiB
+        2
     """
     if bytes_per_step <= 0:
         return CPU_MAX_STEPS if device.type != "cuda" else CUDA_MAX_STEPS
@@ -244,6 +268,13 @@ class SweepPlan:
     """How to integrate: ``rule`` "conductance" or "gradient", Captum's ``method``, ``n_steps`` intervals.
 
     ``steps_per_pass``: grid points per forward/backward (``None``: automatic).
+
+    Examples:
+        >>> from macattr.paths import LinearPath
+        >>> plan = SweepPlan(n_steps=4, rule="gradient", method="riemann_left")
+        >>> alphas, weights = plan.alphas_and_weights(LinearPath())
+        >>> alphas.tolist(), weights.tolist()
+        ([0.0, 0.25, 0.5, 0.75], [0.25, 0.25, 0.25, 0.25])
     """
 
     n_steps: int
@@ -289,6 +320,18 @@ def sweep(
     inputs, baselines: tuples of tensors (N, ...) (baselines broadcast to inputs).
     names: layer names for error messages. outputs_at_ends: also evaluate ``F``
     at the ends of the path when the grid does not reach them.
+
+    Examples:
+        >>> from macattr.paths import LinearPath
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> x = torch.rand(2, 3)
+        >>> result = sweep(model, [model[0], model[2]], (x,), (torch.zeros(2, 3),), LinearPath(), SweepPlan(n_steps=20),
+        ...                target=0, outputs_at_ends=True)
+        >>> [tuple(t[0].shape) for t in result.attributions]
+        [(2, 4), (2, 1)]
+        >>> change = result.end_outputs - result.start_outputs  # completeness at the last layer
+        >>> bool(torch.allclose(result.attributions[1][0].sum(1), change, atol=1e-5))
+        True
     """
     alphas, weights = plan.alphas_and_weights(path)
     n_samples = inputs[0].shape[0]

@@ -28,6 +28,13 @@ class TrainableLayers:
         trainable, total: parameter elements that train, and in the whole model.
 
     As a context manager it puts the previous ``requires_grad`` flags back on exit.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        >>> trainable = freeze_except(model, ["1"])
+        >>> trainable.trainable, trainable.total, round(trainable.fraction, 3)
+        (10, 30, 0.333)
+        >>> trainable.restore()
     """
 
     names: List[str]

@@ -98,6 +98,10 @@ class ExecutionOrder:
 
     ``order`` holds every named sub-module that ran at least once; ``calls`` maps
     each of them to its number of calls in that pass.
+
+    Examples:
+        >>> ExecutionOrder(["head", "tail"], {"head": 1, "tail": 1}).sort(["tail", "head", "unused"])
+        ['head', 'tail']
     """
 
     order: List[str]

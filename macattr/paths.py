@@ -39,7 +39,12 @@ QUADRATURES = ("riemann_trapezoid", "riemann_left", "riemann_right", "riemann_mi
 
 @runtime_checkable
 class IntegrationPath(Protocol):
-    """What the engine needs from a path: its interval of ``α`` and its points for a batch."""
+    """What the engine needs from a path: its interval of ``α`` and its points for a batch.
+
+    Examples:
+        >>> isinstance(LinearPath(), IntegrationPath), isinstance(MaskAttributionPath(), IntegrationPath)
+        (True, True)
+    """
 
     def interval(self) -> Tuple[float, float]:
         """``(start, end)`` with ``start < end``: ``X(start)`` is where the path begins, ``X(end)`` where it ends."""
@@ -97,17 +102,17 @@ def grid(path: IntegrationPath, n_steps: int, method: str = "riemann_trapezoid")
     """
     n_steps = check_int("n_steps", n_steps, 1)
     nodes, _ = quadrature(method, n_steps + 1)
-    return on_interval(path, nodes)
-
-
-def on_interval(path: IntegrationPath, nodes: Tensor) -> Tensor:
-    """Nodes on [0, 1] mapped linearly onto the path's interval."""
     start, end = interval_of(path)
     return start + (end - start) * nodes
 
 
 def interval_of(path: IntegrationPath) -> Tuple[float, float]:
-    """``path.interval()``, checked; paths written for macattr 0.1 (``start``/``end`` attributes) still work."""
+    """``path.interval()``, checked; paths written for macattr 0.1 (``start``/``end`` attributes) still work.
+
+    Examples:
+        >>> interval_of(MaskAttributionPath(mask_ratio=0.25))
+        (0.75, 1.0)
+    """
     if not callable(getattr(path, "interval", None)):
         if not hasattr(path, "start") or not hasattr(path, "end"):
             raise TypeError(f"path must have interval() and bind() (see IntegrationPath), got {type(path).__name__}")

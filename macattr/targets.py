@@ -174,7 +174,15 @@ def _cropped(reduce: Callable[[Tensor], Tensor], top: int, left: int, size: int)
 
 
 def from_name(model: Callable[..., Tensor], name: str) -> ReducedModel:
-    """Deprecated: use ``NAMED_TARGETS[name](model)`` or the function of that name."""
+    """Deprecated: use ``NAMED_TARGETS[name](model)`` or the function of that name.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     from_name(nn.Identity(), "sum")(torch.ones(1, 4)).tolist()
+        [4.0]
+    """
     warnings.warn(
         "targets.from_name(model, name) is deprecated; use targets.NAMED_TARGETS[name](model) or "
         "targets.gradient_magnitude / output_sum / output_mean",
@@ -187,7 +195,12 @@ def from_name(model: Callable[..., Tensor], name: str) -> ReducedModel:
 
 
 def expand_target(target: TargetIndex, n_samples: int, repeats: int) -> TargetIndex:
-    """Repeat a per-sample ``target`` for ``repeats`` step-major copies of the batch."""
+    """Repeat a per-sample ``target`` for ``repeats`` step-major copies of the batch.
+
+    Examples:
+        >>> expand_target([2, 7], n_samples=2, repeats=3)  # step-major copies of a per-sample target
+        [2, 7, 2, 7, 2, 7]
+    """
     if isinstance(target, Tensor) and target.numel() > 1:
         if target.numel() != n_samples:
             raise ValueError(f"target tensor must have one entry per sample ({n_samples}), got {target.numel()}")
@@ -200,7 +213,12 @@ def expand_target(target: TargetIndex, n_samples: int, repeats: int) -> TargetIn
 
 
 def select_target(output: Tensor, target: TargetIndex) -> Tensor:
-    """Captum's target selection, then check one scalar per row: (R, ...) → (R,)."""
+    """Captum's target selection, then check one scalar per row: (R, ...) → (R,).
+
+    Examples:
+        >>> select_target(torch.arange(6.0).reshape(2, 3), 1).tolist()  # class 1 of each row
+        [1.0, 4.0]
+    """
     if not isinstance(output, Tensor):
         raise TypeError(f"the forward function must return a tensor, got {type(output).__name__}")
     rows = output.shape[0] if output.dim() else 0

@@ -50,7 +50,7 @@ def batch_pair(batch: Any, need_target: bool = False) -> Tuple[Tensor, Optional[
     return x, y
 
 
-def group_keys(batch: Any, group: Group, size: int) -> List:
+def _group_keys(batch: Any, group: Group, size: int) -> List:
     """One group key per sample: from the batch's dict entry ``group``, or ``group(batch)``; ``None`` for no groups."""
     if group is None:
         return [None] * size
@@ -72,7 +72,13 @@ def image_seed(seed: int, index: int) -> int:
 
 
 def fingerprint(previous: str, sample: Tensor) -> str:
-    """A running SHA-256 over the samples of a stream: ``previous`` digest (hex) and one more sample."""
+    """A running SHA-256 over the samples of a stream: ``previous`` digest (hex) and one more sample.
+
+    Examples:
+        >>> a = fingerprint("", torch.zeros(3))
+        >>> a == fingerprint("", torch.zeros(3)), a == fingerprint("", torch.ones(3))
+        (True, False)
+    """
     data = sample.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
     return hashlib.sha256(previous.encode() + hashlib.sha256(data).digest()).hexdigest()
 
@@ -85,6 +91,11 @@ class Selected:
     stream position of its first sample; x, y: the whole batch's input and
     ground truth; keep: indices in the batch of the analysed samples, with
     ``indices`` their indices among all analysed images.
+
+    Examples:
+        >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None, {}), need_target=False))
+        >>> selected.keep, selected.indices
+        ([0, 1], [0, 1])
     """
 
     number: int
@@ -97,7 +108,13 @@ class Selected:
 
 @dataclass
 class Selection:
-    """How many images each group has had so far, and how many are analysed in all."""
+    """How many images each group has had so far, and how many are analysed in all.
+
+    Examples:
+        >>> selection = Selection(per_group=1, max_images=None, groups={})
+        >>> selection.choose(["noise", "noise", "blur"])  # the first image of each group
+        [0, 2]
+    """
 
     per_group: Optional[int]
     max_images: Optional[int]
@@ -128,11 +145,16 @@ def analysed_batches(
 
     The choice depends only on the stream of samples, never on how it is cut
     into batches or which process scores a batch.
+
+    Examples:
+        >>> batches = [{"lq": torch.rand(2, 3), "task": ["a", "b"]}, {"lq": torch.rand(2, 3), "task": ["a", "b"]}]
+        >>> [s.keep for s in analysed_batches(batches, "task", Selection(1, None, {}), need_target=False)]
+        [[0, 1], []]
     """
     position = 0
     for number, batch in enumerate(loader):
         x, y = batch_pair(batch, need_target)
-        keep = selection.choose(group_keys(batch, group, x.shape[0]))
+        keep = selection.choose(_group_keys(batch, group, x.shape[0]))
         indices = list(range(selection.analysed, selection.analysed + len(keep)))
         selection.analysed += len(keep)
         yield Selected(number, position, x, y, keep, indices)

@@ -21,7 +21,12 @@ from macattr.ranking.batches import fingerprint
 
 @dataclass
 class Progress:
-    """samples: stream position up to which the work is done; digest: fingerprint of those samples."""
+    """samples: stream position up to which the work is done; digest: fingerprint of those samples.
+
+    Examples:
+        >>> Progress()
+        Progress(samples=0, digest='', complete=False)
+    """
 
     samples: int = 0
     digest: str = ""
@@ -29,7 +34,14 @@ class Progress:
 
 
 class StreamCursor:
-    """Walks the stream sample by sample, fingerprinting it, and checks it against a checkpoint's record."""
+    """Walks the stream sample by sample, fingerprinting it, and checks it against a checkpoint's record.
+
+    Examples:
+        >>> import torch
+        >>> cursor = StreamCursor(Progress())
+        >>> cursor.advance(torch.rand(3, 2)), cursor.position  # nothing was done before: no sample to skip
+        (0, 3)
+    """
 
     def __init__(self, resume: Progress) -> None:
         self.resume = resume
@@ -61,7 +73,20 @@ class StreamCursor:
 
 @dataclass
 class Checkpoint:
-    """A JSON file holding the settings, the running sums and the progress; written atomically."""
+    """A JSON file holding the settings, the running sums and the progress; written atomically.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> record = Checkpoint(Path(tempfile.mkdtemp()) / "run.json", "mac", {"n_steps": 8})
+        >>> total = ScoreSum(["a"])
+        >>> record.load(total)  # no file yet: nothing done
+        Progress(samples=0, digest='', complete=False)
+        >>> total.update(torch.tensor([[2.0]]))
+        >>> record.save(total, Progress(1, "abc"))
+        >>> again = ScoreSum(["a"])
+        >>> record.load(again), again.compute()
+        (Progress(samples=1, digest='abc', complete=False), {'a': 2.0})
+    """
 
     path: Path
     method: str

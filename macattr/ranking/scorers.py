@@ -46,7 +46,15 @@ def attribution_scorer(
     settings: RankSettings, forward: Callable[..., Tensor], target: TargetIndex, layers: List[nn.Module]
 ) -> Scorer:
     """Mean |attribution| per layer for ``mac`` (thresholds of image ``i`` from ``(seed, i)``), ``ig`` or
-    ``conductance`` along the linear path; all layers in one sweep per batch."""
+    ``conductance`` along the linear path; all layers in one sweep per batch.
+
+    Examples:
+        >>> from macattr import targets
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> score = attribution_scorer(RankSettings(n_steps=8), targets.output_sum(model), None, [model[0], model[2]])
+        >>> score(torch.rand(2, 3, 8, 8), None, [0, 1]).shape  # (images, layers)
+        torch.Size([2, 2])
+    """
     common = dict(target=target, n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
     if settings.method == "ig":
         ig = LayerPathInternalInfluence(forward, layers)
@@ -71,7 +79,14 @@ def attribution_scorer(
 
 def gradnorm_scorer(model: nn.Module, layers: List[nn.Module], loss: Callable[[Tensor, Tensor], Tensor]) -> Scorer:
     """Per image, the relative gradient norm ``‖∇_θ L‖ / ‖θ‖`` of each layer's own parameters θ under ``loss``
-    of (restored image, ground truth); the criterion of surgical fine-tuning (Lee et al., 2023)."""
+    of (restored image, ground truth); the criterion of surgical fine-tuning (Lee et al., 2023).
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> score = gradnorm_scorer(model, [model[0], model[2]], lambda out, gt: (out - gt).abs().mean())
+        >>> score(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), [0, 1]).shape
+        torch.Size([2, 2])
+    """
     params = [list(m.parameters(recurse=False)) for m in layers]
     if any(not p for p in params):
         raise ValueError("method='gradnorm' needs layers that own parameters")

@@ -35,7 +35,12 @@ PAIRED_LAYOUTS: Dict[str, Tuple[str, str]] = {
 
 
 def seeded(*parts: int) -> torch.Generator:
-    """A generator seeded from several integers (seed, step, ...), each combination its own stream."""
+    """A generator seeded from several integers (seed, step, ...), each combination its own stream.
+
+    Examples:
+        >>> torch.rand(1, generator=seeded(0, 5)).item() == torch.rand(1, generator=seeded(0, 5)).item()
+        True
+    """
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
 
 
@@ -70,7 +75,12 @@ def training_batch(
 
 
 def fixed_crops(photos: Sequence[Tensor], size: int, count: int, seed: int) -> Tensor:
-    """``count`` crops (count, 3, size, size), cycling through the photos, from a fixed seed."""
+    """``count`` crops (count, 3, size, size), cycling through the photos, from a fixed seed.
+
+    Examples:
+        >>> fixed_crops([torch.rand(3, 40, 40)], size=16, count=3, seed=0).shape
+        torch.Size([3, 3, 16, 16])
+    """
     generator = torch.Generator().manual_seed(seed)
     return torch.stack([random_crop(photos[i % len(photos)], size, generator) for i in range(count)])
 
@@ -99,7 +109,13 @@ def degraded_batches(
 
 
 def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, count: int, seed: int) -> Dict[str, Tensor]:
-    """A fixed test set ``{"lq", "gt"}`` for a synthetic task: the same images and noise for every run."""
+    """A fixed test set ``{"lq", "gt"}`` for a synthetic task: the same images and noise for every run.
+
+    Examples:
+        >>> test = synthetic_test_set("blur2", [torch.rand(3, 40, 40)], size=32, count=2, seed=0)
+        >>> test["lq"].shape, torch.equal(test["gt"], synthetic_test_set("blur2", [test["gt"][0]], 32, 2, 0)["gt"])
+        (torch.Size([2, 3, 32, 32]), False)
+    """
     clean = fixed_crops(photos, size, count, seed)
     generator = torch.Generator().manual_seed(seed * 1000 + _task_seed(task))
     return {"lq": degrade_task(clean, task, generator), "gt": clean}
@@ -108,7 +124,13 @@ def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, count: in
 def paired_test_set(root: Path, task: str, size: Optional[int], count: int) -> Optional[Dict[str, Tensor]]:
     """The user's paired images for ``task`` under ``root`` (``PAIRED_LAYOUTS``), centre-cropped to ``size``;
     None when the folders are absent. Ground truth is matched by file name, or by the name before the
-    first "_" (SOTS names hazy images ``0001_0.8_0.2.jpg`` for ``0001.png``)."""
+    first "_" (SOTS names hazy images ``0001_0.8_0.2.jpg`` for ``0001.png``).
+
+    Examples:
+        >>> import tempfile
+        >>> paired_test_set(Path(tempfile.mkdtemp()), "haze", size=64, count=4) is None  # no SOTS folders there
+        True
+    """
     lq_dir, gt_dir = (root / part for part in PAIRED_LAYOUTS[task])
     if not lq_dir.is_dir() or not gt_dir.is_dir():
         return None
@@ -134,7 +156,13 @@ def paired_test_set(root: Path, task: str, size: Optional[int], count: int) -> O
 def evaluation_sets(
     tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, count: int, seed: int
 ) -> Tuple[Dict[str, Dict[str, Tensor]], List[str]]:
-    """Test sets per task (synthetic ones on ``photos``), and notes on what was stood in or skipped."""
+    """Test sets per task (synthetic ones on ``photos``), and notes on what was stood in or skipped.
+
+    Examples:
+        >>> sets, notes = evaluation_sets(["noise25", "rain"], [torch.rand(3, 40, 40)], None, size=16, count=2, seed=0)
+        >>> list(sets), notes
+        (['noise25'], ['rain: skipped, no paired data at (no data root)'])
+    """
     sets, notes = {}, []
     for task in tasks:
         if task in PAIRED_LAYOUTS:
@@ -155,7 +183,14 @@ def analysis_batches(
     tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, per_task: int, seed: int
 ) -> List[Dict[str, object]]:
     """One batch per task for the MAC analysis, with a "task" key: ``per_task`` crops of ``photos`` degraded
-    (the user's paired images for paired tasks; tasks without data are left out)."""
+    (the user's paired images for paired tasks; tasks without data are left out).
+
+    Examples:
+        >>> photos = [torch.rand(3, 40, 40)]
+        >>> batches = analysis_batches(["noise25", "jpeg50"], photos, None, size=16, per_task=2, seed=0)
+        >>> [b["task"] for b in batches]
+        [['noise25', 'noise25'], ['jpeg50', 'jpeg50']]
+    """
     batches = []
     for task in tasks:
         if task in PAIRED_LAYOUTS:

@@ -35,7 +35,13 @@ def _check_images(images: Tensor) -> None:
 
 
 def gaussian_noise(images: Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Add N(0, (σ/255)²) per element, σ in [0, 255] on the 0–255 scale, then clip to [0, 1]."""
+    """Add N(0, (σ/255)²) per element, σ in [0, 255] on the 0–255 scale, then clip to [0, 1].
+
+    Examples:
+        >>> noisy = gaussian_noise(torch.full((1, 3, 64, 64), 0.5), 25, torch.Generator().manual_seed(0))
+        >>> round(float((noisy - 0.5).std() * 255))
+        25
+    """
     _check_images(images)
     sigma = check_real("sigma", sigma, low=0.0, high=255.0)
     noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
@@ -43,7 +49,13 @@ def gaussian_noise(images: Tensor, sigma: float, generator: Optional[torch.Gener
 
 
 def gaussian_kernel(sigma: float, size: int = 15) -> Tensor:
-    """Normalised 2-D Gaussian kernel (size, size), float64; sums to 1."""
+    """Normalised 2-D Gaussian kernel (size, size), float64; sums to 1.
+
+    Examples:
+        >>> kernel = gaussian_kernel(2.0)
+        >>> kernel.shape, round(float(kernel.sum()), 12)
+        (torch.Size([15, 15]), 1.0)
+    """
     sigma = check_real("sigma", sigma, low=0.0, low_open=True)
     size = check_int("size", size, 1)
     if size % 2 == 0:
@@ -55,7 +67,15 @@ def gaussian_kernel(sigma: float, size: int = 15) -> Tensor:
 
 
 def gaussian_blur(images: Tensor, sigma: float, size: int = 15) -> Tensor:
-    """Blur every channel with a ``size × size`` Gaussian kernel of std ``sigma`` (reflect padding)."""
+    """Blur every channel with a ``size × size`` Gaussian kernel of std ``sigma`` (reflect padding).
+
+    Examples:
+        >>> image = torch.zeros(1, 1, 21, 21)
+        >>> image[..., 10, 10] = 1.0
+        >>> blurred = gaussian_blur(image, 2.0)
+        >>> round(float(blurred.sum()), 4), float(blurred.max()) < 0.05
+        (1.0, True)
+    """
     _check_images(images)
     kernel = gaussian_kernel(sigma, size).to(images)
     channels = images.shape[1]
@@ -67,7 +87,13 @@ def gaussian_blur(images: Tensor, sigma: float, size: int = 15) -> Tensor:
 
 
 def jpeg(images: Tensor, quality: int) -> Tensor:
-    """Encode and decode each image as JPEG at ``quality`` in [1, 95] with Pillow's codec."""
+    """Encode and decode each image as JPEG at ``quality`` in [1, 95] with Pillow's codec.
+
+    Examples:
+        >>> image = torch.rand(1, 3, 16, 16)
+        >>> jpeg(image, 50).shape, torch.equal(jpeg(image, 50), jpeg(image, 50))
+        (torch.Size([1, 3, 16, 16]), True)
+    """
     _check_images(images)
     quality = check_int("quality", quality, 1)
     if quality > 95:
@@ -86,7 +112,12 @@ def jpeg(images: Tensor, quality: int) -> Tensor:
 
 
 def degrade(images: Tensor, kind: str, level: float, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Apply one degradation: ``kind`` "noise" (σ on 0–255), "blur" (σ) or "jpeg" (quality)."""
+    """Apply one degradation: ``kind`` "noise" (σ on 0–255), "blur" (σ) or "jpeg" (quality).
+
+    Examples:
+        >>> degrade(torch.rand(2, 3, 32, 32), "blur", 2.0).shape
+        torch.Size([2, 3, 32, 32])
+    """
     if kind == "noise":
         return gaussian_noise(images, level, generator)
     if kind == "blur":
@@ -97,7 +128,12 @@ def degrade(images: Tensor, kind: str, level: float, generator: Optional[torch.G
 
 
 def random_level(kind: str, generator: torch.Generator) -> float:
-    """A training level drawn uniformly from the appendix's range for ``kind``."""
+    """A training level drawn uniformly from the appendix's range for ``kind``.
+
+    Examples:
+        >>> 20 <= random_level("jpeg", torch.Generator().manual_seed(0)) <= 90
+        True
+    """
     if kind not in TRAIN_RANGES:
         raise ValueError(f"kind must be one of {sorted(TRAIN_RANGES)}, got {kind!r}")
     low, high = TRAIN_RANGES[kind]
@@ -128,7 +164,13 @@ def parse_task(task: str) -> Tuple[str, float]:
 
 
 def synthetic_haze(clean: Tensor, generator: torch.Generator) -> Tensor:
-    """Atmospheric scattering ``I = J t + A (1 − t)``, ``t = exp(−β d)`` with depth growing towards the top."""
+    """Atmospheric scattering ``I = J t + A (1 − t)``, ``t = exp(−β d)`` with depth growing towards the top.
+
+    Examples:
+        >>> hazy = synthetic_haze(torch.zeros(1, 3, 8, 8), torch.Generator().manual_seed(0))
+        >>> bool((hazy > 0).all())  # the airlight brightens even black pixels
+        True
+    """
     n, _, h, w = clean.shape
     beta = 0.6 + 1.2 * torch.rand(n, 1, 1, 1, generator=generator)
     light = 0.8 + 0.2 * torch.rand(n, 1, 1, 1, generator=generator)
@@ -138,7 +180,13 @@ def synthetic_haze(clean: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def synthetic_low_light(clean: Tensor, generator: torch.Generator) -> Tensor:
-    """Gamma 2, gain 0.25 and Gaussian noise of σ = 0.01."""
+    """Gamma 2, gain 0.25 and Gaussian noise of σ = 0.01.
+
+    Examples:
+        >>> dark = synthetic_low_light(torch.ones(1, 3, 8, 8), torch.Generator().manual_seed(0))
+        >>> bool(dark.mean() < 0.3)
+        True
+    """
     dark = 0.25 * clean.pow(2.0)
     return (dark + 0.01 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
 

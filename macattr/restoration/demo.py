@@ -40,7 +40,15 @@ def run_demo(
     progress: bool = True,
 ) -> LayerScores:
     """Pre-train the demo network, rank its layers by MAC, write ``out/scores.json``, ``scores.csv``,
-    ``heatmap.png``, ``bar.png`` and RAM's ``filter_*.txt``, and print the top-k layers."""
+    ``heatmap.png``, ``bar.png`` and RAM's ``filter_*.txt``, and print the top-k layers.
+
+    Examples:
+        >>> import tempfile
+        >>> scores = run_demo(tempfile.mkdtemp(), n_steps=2, pretrain_steps=2, progress=False)  # doctest: +ELLIPSIS
+        mask pre-training: 2 steps, ...
+        >>> len(scores)
+        34
+    """
     from macattr.plots import plot_layer_importance
 
     out = Path(out)

@@ -14,7 +14,12 @@ from macattr.restoration.masking import random_pixel_mask
 @torch.no_grad()
 def restore(model: nn.Module, lq: Tensor, device: torch.device, mask: Optional[Tensor] = None, bf16: bool = False,
             batch: int = 8) -> Tensor:  # fmt: skip
-    """The model's output for ``lq`` (N, 3, H, W), clamped to [0, 1], on the CPU, in float32."""
+    """The model's output for ``lq`` (N, 3, H, W), clamped to [0, 1], on the CPU, in float32.
+
+    Examples:
+        >>> restore(nn.Identity(), torch.full((2, 3, 8, 8), 1.5), torch.device("cpu")).max().item()  # clamped
+        1.0
+    """
     model.eval()
     out = []
     for start in range(0, len(lq), batch):
@@ -29,7 +34,16 @@ def restore(model: nn.Module, lq: Tensor, device: torch.device, mask: Optional[T
 def restore_with_twin_masks(model: nn.Module, lq: Tensor, device: torch.device, seed: int, ratio: float = 0.5,
                             bf16: bool = False) -> Tensor:  # fmt: skip
     """A mask-pre-trained model on whole images (RAM's Fig. 4): run it with a pixel mask and with its
-    complement, and keep each pixel from the run in which it was masked."""
+    complement, and keep each pixel from the run in which it was masked.
+
+    Examples:
+        >>> class Masked(nn.Module):
+        ...     def forward(self, x, mask):
+        ...         return mask.expand_as(x)  # 1 where this run masked the pixel
+        >>> out = restore_with_twin_masks(Masked(), torch.rand(1, 3, 4, 4), torch.device("cpu"), seed=0)
+        >>> bool((out == 1).all())  # every pixel comes from the run that masked it
+        True
+    """
     n, _, h, w = lq.shape
     mask = random_pixel_mask(n, h, w, ratio, generator=torch.Generator().manual_seed(seed))
     first = restore(model, lq, device, mask, bf16)
@@ -38,7 +52,13 @@ def restore_with_twin_masks(model: nn.Module, lq: Tensor, device: torch.device, 
 
 
 def per_image_quality(output: Tensor, truth: Tensor) -> Dict[str, List[float]]:
-    """PSNR (dB) and SSIM of every image of (N, 3, H, W) in [0, 1]: lists of N values each."""
+    """PSNR (dB) and SSIM of every image of (N, 3, H, W) in [0, 1]: lists of N values each.
+
+    Examples:
+        >>> truth = torch.full((2, 3, 16, 16), 0.5)
+        >>> [round(v, 2) for v in per_image_quality(truth + 0.1, truth)["psnr"]]
+        [20.0, 20.0]
+    """
     try:
         from skimage.metrics import peak_signal_noise_ratio, structural_similarity
     except ImportError:
@@ -53,5 +73,11 @@ def per_image_quality(output: Tensor, truth: Tensor) -> Dict[str, List[float]]:
 
 
 def quality(output: Tensor, truth: Tensor) -> Dict[str, float]:
-    """Mean PSNR (dB) and SSIM over images (N, 3, H, W) in [0, 1]."""
+    """Mean PSNR (dB) and SSIM over images (N, 3, H, W) in [0, 1].
+
+    Examples:
+        >>> truth = torch.full((1, 3, 16, 16), 0.5)
+        >>> round(quality(truth + 0.01, truth)["psnr"], 2)
+        40.0
+    """
     return {name: float(np.mean(values)) for name, values in per_image_quality(output, truth).items()}

@@ -29,6 +29,13 @@ def read_image(path: PathLike) -> Tensor:
     """An image file as an RGB float32 tensor (3, H, W) in [0, 1].
 
     A file that is missing, truncated or not an image is a ``ValueError`` that names it.
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
+        >>> save_image(path, torch.full((3, 4, 6), 0.5))
+        >>> read_image(path).shape
+        torch.Size([3, 4, 6])
     """
     try:
         with Image.open(path) as image:
@@ -41,13 +48,30 @@ def read_image(path: PathLike) -> Tensor:
 
 
 def save_image(path: PathLike, image: Tensor) -> None:
-    """Write (3, H, W) or (1, H, W) in [0, 1] as PNG (or any format Pillow infers from the suffix)."""
+    """Write (3, H, W) or (1, H, W) in [0, 1] as PNG (or any format Pillow infers from the suffix).
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "black.png")
+        >>> save_image(path, torch.zeros(3, 8, 8))
+        >>> float(read_image(path).max())
+        0.0
+    """
     array = (image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
 
 
 def image_files(folder: PathLike) -> List[Path]:
-    """The image files in ``folder`` (PNG, JPEG, BMP, TIFF), sorted by name; an error if there are none."""
+    """The image files in ``folder`` (PNG, JPEG, BMP, TIFF), sorted by name; an error if there are none.
+
+    Examples:
+        >>> import tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> for name in ("b.png", "a.png"):
+        ...     save_image(os.path.join(folder, name), torch.zeros(3, 2, 2))
+        >>> [p.name for p in image_files(folder)]
+        ['a.png', 'b.png']
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"image folder {folder} does not exist")
@@ -72,7 +96,12 @@ def center_crop(image: Tensor, size: int) -> Tensor:
 
 
 def random_crop(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """A random ``size × size`` crop of (C, H, W)."""
+    """A random ``size × size`` crop of (C, H, W).
+
+    Examples:
+        >>> random_crop(torch.rand(3, 40, 30), 16, torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 16, 16])
+    """
     height, width = image.shape[-2:]
     if height < size or width < size:
         raise ValueError(f"image of size {height}×{width} is smaller than the crop size {size}")
@@ -103,6 +132,10 @@ def photographs(split: str) -> List[Tensor]:
     """scikit-image's bundled photographs as RGB float tensors (3, H, W) in [0, 1].
 
     ``split``: "train" (nine photographs) or "test" (four others, held out).
+
+    Examples:
+        >>> len(photographs("train")), len(photographs("test"))
+        (9, 4)
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

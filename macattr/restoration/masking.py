@@ -55,7 +55,17 @@ def mask_pretraining_loss(
     ratio: float = 0.5, patch_size: int = 1, seed: int = 0
 ) -> Callable[[nn.Module, Dict[str, Tensor], int], Tensor]:
     """RAM's pre-training loss as ``loss_of(model, batch, step)``: mask a fraction ``ratio`` of each input's
-    pixels (a fresh mask per step, from (seed, step)), run ``model(lq, mask)``, L1 on the masked pixels only."""
+    pixels (a fresh mask per step, from (seed, step)), run ``model(lq, mask)``, L1 on the masked pixels only.
+
+    Examples:
+        >>> class Copies(nn.Module):
+        ...     def forward(self, x, mask):
+        ...         return x
+        >>> loss_of = mask_pretraining_loss(0.5, seed=0)
+        >>> batch = {"lq": torch.zeros(1, 3, 4, 4), "gt": torch.ones(1, 3, 4, 4)}
+        >>> float(loss_of(Copies(), batch, step=0))  # |0 − 1| on every masked pixel
+        1.0
+    """
 
     def loss_of(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Tensor:
         n, _, h, w = batch["lq"].shape
@@ -67,5 +77,10 @@ def mask_pretraining_loss(
 
 
 def whole_image_l1(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Tensor:
-    """The fine-tuning loss as ``loss_of(model, batch, step)``: L1 between ``model(lq)`` and ``gt`` on whole images."""
+    """The fine-tuning loss as ``loss_of(model, batch, step)``: L1 between ``model(lq)`` and ``gt`` on whole images.
+
+    Examples:
+        >>> float(whole_image_l1(nn.Identity(), {"lq": torch.zeros(1, 3, 2, 2), "gt": torch.ones(1, 3, 2, 2)}, 0))
+        1.0
+    """
     return (model(batch["lq"]).float() - batch["gt"]).abs().mean()

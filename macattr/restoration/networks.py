@@ -19,7 +19,12 @@ from torch import Tensor, nn
 
 
 def window_partition(x: Tensor, size: int) -> Tensor:
-    """(B, H, W, C) → (B · H/size · W/size, size², C)."""
+    """(B, H, W, C) → (B · H/size · W/size, size², C).
+
+    Examples:
+        >>> window_partition(torch.rand(2, 8, 8, 5), 4).shape
+        torch.Size([8, 16, 5])
+    """
     b, h, w, c = x.shape
     x = x.view(b, h // size, size, w // size, size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, size * size, c)
@@ -27,21 +32,37 @@ def window_partition(x: Tensor, size: int) -> Tensor:
 
 def window_merge(windows: Tensor, size: int, h: int, w: int) -> Tensor:
     """(B · H/size · W/size, size², C) → (B, H, W, C); the inverse of
-    [`window_partition()`][macattr.restoration.networks.window_partition]."""
+    [`window_partition()`][macattr.restoration.networks.window_partition].
+
+    Examples:
+        >>> x = torch.rand(2, 8, 8, 5)
+        >>> torch.equal(window_merge(window_partition(x, 4), 4, 8, 8), x)
+        True
+    """
     c = windows.shape[-1]
     x = windows.view(-1, h // size, w // size, size, size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
 def relative_position_index(size: int) -> Tensor:
-    """(size², size²) index into a ((2·size − 1)², heads) bias table."""
+    """(size², size²) index into a ((2·size − 1)², heads) bias table.
+
+    Examples:
+        >>> relative_position_index(2).tolist()
+        [[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]]
+    """
     coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (size - 1)
     return relative[..., 0] * (2 * size - 1) + relative[..., 1]
 
 
 def shifted_window_mask(h: int, w: int, size: int, shift: int, device: torch.device) -> Tensor:
-    """(windows, size², size²) additive mask: −100 between pixels from different regions after the cyclic shift."""
+    """(windows, size², size²) additive mask: −100 between pixels from different regions after the cyclic shift.
+
+    Examples:
+        >>> shifted_window_mask(8, 8, 4, 2, torch.device("cpu")).shape
+        torch.Size([4, 16, 16])
+    """
     regions = torch.zeros(1, h, w, 1, device=device)
     cuts = (slice(0, -size), slice(-size, -shift), slice(-shift, None))
     label = 0
@@ -55,7 +76,12 @@ def shifted_window_mask(h: int, w: int, size: int, shift: int, device: torch.dev
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside windows, with a learned relative position bias."""
+    """Multi-head self-attention inside windows, with a learned relative position bias.
+
+    Examples:
+        >>> WindowAttention(dim=8, window=4, heads=2)(torch.rand(3, 16, 8)).shape
+        torch.Size([3, 16, 8])
+    """
 
     def __init__(self, dim: int, window: int, heads: int) -> None:
         super().__init__()
@@ -82,6 +108,13 @@ class WindowAttention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """Linear → GELU → linear on the last dimension: (..., dim) → (..., dim).
+
+    Examples:
+        >>> Mlp(8, 16)(torch.rand(2, 8)).shape
+        torch.Size([2, 8])
+    """
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
@@ -91,7 +124,12 @@ class Mlp(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    """Pre-norm window attention and MLP, both residual; every other block shifts the windows by half."""
+    """Pre-norm window attention and MLP, both residual; every other block shifts the windows by half.
+
+    Examples:
+        >>> SwinBlock(dim=8, heads=2, window=4, shift=2, mlp_ratio=2.0)(torch.rand(1, 8, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
 
     def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -117,7 +155,12 @@ class SwinBlock(nn.Module):
 
 
 class ResidualGroup(nn.Module):
-    """SwinIR's RSTB: Swin blocks, then a 3×3 conv, with a skip over the group. (B, C, H, W) → same."""
+    """SwinIR's RSTB: Swin blocks, then a 3×3 conv, with a skip over the group. (B, C, H, W) → same.
+
+    Examples:
+        >>> ResidualGroup(dim=8, depth=2, heads=2, window=4, mlp_ratio=2.0)(torch.rand(1, 8, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
 
     def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -134,7 +177,13 @@ class ResidualGroup(nn.Module):
 
 
 class SwinIRStyle(nn.Module):
-    """A SwinIR-style restorer: (N, 3, H, W) → (N, 3, H, W); any H, W (reflect-padded to the window)."""
+    """A SwinIR-style restorer: (N, 3, H, W) → (N, 3, H, W); any H, W (reflect-padded to the window).
+
+    Examples:
+        >>> model = SwinIRStyle(dim=16, depths=(2, 2), heads=2, window=4)
+        >>> model(torch.rand(1, 3, 20, 18)).shape
+        torch.Size([1, 3, 20, 18])
+    """
 
     def __init__(
         self,
@@ -172,7 +221,12 @@ class SwinIRStyle(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """Layer norm over the channels of (N, C, H, W)."""
+    """Layer norm over the channels of (N, C, H, W).
+
+    Examples:
+        >>> LayerNorm2d(4)(torch.rand(1, 4, 3, 3)).mean(dim=1).abs().max().item() < 1e-6
+        True
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -183,7 +237,12 @@ class LayerNorm2d(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """Restormer's MDTA: attention across channels (transposed), queries/keys/values from 1×1 + depthwise 3×3 convs."""
+    """Restormer's MDTA: attention across channels (transposed), queries/keys/values from 1×1 + depthwise 3×3 convs.
+
+    Examples:
+        >>> ChannelAttention(dim=8, heads=2)(torch.rand(1, 8, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -202,7 +261,12 @@ class ChannelAttention(nn.Module):
 
 
 class GatedFeedForward(nn.Module):
-    """Restormer's GDFN: 1×1 expand, depthwise 3×3, GELU gate, 1×1 project."""
+    """Restormer's GDFN: 1×1 expand, depthwise 3×3, GELU gate, 1×1 project.
+
+    Examples:
+        >>> GatedFeedForward(dim=8, expansion=2.0)(torch.rand(1, 8, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
 
     def __init__(self, dim: int, expansion: float) -> None:
         super().__init__()
@@ -217,7 +281,12 @@ class GatedFeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Restormer block: x + MDTA(norm(x)), then + GDFN(norm(·)). (N, C, H, W) → same."""
+    """Restormer block: x + MDTA(norm(x)), then + GDFN(norm(·)). (N, C, H, W) → same.
+
+    Examples:
+        >>> TransformerBlock(dim=8, heads=2)(torch.rand(1, 8, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
 
     def __init__(self, dim: int, heads: int, expansion: float = 2.0) -> None:
         super().__init__()
@@ -231,7 +300,12 @@ class TransformerBlock(nn.Module):
 
 class PromptBlock(nn.Module):
     """PromptIR's prompt: learned components mixed by weights from the pooled features, resized to the
-    feature map, concatenated to it and refined by a transformer block and a 1×1 conv back to ``dim``."""
+    feature map, concatenated to it and refined by a transformer block and a 1×1 conv back to ``dim``.
+
+    Examples:
+        >>> PromptBlock(dim=8, prompt_dim=4, components=3, size=4, heads=2)(torch.rand(1, 8, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
 
     def __init__(self, dim: int, prompt_dim: int, components: int, size: int, heads: int) -> None:
         super().__init__()
@@ -252,6 +326,11 @@ class PromptIRStyle(nn.Module):
     """A PromptIR-style restorer: Restormer blocks in a 3-level U-Net, prompt blocks in the decoder.
 
     (N, 3, H, W) → (N, 3, H, W); H and W are reflect-padded to a multiple of 4.
+
+    Examples:
+        >>> model = PromptIRStyle(dim=8, blocks=(1, 1, 1), heads=(1, 1, 2))
+        >>> model(torch.rand(1, 3, 30, 21)).shape
+        torch.Size([1, 3, 30, 21])
     """
 
     def __init__(self, dim: int = 24, blocks: Sequence[int] = (2, 2, 3), heads: Sequence[int] = (1, 2, 4)) -> None:

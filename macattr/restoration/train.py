@@ -23,13 +23,29 @@ STATE_KEYS = ("params_ema", "params", "state_dict", "model")  # BasicSR / RAM / 
 
 
 def save_atomic(path: PathLike, state: dict) -> None:
-    """``torch.save`` through a temporary file and a rename."""
+    """``torch.save`` through a temporary file and a rename.
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "state.pt")
+        >>> save_atomic(path, {"step": 3})
+        >>> torch.load(path, weights_only=True)
+        {'step': 3}
+    """
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
     """Load a state dict file into ``model`` (unwrapping BasicSR's ``params``/``params_ema``, ``state_dict``
-    or ``model``) with ``torch.load(weights_only=True)``; every failure is a ``ValueError`` naming the file."""
+    or ``model``) with ``torch.load(weights_only=True)``; every failure is a ``ValueError`` naming the file.
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.pth")
+        >>> torch.save({"params": nn.Linear(2, 2).state_dict()}, path)  # BasicSR's layout
+        >>> load_weights(nn.Linear(2, 2), path)
+        Linear(in_features=2, out_features=2, bias=True)
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
@@ -72,6 +88,15 @@ def train(
     batch_at(t) gives batch t on the CPU; loss_of(model, batch on device, t) the loss. With a
     ``checkpoint`` file, the state is saved atomically every ``save_every`` steps and at the end,
     and a run finds it and resumes. ``name`` labels the progress bar and the log line.
+
+    Examples:
+        >>> model = nn.Linear(1, 1)
+        >>> batch = {"x": torch.ones(4, 1), "y": torch.full((4, 1), 2.0)}
+        >>> losses = train(model, model.parameters(), lambda step: batch,
+        ...                lambda net, b, step: (net(b["x"]) - b["y"]).abs().mean(),
+        ...                steps=200, lr=0.05, lr_min=0.001, progress=False, log=lambda text: None)
+        >>> losses[-1] < 0.1 * losses[0]
+        True
     """
     parameters, device = list(parameters), torch.device(device)
     optimizer = torch.optim.Adam(parameters, lr=lr)
@@ -110,5 +135,11 @@ def train(
 
 
 def write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and durably (results files of long pipelines)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably (results files of long pipelines).
+
+    Examples:
+        >>> import tempfile, os
+        >>> write_text(os.path.join(tempfile.mkdtemp(), "results.md"), "# results\\n").read_text()
+        '# results\\n'
+    """
     return write_text_atomic(path, text)
