@@ -225,6 +225,14 @@ def _compare(args: argparse.Namespace) -> None:
     from macattr.plots import plot_comparison
 
     a, b = LayerScores.load(args.a), LayerScores.load(args.b)
+    common = a.common_layers(b)
+    if not args.allow_partial and 2 * len(common) < max(len(a), len(b)):
+        raise _CommandError(
+            f"{args.a} ({len(a)} layers) and {args.b} ({len(b)} layers) share only {len(common)} layers, fewer than "
+            "half of each: they look like scores of different models; pass --allow-partial to compare the "
+            "shared layers anyway"
+        )
+    print(f"{len(common)} layers compared ({len(a)} in {args.a}, {len(b)} in {args.b})")
     figure = plot_comparison(a, b, kind=args.kind, top_k=args.top_k)
     print(f"Spearman {a.spearman(b):.4f}  Kendall {a.kendall(b):.4f}")
     _save_figure(figure, args.out, args.dpi)
@@ -289,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="comparison.png")
     compare.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
     compare.add_argument("--top-k", type=_parse_k, default=0.1)
+    compare.add_argument("--allow-partial", action="store_true", help="compare files sharing under half their layers")
     compare.add_argument("--dpi", type=_positive_int, default=120)
     compare.set_defaults(run=_compare)
     return parser

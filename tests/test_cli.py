@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,24 @@ def workspace(tmp_path_factory) -> Path:
     for i, image in enumerate(sample_images(32)[:2]):
         save_image(images / f"im{i}.png", image)
     (root / "empty").mkdir()
+    broken = root / "broken"
+    broken.mkdir()
+    save_image(broken / "a.png", sample_images(32)[0])
+    (broken / "b.png").write_bytes((images / "im1.png").read_bytes()[:200])  # truncated
+    (root / "text").mkdir()
+    (root / "text" / "notes.png").write_text("not an image")
+    (root / "code.pth").write_bytes(pickle.dumps(Path("anything")))  # a pickle that needs code to load
+    (root / "raising.py").write_text("def build():\n    raise RuntimeError('no GPU here')\n")
+    (root / "classifier.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(4, 5))\n"
+    )
+    package = root / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("from tinynet import build\n")
     return root
 
 
@@ -90,6 +111,13 @@ def test_rank_then_plot_and_compare(workspace: Path) -> None:
         (["plot", "missing.json"], "does not exist"),
         (["rank", "--model", "tinynet:build", "--images", "images", "--method", "gradnorm"], "needs --degrade"),
         (["demo", "--k", "0"], "k must be"),
+        (["rank", "--model", "tinynet:build", "--weights", "code.pth", "--images", "images"], "code.pth"),
+        (["rank", "--model", "tinynet:build", "--images", "broken"], "b.png"),
+        (["rank", "--model", "tinynet:build", "--images", "text"], "notes.png"),
+        (["rank", "--model", "raising:build", "--images", "images"], "raised RuntimeError: no GPU here"),
+        (["rank", "--model", "tinynet:build", "--images", "images", "--size", "0"], "--size: must be an integer >= 1"),
+        (["rank", "--model", "tinynet:build", "--images", "images", "--device", "cuda:7"], "cuda"),
+        (["plot", "images/im0.png"], "im0.png"),
     ],
 )
 def test_errors_exit_non_zero_with_a_clear_message(workspace: Path, args: list, words: str) -> None:
@@ -97,6 +125,66 @@ def test_errors_exit_non_zero_with_a_clear_message(workspace: Path, args: list, 
     assert result.returncode == 2
     assert words in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "3"])
+def test_a_bad_k_is_refused_before_any_work(workspace: Path, k: str) -> None:
+    checkpoint = workspace / f"k{k}.ckpt.json"
+    result = _run("rank", "--model", "tinynet:build", "--images", "images", "--k", k, "--checkpoint", checkpoint.name,
+                  "--no-progress", cwd=workspace)  # fmt: skip
+    assert result.returncode == 2 and "k must be" in result.stderr and "Traceback" not in result.stderr
+    assert not checkpoint.exists()
+
+
+def test_models_from_the_current_folder_or_a_file_path(workspace: Path) -> None:
+    common = ["--images", str(workspace / "images"), "--n-steps", "2", "--no-progress"]
+    result = _run("rank", "--model", "mypkg.models:build", *common, "--out", "pkg.json", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    result = _run("rank", "--model", str(workspace / "tinynet.py") + ":build", *common,
+                  "--out", str(workspace / "file.json"), cwd=workspace.parent)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workspace / "pkg.json").read_text())["images"] == 2
+
+
+def test_version_and_a_class_index_target(workspace: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "macattr", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("macattr 0.")
+    result = _run("rank", "--model", "classifier:build", "--images", "images", "--target", "3", "--n-steps", "3",
+                  "--method", "conductance", "--out", "cls.json", "--no-progress", cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workspace / "cls.json").read_text())["config"]["target"] == 3
+    result = _run("rank", "--model", "classifier:build", "--images", "images", "--target", "-2", cwd=workspace)
+    assert result.returncode == 2 and "class index must be >= 0" in result.stderr
+
+
+def test_ctrl_c_exits_130_and_names_the_checkpoint(workspace: Path) -> None:
+    checkpoint = workspace / "slow.ckpt.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "macattr", "rank", "--model", "tinynet:build", "--images", "images", "--degrade",
+         "noise:25,blur:2,jpeg:50", "--n-steps", "3000", "--checkpoint", checkpoint.name, "--no-progress",
+         "--out", "slow.json"],
+        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and checkpoint.name in stderr and "Traceback" not in stderr
+    assert json.loads(checkpoint.read_text())["samples"] >= 1
+
+
+def test_compare_refuses_unrelated_files_unless_asked(workspace: Path) -> None:
+    (workspace / "x.json").write_text(json.dumps({"method": "mac", "layers": [
+        {"name": n, "score": float(i)} for i, n in enumerate(["a", "b", "c", "d", "e", "f", "g"])]}))  # fmt: skip
+    (workspace / "y.json").write_text(json.dumps({"method": "ig", "layers": [
+        {"name": n, "score": float(i)} for i, n in enumerate(["a", "b", "c", "p", "q", "r", "s", "t"])]}))  # fmt: skip
+    result = _run("compare", "x.json", "y.json", "--out", "xy.png", cwd=workspace)
+    assert result.returncode == 2 and "share only 3 layers" in result.stderr
+    result = _run("compare", "x.json", "y.json", "--out", "xy.png", "--allow-partial", "--top-k", "1", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "3 layers compared" in result.stdout
 
 
 def test_argument_errors(workspace: Path) -> None:

@@ -132,5 +132,5 @@ def structural_scores(method: str, names: List[str], seed: int) -> Dict[str, flo
         return dict(zip(names, values))
     # points i < 2^(m+1) with 2^m >= count land in every one of the count buckets of [0, 1)
     buckets = (int(_van_der_corput(i) * count) for i in range(1, 2 ** (count.bit_length() + 1)))
-    order = list(dict.fromkeys(buckets))
-    return {names[index]: 1.0 - rank / count for rank, index in enumerate(order)}
+    rank_of = {index: rank for rank, index in enumerate(dict.fromkeys(buckets))}
+    return {name: 1.0 - rank_of[index] / count for index, name in enumerate(names)}
