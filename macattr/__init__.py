@@ -22,6 +22,7 @@ _WHERE = {
     "LayerMAC": "macattr.attribution",
     "LayerPathConductance": "macattr.attribution",
     "LayerPathInternalInfluence": "macattr.attribution",
+    "BlurPath": "macattr.paths",
     "IntegrationPath": "macattr.paths",
     "LinearPath": "macattr.paths",
     "MaskAttributionPath": "macattr.paths",
@@ -41,6 +42,7 @@ _WHERE = {
 _SUBMODULES = ("targets", "paths", "restoration")
 
 __all__ = [
+    "BlurPath",
     "IntegrationPath",
     "LayerMAC",
     "LayerPathConductance",
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
     from macattr.attribution import LayerMAC, LayerPathConductance, LayerPathInternalInfluence
     from macattr.finetune import TrainableLayers, freeze_except
     from macattr.layers import candidate_layers, execution_order
-    from macattr.paths import IntegrationPath, LinearPath, MaskAttributionPath
+    from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
     from macattr.plots import plot_comparison, plot_layer_importance
     from macattr.ranking import RankSettings, rank_layers, select_top_k
     from macattr.scores import LayerScores, resolve_k

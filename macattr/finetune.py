@@ -69,21 +69,25 @@ class TrainableLayers:
         self.restore()
 
 
-def freeze_except(model: nn.Module, names: Iterable[str]) -> TrainableLayers:
+def freeze_except(model: nn.Module, names: Iterable[str], recurse: bool = False) -> TrainableLayers:
     """Set ``requires_grad`` so that only the named layers' own parameters train.
 
     Args:
         model: the network.
         names: module names as in ``model.named_modules()`` (for example
-            ``select_top_k``'s result). Each must own parameters directly.
+            ``select_top_k``'s result). Each must own parameters directly, or
+            hold some below it with ``recurse=True``.
+        recurse: train every parameter below each named module (whole blocks
+            of a transformer, say), not only the ones it owns directly.
 
     Returns:
         The trainable parameters with their count and share (``.fraction``);
         ``with freeze_except(...)`` restores the previous flags on exit.
 
     Warns:
-        UserWarning: when a named layer owns under 1 % of the parameters of
-        the modules below it: only its own parameters train, not its children's.
+        UserWarning: without ``recurse``, when a named layer owns under 1 % of
+            the parameters of the modules below it: only its own parameters
+            train, not its children's.
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -102,12 +106,16 @@ def freeze_except(model: nn.Module, names: Iterable[str]) -> TrainableLayers:
     unknown = [n for n in names if not isinstance(n, str) or n not in modules]
     if unknown:
         raise ValueError(f"names holds {unknown!r}, which are not modules of the model (see named_modules())")
-    empty = [n for n in names if next(modules[n].parameters(recurse=False), None) is None]
+    if not isinstance(recurse, bool):
+        raise TypeError(f"recurse must be True or False, got {recurse!r}")
+    empty = [n for n in names if next(modules[n].parameters(recurse=recurse), None) is None]
     if empty:
-        raise ValueError(f"names holds {empty!r}, which own no parameters to train")
-    _warn_small_owners(modules, names)
+        where = "below them" if recurse else "of their own (recurse=True trains the parameters below a module)"
+        raise ValueError(f"names holds {empty!r}, which own no parameters {where}")
+    if not recurse:
+        _warn_small_owners(modules, names)
     previous = [(p, p.requires_grad) for p in model.parameters()]
-    chosen = {id(p) for n in names for p in modules[n].parameters(recurse=False)}
+    chosen = {id(p) for n in names for p in modules[n].parameters(recurse=recurse)}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
     parameters = [p for p in model.parameters() if id(p) in chosen]

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from macattr.attribution import LayerMAC, LayerPathConductance, LayerPathInternalInfluence
-from macattr.paths import random_thresholds
 from macattr.ranking.batches import image_seed
 from macattr.ranking.settings import RankSettings
 from macattr.targets import TargetIndex
@@ -65,13 +64,7 @@ def attribution_scorer(
     mac = LayerMAC(forward, layers)
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
-        p, (height, width) = settings.patch_size, x.shape[-2:]
-        thresholds = torch.cat([
-            random_thresholds(1, height // p, width // p,
-                              torch.Generator().manual_seed(image_seed(settings.seed, i)), x.device)
-            for i in indices
-        ])  # fmt: skip
-        path = settings.mask_path(thresholds)
+        path = settings.mask_path(seeds=[image_seed(settings.seed, i) for i in indices])
         return neuron_means(mac.attribute(x, settings.baselines, **common, path=path), x.shape[0])
 
     return score

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import Tensor
 
@@ -37,7 +37,10 @@ class RankSettings:
         n_steps: grid intervals N of the path (≥ 1).
         mask_ratio: the mask attribute path's r (see [`MaskAttributionPath`][macattr.paths.MaskAttributionPath]).
         sharpness: the mask attribute path's δ.
-        patch_size: pixels in each masked patch's side.
+        patch_size: positions per masked cell along each masked dimension.
+        mask_dims: what the mask path masks cell by cell: "image" (pixels of
+            (N, C, H, W)), "sequence" (tokens of (N, T, D) embeddings), "volume"
+            (voxels of (N, C, D, H, W)) or a tuple of dimensions.
         baselines: the baseline ``x'``: a number or a tensor broadcastable to each batch.
         seed: image ``i`` (counted over the analysed images) gets the pixel
             thresholds of seed ``(seed, i)``: scores do not depend on batching.
@@ -65,6 +68,7 @@ class RankSettings:
     mask_ratio: float = 0.5
     sharpness: float = 1e4
     patch_size: int = 1
+    mask_dims: Union[str, Tuple[int, ...]] = "image"
     baselines: Union[float, Tensor] = 0.0
     seed: int = 0
     samples_per_group: Optional[int] = None
@@ -103,9 +107,10 @@ class RankSettings:
         base = asdict(settings) if settings is not None else {}
         return cls(**{**base, "method": method, **options})
 
-    def mask_path(self, thresholds: Optional[Tensor] = None) -> MaskAttributionPath:
-        """The mask attribute path of these settings (with explicit ``thresholds`` when given)."""
-        return MaskAttributionPath(self.mask_ratio, self.sharpness, self.patch_size, thresholds)
+    def mask_path(self, seeds: Optional[List[int]] = None) -> MaskAttributionPath:
+        """The mask attribute path of these settings, with one threshold seed per image when given."""
+        return MaskAttributionPath(self.mask_ratio, self.sharpness, self.patch_size, seed=seeds,
+                                   mask_dims=self.mask_dims)  # fmt: skip
 
     @property
     def target_name(self) -> Union[str, int, list]:
@@ -121,6 +126,7 @@ class RankSettings:
         left_out = ("method", "internal_batch_size")  # the method is recorded beside; batching does not change scores
         config = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in left_out}
         config["target"] = self.target_name
+        config["mask_dims"] = self.mask_dims if isinstance(self.mask_dims, str) else list(self.mask_dims)
         config["sharpness"] = "inf" if math.isinf(self.sharpness) else float(self.sharpness)
         base = self.baselines
         config["baselines"] = float(base) if not isinstance(base, Tensor) else f"tensor{tuple(base.shape)}"

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from macattr._checks import check_int, check_real
+from macattr.paths import gaussian_kernel1d
 
 TRAIN_RANGES: Dict[str, Tuple[float, float]] = {"noise": (0.0, 50.0), "blur": (0.1, 3.1), "jpeg": (20, 90)}
 TEST_TASKS = ("noise15", "noise25", "noise50", "blur2", "jpeg50")
@@ -56,14 +57,8 @@ def gaussian_kernel(sigma: float, size: int = 15) -> Tensor:
         >>> kernel.shape, round(float(kernel.sum()), 12)
         (torch.Size([15, 15]), 1.0)
     """
-    sigma = check_real("sigma", sigma, low=0.0, low_open=True)
-    size = check_int("size", size, 1)
-    if size % 2 == 0:
-        raise ValueError(f"size must be odd, got {size}")
-    offsets = torch.arange(size, dtype=torch.float64) - size // 2
-    line = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = line[:, None] * line[None, :]
-    return kernel / kernel.sum()
+    line = gaussian_kernel1d(check_real("sigma", sigma, low=0.0, low_open=True), size)
+    return line[:, None] * line[None, :]
 
 
 def gaussian_blur(images: Tensor, sigma: float, size: int = 15) -> Tensor:
