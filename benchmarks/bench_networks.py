@@ -67,8 +67,8 @@ def resnet18(width: int = 64, classes: int = 10) -> nn.Module:
 
 
 # name → (builder(quick) -> model, kind): "image" models use the gradient-magnitude target, "class" a class index.
-# "swinir" is SwinIR-light's size (dim 60, 4 groups of 6 blocks, 176 candidate layers); "swinir-small" is
-# the same architecture with dim 30 and 2 groups of 2 blocks (34 layers), small enough for CPU runs.
+# "swinir" is SwinIR-light's size (dim 60, 4 groups of 6 blocks, 177 candidate layers); "swinir-small" is
+# the same architecture with dim 30 and 2 groups of 2 blocks (35 layers), small enough for CPU runs.
 NETWORKS: Dict[str, Tuple[Callable[[bool], nn.Module], str]] = {
     "dncnn": (lambda quick: dncnn(32 if quick else 64), "image"),
     "swinir": (lambda quick: SwinIRStyle(dim=60, depths=(6, 6, 6, 6), heads=6), "image"),

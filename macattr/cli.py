@@ -22,6 +22,7 @@ import torch
 
 from macattr import __version__
 from macattr.layers import candidate_layers
+from macattr.plots import KINDS
 from macattr.ranking import METHODS, rank_layers
 from macattr.ranking.settings import RankSettings
 from macattr.restoration.data import degraded_batches
@@ -29,8 +30,10 @@ from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
 from macattr.restoration.images import center_crop, image_files, read_image
 from macattr.restoration.ram_files import write_ram_files
 from macattr.restoration.train import load_weights
-from macattr.scores import LayerScores, resolve_k
+from macattr.scores import LayerScores, agreement, resolve_k
 from macattr.targets import NAMED_TARGETS
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
 class _CommandError(Exception):
@@ -208,33 +211,34 @@ def _rank(args: argparse.Namespace) -> None:
 def _plot(args: argparse.Namespace) -> None:
     from macattr.plots import plot_layer_importance
 
-    scores = LayerScores.load(args.scores)
+    sets = [LayerScores.load(path) for path in args.scores]
     if args.top_k is not None:
-        resolve_k(args.top_k, len(scores))
-    figure = plot_layer_importance(scores, kind=args.kind, top_k=args.top_k, log=args.log)
+        resolve_k(args.top_k, min(len(s) for s in sets))
+    figure = plot_layer_importance(sets if len(sets) > 1 else sets[0], kind=args.kind, top_k=args.top_k, log=args.log)
     _save_figure(figure, args.out, args.dpi)
 
 
 def _save_figure(figure, out: str, dpi: int) -> None:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise _CommandError(f"--out must end in one of {', '.join('.' + f for f in FIGURE_FORMATS)}, got {out!r}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=dpi)
     print(f"wrote {out}")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from macattr.plots import plot_comparison
+    from macattr.plots import check_common, plot_comparison
 
-    a, b = LayerScores.load(args.a), LayerScores.load(args.b)
-    common = a.common_layers(b)
-    if not args.allow_partial and 2 * len(common) < max(len(a), len(b)):
-        raise _CommandError(
-            f"{args.a} ({len(a)} layers) and {args.b} ({len(b)} layers) share only {len(common)} layers, fewer than "
-            "half of each: they look like scores of different models; pass --allow-partial to compare the "
-            "shared layers anyway"
-        )
-    print(f"{len(common)} layers compared ({len(a)} in {args.a}, {len(b)} in {args.b})")
-    figure = plot_comparison(a, b, kind=args.kind, top_k=args.top_k)
-    print(f"Spearman {a.spearman(b):.4f}  Kendall {a.kendall(b):.4f}")
+    if len(args.scores) < 2:
+        raise _CommandError("compare needs two or more scores files")
+    sets = [LayerScores.load(path) for path in args.scores]
+    if not args.allow_partial:
+        check_common(sets, args.scores)
+    result = agreement(sets, args.top_k, labels=args.scores)
+    print(result.table())
+    figure = plot_comparison(sets, kind=args.kind, top_k=args.top_k, labels=[Path(p).stem for p in args.scores],
+                             allow_partial=True)  # fmt: skip
     _save_figure(figure, args.out, args.dpi)
 
 
@@ -282,20 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--no-progress", action="store_true")
     rank.set_defaults(run=_rank)
 
-    plot = commands.add_parser("plot", help="heatmap or bar chart of a scores file")
-    plot.add_argument("scores", help="scores.json written by rank or demo")
+    plot = commands.add_parser("plot", help="depth profile, heatmap or bar chart of one or more scores files")
+    plot.add_argument("scores", nargs="+", help="scores.json written by rank or demo (several: one profile)")
     plot.add_argument("--out", default="heatmap.png", help="PNG, SVG or PDF, by extension")
-    plot.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
+    plot.add_argument("--kind", choices=list(KINDS), default="heatmap")
     plot.add_argument("--top-k", type=_parse_k, default=0.1, help="mark these layers (default 0.1)")
     plot.add_argument("--log", action=argparse.BooleanOptionalAction, default=None, help="log colour scale")
     plot.add_argument("--dpi", type=_positive_int, default=120)
     plot.set_defaults(run=_plot)
 
-    compare = commands.add_parser("compare", help="two scores files side by side with their rank correlation")
-    compare.add_argument("a")
-    compare.add_argument("b")
-    compare.add_argument("--out", default="comparison.png")
-    compare.add_argument("--kind", choices=["heatmap", "bar"], default="heatmap")
+    compare = commands.add_parser("compare", help="two or more scores files: their figures and rank agreement")
+    compare.add_argument("scores", nargs="+", help="two or more scores files of the same model")
+    compare.add_argument("--out", default="comparison.png", help="PNG, SVG or PDF, by extension")
+    compare.add_argument("--kind", choices=["heatmap", "profile"], default="heatmap")
     compare.add_argument("--top-k", type=_parse_k, default=0.1)
     compare.add_argument("--allow-partial", action="store_true", help="compare files sharing under half their layers")
     compare.add_argument("--dpi", type=_positive_int, default=120)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from macattr._files import PathLike, write_text_atomic
 
@@ -84,6 +88,28 @@ class LayerScores(Mapping[str, float]):
     def __repr__(self) -> str:
         top = ", ".join(f"{n}={s:.3g}" for n, s in self.ranked()[:3])
         return f"LayerScores(method={self.method!r}, layers={len(self)}, images={self.images}, top: {top})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: a summary, the ten best layers, and a small depth profile."""
+        import base64
+        import html
+
+        from macattr.plots import describe, plot_layer_importance
+
+        rows = "".join(
+            f"<tr><td>{rank}</td><td><code>{html.escape(name)}</code></td><td>{score:.4g}</td>"
+            f"<td>{self.depth_index(name)}</td></tr>"
+            for rank, (name, score) in enumerate(self.ranked()[:10], start=1)
+        )
+        buffer = io.BytesIO()
+        figure = plot_layer_importance(self, kind="profile", top_k=min(10, len(self)))
+        figure.set_size_inches(7, 2.8)
+        figure.savefig(buffer, format="png", dpi=72)
+        image = base64.b64encode(buffer.getvalue()).decode()
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (f"<p><b>LayerScores</b>: {html.escape(describe(self))}, {len(self)} layers{skipped}</p>"
+                "<table><tr><th>rank</th><th>layer</th><th>score</th><th>depth</th></tr>"
+                f"{rows}</table><img src='data:image/png;base64,{image}'/>")  # fmt: skip
 
     @property
     def names(self) -> List[str]:
@@ -217,3 +243,69 @@ class LayerScores(Mapping[str, float]):
         mine = LayerScores({n: self[n] for n in common}, self.method).top_k(k)
         theirs = LayerScores({n: other[n] for n in common}, other.method).top_k(k)
         return len(set(mine) & set(theirs)) / len(set(mine) | set(theirs))
+
+
+@dataclass
+class Agreement:
+    """How several scorings of the same layers agree, pair by pair.
+
+    Attributes:
+        labels: one label per scoring.
+        spearman, kendall: (n, n) rank correlations over the layers each pair shares.
+        overlap: (n, n) Jaccard overlap of the two top-k sets (each taken over the shared layers).
+        compared: (n, n) number of layers each pair shares.
+        k: the top-k of ``overlap``.
+    """
+
+    labels: List[str]
+    spearman: np.ndarray
+    kendall: np.ndarray
+    overlap: np.ndarray
+    compared: np.ndarray
+    k: Union[int, float]
+
+    def table(self) -> str:
+        """One line per pair: labels, layers compared, Spearman, Kendall, top-k overlap."""
+        width = max(len(label) for label in self.labels)
+        lines = [f"{'a':{width}s}  {'b':{width}s}  layers  Spearman  Kendall  top-k Jaccard (k={self.k})"]
+        for i, j in itertools.combinations(range(len(self.labels)), 2):
+            lines.append(
+                f"{self.labels[i]:{width}s}  {self.labels[j]:{width}s}  {int(self.compared[i, j]):6d}  "
+                f"{self.spearman[i, j]:8.4f}  {self.kendall[i, j]:7.4f}  {self.overlap[i, j]:.3f}"
+            )
+        return "\n".join(lines)
+
+
+def agreement(
+    sets: Sequence[LayerScores], k: Union[int, float] = 0.1, labels: Optional[Sequence[str]] = None
+) -> Agreement:
+    """Spearman, Kendall and top-k overlap between every pair of ``sets`` (at least two).
+
+    ``labels`` name the scorings (default: their methods, numbered when they repeat).
+
+    Examples:
+        >>> a = LayerScores({"x": 1.0, "y": 2.0, "z": 3.0}, "mac")
+        >>> b = LayerScores({"x": 1.0, "y": 3.0, "z": 2.0}, "ig")
+        >>> result = agreement([a, b], k=1)
+        >>> float(result.spearman[0, 1]), float(result.overlap[0, 1]), int(result.compared[0, 1])
+        (0.5, 0.0, 3)
+    """
+    sets = list(sets)
+    if len(sets) < 2 or not all(isinstance(s, LayerScores) for s in sets):
+        raise TypeError("agreement needs a sequence of at least two LayerScores")
+    if labels is None:
+        methods = [s.method for s in sets]
+        labels = [m if methods.count(m) == 1 else f"{m} #{methods[: i + 1].count(m)}" for i, m in enumerate(methods)]
+    labels = list(labels)
+    if len(labels) != len(sets):
+        raise ValueError(f"labels must name each of the {len(sets)} scorings, got {len(labels)}")
+    n = len(sets)
+    tables = {name: np.eye(n) for name in ("spearman", "kendall", "overlap")}
+    compared = np.zeros((n, n), dtype=int)
+    for i, j in itertools.product(range(n), repeat=2):
+        compared[i, j] = len(sets[i].common_layers(sets[j]))
+        if i < j:
+            for name, value in (("spearman", sets[i].spearman(sets[j])), ("kendall", sets[i].kendall(sets[j])),
+                                ("overlap", sets[i].overlap(sets[j], k))):  # fmt: skip
+                tables[name][i, j] = tables[name][j, i] = value
+    return Agreement(labels, tables["spearman"], tables["kendall"], tables["overlap"], compared, k)

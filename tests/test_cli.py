@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -71,11 +72,11 @@ def test_demo_writes_scores_heatmap_and_prints_top_k(workspace: Path) -> None:
     result = _run("demo", "--out", "out", "--pretrain-steps", "3", "--n-steps", "2", "--no-progress", cwd=workspace)
     assert result.returncode == 0, result.stderr
     out = workspace / "out"
-    for name in ("scores.json", "heatmap.png", "bar.png", "scores.csv", "filter_name.txt"):
+    for name in ("model.pt", "scores.json", "heatmap.png", "profile.png", "scores.csv", "filter_name.txt"):
         assert (out / name).is_file()
     document = json.loads((out / "scores.json").read_text())
     top = [entry["name"] for entry in document["layers"][:4]]
-    assert "top 4 of 34 layers" in result.stdout and all(name in result.stdout for name in top)
+    assert "top 4 of 35 layers" in result.stdout and all(name in result.stdout for name in top)
 
 
 def test_rank_then_plot_and_compare(workspace: Path) -> None:
@@ -94,8 +95,16 @@ def test_rank_then_plot_and_compare(workspace: Path) -> None:
     assert json.loads((workspace / "g.json").read_text())["method"] == "gradnorm"
     result = _run("plot", "s.json", "--out", "plots/h.png", "--top-k", "1", cwd=workspace)
     assert result.returncode == 0 and (workspace / "plots" / "h.png").stat().st_size > 1000
-    result = _run("compare", "s.json", "ig.json", "--out", "cmp.png", "--top-k", "1", cwd=workspace)
-    assert result.returncode == 0 and "Spearman" in result.stdout
+    result = _run("compare", "s.json", "ig.json", "g.json", "--out", "cmp.pdf", "--top-k", "1", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "Spearman" in result.stdout and len(result.stdout.splitlines()) == 1 + 3 + 1  # header, 3 pairs, wrote
+    assert (workspace / "cmp.pdf").read_bytes()[:4] == b"%PDF"
+    result = _run("plot", "s.json", "ig.json", "--kind", "profile", "--out", "p.svg", "--top-k", "1", cwd=workspace)
+    assert result.returncode == 0 and b"<svg" in (workspace / "p.svg").read_bytes()
+    result = _run("plot", "s.json", "--out", "p.jpeg", cwd=workspace)
+    assert result.returncode == 2 and "--out must end in one of .png, .svg, .pdf" in result.stderr
+    result = _run("compare", "s.json", "--out", "c.png", cwd=workspace)
+    assert result.returncode == 2 and "two or more" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -184,7 +193,7 @@ def test_compare_refuses_unrelated_files_unless_asked(workspace: Path) -> None:
     assert result.returncode == 2 and "share only 3 layers" in result.stderr
     result = _run("compare", "x.json", "y.json", "--out", "xy.png", "--allow-partial", "--top-k", "1", cwd=workspace)
     assert result.returncode == 0, result.stderr
-    assert "3 layers compared" in result.stdout
+    assert re.search(r"x\.json\s+y\.json\s+3\s", result.stdout) and "layers" in result.stdout.splitlines()[0]
 
 
 def test_argument_errors(workspace: Path) -> None:

@@ -62,18 +62,36 @@ def test_fine_tuning_changed_only_the_selected_layers(tiny_run: Path) -> None:
             assert torch.equal(tensor, after[name]), name
 
 
-def test_ablation_table_has_every_method_with_the_same_layer_count(tiny_run: Path) -> None:
-    result = subprocess.run([*RUN, "ablate", "--preset", "tiny", "--out", str(tiny_run), "--finetune-steps", "20",
-                             "--no-progress"], capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tiny_run / "results.json").read_text())
-    layers = results["ablation_layers"]
-    assert set(layers) == set(stages.ABLATION_METHODS)
-    assert len({len(layers[m]) for m in ("mac", "ig", "uniform", "random")}) == 1
-    assert len(layers["full"]) > len(layers["mac"])
-    for row in results["ablation"].values():
-        assert set(row) == set(stages.ABLATION_METHODS)
-    assert "## Ablation" in (tiny_run / "results.md").read_text()
+def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> None:
+    out = tmp_path / "ablate"
+    common = ["--preset", "tiny", "--out", str(out), "--seeds", "2", "--steps-scale", "0.02", "--n-steps", "6",
+              "--tasks", "noise25,jpeg50", "--no-progress"]  # fmt: skip
+    for stage in ("ablate", "ratios", "robustness"):
+        result = subprocess.run([*RUN, stage, *common], capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    methods = results["ablation"]["methods"]
+    assert list(methods) == preset("tiny")["ablation"]
+    budget = results["ablation"]["budget"]
+    for method in stages.RANKED:
+        assert methods[method]["seeds"] == 2 and all(len(layers) == budget for layers in methods[method]["layers"])
+    assert methods["random"]["layers"][0] != methods["random"]["layers"][1]  # a fresh draw per seed
+    assert len(methods["full"]["layers"][0]) > budget and methods["full"]["trainable_fraction"] > 0.99
+    assert methods["none"]["seeds"] == 1 and methods["none"]["layers"] == [[]]
+    for method, entry in methods.items():
+        for row in entry["tasks"].values():
+            assert len(row["psnr_per_seed"]) == entry["seeds"]
+            gap = row.get("reference_minus_this")
+            assert (gap is None) == (method == "mac") and (gap is None or gap["low"] <= gap["mean"] <= gap["high"])
+    test_images = results["test_images"]["noise25"]
+    assert len(methods["mac"]["per_image_psnr"]["noise25"]) == test_images > 30
+    assert list(results["ratios"]["methods"]) == ["r=0.25", "r=0.5", "r=0.75"]
+    assert results["ratios"]["reference"] == "r=0.5"
+    assert set(results["robustness"]["against_reference"]) == {"seed 1", "seed 2", "1 images per task", "N = 25",
+                                                               "N = 50"}  # fmt: skip
+    text = (out / "results.md").read_text()
+    assert "## Ablation: which layers to fine-tune" in text and "## Robustness of the MAC ranking" in text
+    assert (out / "ablation.png").stat().st_size > 1000
 
 
 def test_training_resumes_after_an_interruption_where_it_stopped(tmp_path: Path) -> None:
@@ -166,5 +184,8 @@ def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
                          (["--data-root", str(tmp_path / "nowhere")], "is not a folder")]:  # fmt: skip
         result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
-    result = subprocess.run([*RUN, "evaluate", "--out", str(tmp_path / "empty")], capture_output=True, text=True)
-    assert result.returncode == 2 and "missing" in result.stderr
+    result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--seeds", "0"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--seeds must be >= 1" in result.stderr
+    result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--steps-scale", "0"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and "--steps-scale must be > 0" in result.stderr

@@ -112,7 +112,7 @@ def _van_der_corput(i: int) -> float:
 
 def structural_scores(method: str, names: List[str], seed: int) -> Dict[str, float]:
     """``random``: seeded uniform scores. ``uniform``: van der Corput order through depth (``names`` in depth
-    order), so that every top-k is spread evenly.
+    order), so that every top-k is spread evenly. ``last``: the deepest layers first.
 
     Examples:
         >>> scores = structural_scores("uniform", [f"layer{i}" for i in range(8)], seed=0)
@@ -120,6 +120,8 @@ def structural_scores(method: str, names: List[str], seed: int) -> Dict[str, flo
         ['layer4', 'layer2', 'layer6', 'layer1']
     """
     count = len(names)
+    if method == "last":
+        return {name: (index + 1) / count for index, name in enumerate(names)}
     if method == "random":
         values = torch.rand(count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
         return dict(zip(names, values))

@@ -14,7 +14,7 @@ from macattr.targets import NAMED_TARGETS
 
 ATTRIBUTION_METHODS = ("mac", "ig", "conductance")
 DATA_METHODS = ATTRIBUTION_METHODS + ("gradnorm",)
-STRUCTURAL_METHODS = ("random", "uniform")
+STRUCTURAL_METHODS = ("random", "uniform", "last")
 METHODS = DATA_METHODS + STRUCTURAL_METHODS
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
@@ -29,7 +29,8 @@ class RankSettings:
             (internal influence along the linear path), "conductance" (linear
             path), "gradnorm" (relative gradient norm of each layer's own
             parameters under the fine-tuning loss, on (input, ground truth)
-            pairs), "random" (seeded) or "uniform" (spread evenly through depth).
+            pairs), "random" (seeded), "uniform" (spread evenly through depth)
+            or "last" (the deepest layers first).
         target: a name in ``macattr.targets.NAMED_TARGETS`` ("gradient_magnitude",
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
             index or index tuple for classifiers, or a callable reducing the
@@ -56,10 +57,10 @@ class RankSettings:
         >>> settings = RankSettings(n_steps=50, seed=3)
         >>> settings.to_config()["n_steps"], settings.to_config()["sharpness"]
         (50, 10000.0)
-        >>> RankSettings(method="shap")
+        >>> RankSettings(method="shap")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: method must be one of ['mac', 'ig', 'conductance', 'gradnorm', 'random', 'uniform'], got 'shap'
+        ValueError: method must be one of ['mac', 'ig', ..., 'last'], got 'shap'
     """
 
     method: str = "mac"

@@ -108,15 +108,38 @@ def degraded_batches(
     return batches
 
 
-def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, count: int, seed: int) -> Dict[str, Tensor]:
-    """A fixed test set ``{"lq", "gt"}`` for a synthetic task: the same images and noise for every run.
+def tiles(photos: Sequence[Tensor], size: int, min_std: float = 0.02) -> Tensor:
+    """Every non-overlapping ``size × size`` tile of the photos (N, 3, size, size), leaving out flat tiles whose
+    standard deviation is under ``min_std`` (on flat tiles PSNR is unbounded: a blur changes nothing).
 
     Examples:
-        >>> test = synthetic_test_set("blur2", [torch.rand(3, 40, 40)], size=32, count=2, seed=0)
-        >>> test["lq"].shape, torch.equal(test["gt"], synthetic_test_set("blur2", [test["gt"][0]], 32, 2, 0)["gt"])
-        (torch.Size([2, 3, 32, 32]), False)
+        >>> photo = torch.zeros(3, 64, 96)
+        >>> photo[:, :, 64:] = torch.rand(3, 64, 32)  # the right third textured, the rest flat
+        >>> tiles([photo], 32).shape
+        torch.Size([2, 3, 32, 32])
     """
-    clean = fixed_crops(photos, size, count, seed)
+    out = []
+    for photo in photos:
+        for top in range(0, photo.shape[-2] - size + 1, size):
+            for left in range(0, photo.shape[-1] - size + 1, size):
+                tile = photo[:, top : top + size, left : left + size]
+                if float(tile.std()) >= min_std:
+                    out.append(tile)
+    if not out:
+        raise ValueError(f"no {size} × {size} tile of the photos has a standard deviation of {min_std} or more")
+    return torch.stack(out)
+
+
+def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, seed: int) -> Dict[str, Tensor]:
+    """A fixed test set ``{"lq", "gt"}`` for a synthetic task: every textured ``size × size`` tile of the
+    photographs (see ``tiles``), degraded; the same tiles and noise for every run.
+
+    Examples:
+        >>> test = synthetic_test_set("blur2", [torch.rand(3, 64, 96)], size=32, seed=0)
+        >>> test["lq"].shape
+        torch.Size([6, 3, 32, 32])
+    """
+    clean = tiles(photos, size)
     generator = torch.Generator().manual_seed(seed * 1000 + _task_seed(task))
     return {"lq": degrade_task(clean, task, generator), "gt": clean}
 
@@ -156,7 +179,8 @@ def paired_test_set(root: Path, task: str, size: Optional[int], count: int) -> O
 def evaluation_sets(
     tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, count: int, seed: int
 ) -> Tuple[Dict[str, Dict[str, Tensor]], List[str]]:
-    """Test sets per task (synthetic ones on ``photos``), and notes on what was stood in or skipped.
+    """Test sets per task, and notes on what was stood in or skipped: synthetic tasks on every textured tile of
+    ``photos``, paired tasks on up to ``count`` of the user's image pairs.
 
     Examples:
         >>> sets, notes = evaluation_sets(["noise25", "rain"], [torch.rand(3, 40, 40)], None, size=16, count=2, seed=0)
@@ -173,7 +197,7 @@ def evaluation_sets(
             else:
                 sets[task] = found
             continue
-        sets[task] = synthetic_test_set(task, photos, size, count, seed)
+        sets[task] = synthetic_test_set(task, photos, size, seed)
         if task in STAND_IN_TASKS:
             notes.append(f"{task}: synthetic stand-in on bundled photographs, not the real data set")
     return sets, notes

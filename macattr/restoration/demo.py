@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Union
 
 import torch
 
@@ -24,11 +24,33 @@ from macattr.restoration.images import sample_images
 from macattr.restoration.masking import mask_pretraining_loss
 from macattr.restoration.networks import SwinIRStyle
 from macattr.restoration.ram_files import write_ram_files
-from macattr.restoration.train import train
+from macattr.restoration.train import save_atomic, train
 from macattr.scores import LayerScores, resolve_k
 
 DEMO_NETWORK = {"dim": 16, "depths": (2, 2), "heads": 2, "window": 4}
 DEMO_TASKS = ("noise25", "blur2", "jpeg50")
+
+
+def demo_network() -> SwinIRStyle:
+    """The demo's network, untrained: a factory for ``macattr rank --model macattr.restoration.demo:demo_network
+    --weights demo/model.pt``.
+
+    Examples:
+        >>> len(list(demo_network().parameters())) > 0
+        True
+    """
+    return SwinIRStyle(**DEMO_NETWORK)
+
+
+def demo_batches(seed: int = 0) -> List[Dict[str, object]]:
+    """The demo's analysis batches: two 48 × 48 crops of the bundled photographs per task (noise σ 25, blur σ 2,
+    JPEG 50), ``{"lq", "gt", "task"}``.
+
+    Examples:
+        >>> [batch["task"][0] for batch in demo_batches()]
+        ['noise25', 'blur2', 'jpeg50']
+    """
+    return degraded_batches(torch.stack(sample_images(48))[:2], DEMO_TASKS, seed=seed + 1)
 
 
 def run_demo(
@@ -39,15 +61,16 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> LayerScores:
-    """Pre-train the demo network, rank its layers by MAC, write ``out/scores.json``, ``scores.csv``,
-    ``heatmap.png``, ``bar.png`` and RAM's ``filter_*.txt``, and print the top-k layers.
+    """Pre-train the demo network, rank its layers by MAC, write ``out/model.pt`` (the pre-trained weights),
+    ``scores.json``, ``scores.csv``, ``heatmap.png``, ``profile.png`` and RAM's ``filter_*.txt``, and print the
+    top-k layers.
 
     Examples:
         >>> import tempfile
         >>> scores = run_demo(tempfile.mkdtemp(), n_steps=2, pretrain_steps=2, progress=False)  # doctest: +ELLIPSIS
         mask pre-training: 2 steps, ...
         >>> len(scores)
-        34
+        35
     """
     from macattr.plots import plot_layer_importance
 
@@ -56,20 +79,20 @@ def run_demo(
     check_int("pretrain_steps", pretrain_steps, 1)
     torch.manual_seed(check_int("seed", seed, 0))
     started = time.perf_counter()
-    model = SwinIRStyle(**DEMO_NETWORK)
+    model = demo_network()
     resolve_k(k, len(candidate_layers(model)))  # refuse a bad k before training
     photos = sample_images()
     losses = train(model, model.parameters(), lambda step: training_batch(photos, 32, 8, seed, step),
                    mask_pretraining_loss(0.5, 1, seed), steps=pretrain_steps, lr=2e-3, lr_min=2e-4,
                    progress=progress, log=lambda text: None, name="mask pre-training")  # fmt: skip
     trained = time.perf_counter()
-    batches = degraded_batches(torch.stack(sample_images(48))[:2], DEMO_TASKS, seed=seed + 1)
-    scores = rank_layers(model, batches, n_steps=n_steps, seed=seed, group="task", progress=progress)
+    scores = rank_layers(model, demo_batches(seed), n_steps=n_steps, seed=seed, group="task", progress=progress)
     ranked = time.perf_counter()
+    save_atomic(out / "model.pt", model.state_dict())
     scores.save(out / "scores.json")
     scores.to_csv(out / "scores.csv")
     write_ram_files(scores, out)
-    for kind in ("heatmap", "bar"):
+    for kind in ("heatmap", "profile"):
         figure = plot_layer_importance(scores, kind=kind, top_k=k)
         figure.savefig(out / f"{kind}.png", dpi=120)
         figure.clear()
@@ -80,6 +103,6 @@ def run_demo(
     print(f"top {len(top)} of {len(scores)} layers to fine-tune (k={k}):")
     for rank, name in enumerate(top, start=1):
         print(f"  {rank:2d}. {name:40s} {scores[name]:.4g}")
-    print(f"wrote {out}/scores.json, scores.csv, heatmap.png, bar.png, filter_name.txt, filter_cond.txt, "
-          "filter_index.txt")  # fmt: skip
+    print(f"wrote {out}/model.pt, scores.json, scores.csv, heatmap.png, profile.png, filter_name.txt, "
+          "filter_cond.txt, filter_index.txt")  # fmt: skip
     return scores

@@ -81,3 +81,28 @@ def quality(output: Tensor, truth: Tensor) -> Dict[str, float]:
         40.0
     """
     return {name: float(np.mean(values)) for name, values in per_image_quality(output, truth).items()}
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> Dict[str, float]:
+    """Mean of the paired differences ``a − b`` (one pair per test image) and its bootstrap interval.
+
+    The images are resampled with replacement ``resamples`` times; the interval
+    holds the central ``level`` of the resampled means (percentile bootstrap).
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> base = rng.normal(30, 3, 400)
+        >>> result = paired_bootstrap(base + 0.2 + rng.normal(0, 0.1, 400), base)
+        >>> result["low"] < 0.2 < result["high"], round(result["mean"], 1)
+        (True, 0.2)
+    """
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if differences.ndim != 1 or len(differences) < 2:
+        raise ValueError(f"paired_bootstrap needs two equal-length vectors of two or more values, got {a!r}, {b!r}")
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), (resamples, len(differences)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": float(differences.mean()), "low": float(low), "high": float(high)}

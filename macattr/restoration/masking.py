@@ -84,3 +84,17 @@ def whole_image_l1(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Ten
         1.0
     """
     return (model(batch["lq"]).float() - batch["gt"]).abs().mean()
+
+
+def relative_l1(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Tensor:
+    """A fine-tuning loss as ``loss_of(model, batch, step)``: each sample's L1 error divided by its input's L1
+    error (at least 0.01), averaged; mild degradations then weigh as much as heavy noise.
+
+    Examples:
+        >>> batch = {"lq": torch.full((1, 3, 2, 2), 0.5), "gt": torch.ones(1, 3, 2, 2)}
+        >>> float(relative_l1(nn.Identity(), batch, 0))  # the identity keeps the input's error: 1
+        1.0
+    """
+    error = (model(batch["lq"]).float() - batch["gt"]).abs().flatten(1).mean(1)
+    scale = (batch["lq"] - batch["gt"]).abs().flatten(1).mean(1).clamp(min=0.01)
+    return (error / scale).mean()

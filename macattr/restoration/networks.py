@@ -4,9 +4,11 @@ Images are (N, 3, H, W) in [0, 1]. ``forward(x, mask)`` takes an optional pixel
 mask (N, 1, H, W), 1 = masked: masked pixels are replaced by a learned mask
 token before the network sees them (RAM's mask pre-training).
 
-SwinIR-style (Liang et al. 2021): shallow conv → residual groups of shifted-
-window attention blocks, each group closed by a 3×3 conv and a skip → layer norm
-→ conv after the body (+ shallow features) → reconstruction conv, added to the input.
+SwinIR-style (Liang et al. 2021): shallow conv → layer norm (SwinIR's patch
+embedding) → residual groups of shifted-window attention blocks, each group
+closed by a 3×3 conv and a skip → layer norm → conv after the body (+ shallow
+features) → reconstruction conv, added to the input. At SwinIR's size (dim 180,
+6 groups of 6 blocks) it has 263 candidate layers, as the RAM paper counts.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class SwinIRStyle(nn.Module):
         self.window = window
         self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.conv_first = nn.Conv2d(3, dim, 3, padding=1)
+        self.patch_norm = nn.LayerNorm(dim)  # SwinIR's patch_embed.norm
         self.layers = nn.ModuleList(ResidualGroup(dim, d, heads, window, mlp_ratio) for d in depths)
         self.norm = nn.LayerNorm(dim)
         self.conv_after_body = nn.Conv2d(dim, dim, 3, padding=1)
@@ -212,7 +215,7 @@ class SwinIRStyle(nn.Module):
             x = x * (1 - mask) + self.mask_token * mask
         padded, h, w = self._pad(x)
         shallow = self.conv_first(padded)
-        deep = shallow
+        deep = self.patch_norm(shallow.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         for group in self.layers:
             deep = group(deep)
         deep = self.norm(deep.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
