@@ -24,6 +24,7 @@ from macattr import __version__
 from macattr.layers import candidate_layers
 from macattr.plots import KINDS
 from macattr.ranking import METHODS, rank_layers
+from macattr.ranking.distributed import RankFailed, finish, init_from_environment, is_main_process
 from macattr.ranking.settings import RankSettings
 from macattr.restoration.data import degraded_batches
 from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
@@ -196,8 +197,15 @@ def _rank(args: argparse.Namespace) -> None:
     model = load_model(args.model, args.weights)
     resolve_k(args.k, len(candidate_layers(model)))
     batches = _image_batches(args.images, args.size, args.degrade, args.seed)
-    scores = rank_layers(model, batches, args.method, settings=settings, group="task" if args.per_task else None,
-                         device=args.device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
+    device = init_from_environment(args.backend, args.device)  # under torchrun: the process group, cuda:LOCAL_RANK
+    try:
+        scores = rank_layers(model, batches, args.method, settings=settings, group="task" if args.per_task else None,
+                             device=device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
+    finally:
+        main_process = is_main_process()
+        finish()
+    if not main_process:
+        return
     top = scores.top_k(args.k)
     scores.save(args.out)
     if args.ram_files:
@@ -279,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--sharpness", type=_positive_float, default=1e4, help="δ; 'inf' for the hard path")
     rank.add_argument("--patch-size", type=_positive_int, default=1)
     rank.add_argument("--seed", type=int, default=0)
-    rank.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    rank.add_argument("--device", help="cpu, cuda, cuda:1, ... (under torchrun on GPUs: cuda:LOCAL_RANK)")
+    rank.add_argument("--backend", choices=["nccl", "gloo"], help="under torchrun (default: NCCL on CUDA, Gloo on CPU)")
     rank.add_argument("--internal-batch-size", type=_positive_int)
     rank.add_argument("--checkpoint", help="resume file, updated after every image")
     rank.add_argument("--ram-files", help="also write RAM's filter_*.txt into this folder")
@@ -325,6 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (_CommandError, ValueError, TypeError, ImportError) as error:
         print(f"macattr: error: {error}", file=sys.stderr)
         return 2
+    except RankFailed as error:
+        print(f"macattr: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,6 +28,7 @@ from macattr.accumulators import ScoreSum
 from macattr.layers import LayerSpecs, candidate_layers, execution_order
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor
+from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.scorers import Scorer, attribution_scorer, gradnorm_scorer, structural_scores
 from macattr.ranking.settings import ATTRIBUTION_METHODS, METHODS, STRUCTURAL_METHODS, RankSettings
 from macattr.scores import LayerScores, resolve_k
@@ -49,6 +50,7 @@ def rank_layers(
     device: Union[None, str, torch.device] = None,
     progress: bool = True,
     checkpoint: Optional[PathLike] = None,
+    distributed: Optional[bool] = None,
     **options: Any,
 ) -> LayerScores:
     """Score every candidate layer of ``model`` over the images of ``loader``.
@@ -71,7 +73,12 @@ def rank_layers(
         progress: show a progress bar.
         checkpoint: a JSON file updated atomically after every batch; a run with
             the same settings and the same images resumes from it, whatever
-            its batch sizes.
+            its batch sizes (one file per process under ``torch.distributed``,
+            and then the same number of processes and batches).
+        distributed: share the batches among the processes of the initialised
+            ``torch.distributed`` group (None: whenever one is initialised;
+            False: never). Every process gets the same loader and returns the
+            same scores; see [`macattr.ranking.distributed`][macattr.ranking.distributed].
         **options: fields of [`RankSettings`][macattr.ranking.settings.RankSettings] (``target``, ``n_steps``,
             ``mask_ratio``, ``sharpness``, ``patch_size``, ``baselines``,
             ``seed``, ``samples_per_group``, ``max_images``,
@@ -93,7 +100,7 @@ def rank_layers(
     """
     settings = RankSettings.from_options(method, settings, options)
     candidates = candidate_layers(model, layers, exclude)
-    device = check_device("device", device)
+    device, shard = check_device("device", device), current_shard(distributed)
     if settings.method in STRUCTURAL_METHODS and loader is None:
         names = list(candidates)
         scores = structural_scores(settings.method, names, settings.seed)
@@ -107,38 +114,50 @@ def rank_layers(
             return LayerScores(structural_scores(settings.method, names, settings.seed), settings.method, config, 0,
                                skipped)  # fmt: skip
         total = ScoreSum(names)
-        record = Checkpoint(Path(checkpoint), settings.method, config) if checkpoint is not None else None
+        record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world)
+                  if checkpoint is not None else None)  # fmt: skip
         done = record.load(total) if record else Progress()
-        if not done.complete:
-            score, cursor = _scorer(settings, model, [candidates[n] for n in names], loss), StreamCursor(done)
-            bar = tqdm(disable=not progress, unit="batch", desc=f"rank_layers[{settings.method}]", leave=False)
-            for batch, rows, indices in _pending(batches, group, settings, cursor):
+        if not done.complete or shard.world > 1:  # every process runs the same collectives
+            score = _scorer(settings, model, [candidates[n] for n in names], loss)
+            cursor = StreamCursor(done, same_batches=shard.world > 1)
+            bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{settings.method}]",
+                       leave=False)  # fmt: skip
+
+            def work(item: Tuple[Selected, List[int], List[int]]) -> int:
+                batch, rows, indices = item
                 if rows:
                     y = None if batch.y is None else batch.y[rows].to(run_device)
                     total.update(score(batch.x[rows].to(run_device), y, indices))
                 if record and cursor.position >= done.samples:  # not before the checkpoint's images are checked
-                    record.save(total, Progress(cursor.position, cursor.digest))
+                    record.save(total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
                 bar.update()
                 bar.set_postfix(images=total.images)
+                return batch.number
+
+            shard.run_rounds(_pending(batches, group, settings, cursor, shard), work)
             bar.close()
             if record:
-                record.save(total, Progress(cursor.position, cursor.digest, complete=True))
+                record.save(total, Progress(cursor.position, cursor.digest, True, cursor.batches))
+    shard.combine(total)
     if total.images == 0:
         raise ValueError("the loader yielded no images to rank")
     return LayerScores(total.compute(), settings.method, config, total.images, skipped)
 
 
 def _pending(
-    batches: Iterable[Any], group: Group, settings: RankSettings, cursor: StreamCursor
+    batches: Iterable[Any], group: Group, settings: RankSettings, cursor: StreamCursor, shard: Shard
 ) -> Iterator[Tuple[Selected, List[int], List[int]]]:
-    """Per batch: the batch, its rows still to score, and their indices among the analysed images.
+    """Per batch: the batch, its rows this process still has to score, and their indices among the analysed
+    images.
 
-    Rows scored before the checkpoint are left out; the cursor checks that they are the same images.
+    Rows scored before the checkpoint are left out, and so are batches of other processes; the cursor checks
+    that the checkpoint's samples are the same images.
     """
     selection = Selection(settings.samples_per_group, settings.max_images, {})
     for batch in analysed_batches(batches, group, selection, settings.method == "gradnorm"):
         already = cursor.advance(batch.x)
-        todo = [(row, index) for row, index in zip(batch.keep, batch.indices) if row >= already]
+        mine = shard.owns(batch.number)
+        todo = [(row, index) for row, index in zip(batch.keep, batch.indices) if row >= already and mine]
         yield batch, [row for row, _ in todo], [index for _, index in todo]
     if not selection.done:
         cursor.finish()

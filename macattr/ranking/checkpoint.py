@@ -3,6 +3,9 @@
 Progress is counted in samples of the loader's stream, not in batches, so a run
 resumed with other batch sizes picks up at the right image. A fingerprint of
 every sample before that point guards against resuming with other images.
+Under ``torch.distributed`` every process keeps its own file
+(``name.rank0-of-2.json``, ...) and a resumed run must have as many processes
+and the same batches, since they decide which process scored what.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ from macattr.ranking.batches import fingerprint
 
 @dataclass
 class Progress:
-    """samples: stream position up to which the work is done; digest: fingerprint of those samples.
+    """samples: stream position up to which the work is done; digest: fingerprint of those samples;
+    batches: the loader's batches those samples came in.
 
     Examples:
         >>> Progress()
-        Progress(samples=0, digest='', complete=False)
+        Progress(samples=0, digest='', complete=False, batches=0)
     """
 
     samples: int = 0
     digest: str = ""
     complete: bool = False
+    batches: int = 0
 
 
 class StreamCursor:
@@ -43,14 +48,17 @@ class StreamCursor:
         (0, 3)
     """
 
-    def __init__(self, resume: Progress) -> None:
-        self.resume = resume
-        self.position = 0
-        self.digest = ""
+    def __init__(self, resume: Progress, same_batches: bool = False) -> None:
+        self.resume, self.same_batches = resume, same_batches
+        self.position, self.batches, self.digest = 0, 0, ""
 
     def advance(self, x: Tensor) -> int:
-        """Take the batch ``x`` (B, ...); return how many of its leading samples were done before the checkpoint."""
+        """Take the batch ``x`` (B, ...); return how many of its leading samples were done before the checkpoint.
+
+        With ``same_batches`` (several processes), the checkpoint's samples must also come in its batches.
+        """
         done = min(max(self.resume.samples - self.position, 0), x.shape[0])
+        self.batches += 1
         for sample in x:
             self.digest = fingerprint(self.digest, sample)
             self.position += 1
@@ -59,6 +67,11 @@ class StreamCursor:
                     f"the loader yields other images than the checkpoint was written with (the first "
                     f"{self.resume.samples} samples differ); pass the same data in the same order, "
                     "or another checkpoint"
+                )
+            if self.position == self.resume.samples and self.same_batches and self.batches != self.resume.batches:
+                raise ValueError(
+                    f"resuming under torch.distributed needs the batches of the interrupted run: its first "
+                    f"{self.resume.samples} samples came in {self.resume.batches} batches, here in {self.batches}"
                 )
         return done
 
@@ -80,17 +93,35 @@ class Checkpoint:
         >>> record = Checkpoint(Path(tempfile.mkdtemp()) / "run.json", "mac", {"n_steps": 8})
         >>> total = ScoreSum(["a"])
         >>> record.load(total)  # no file yet: nothing done
-        Progress(samples=0, digest='', complete=False)
+        Progress(samples=0, digest='', complete=False, batches=0)
         >>> total.update(torch.tensor([[2.0]]))
         >>> record.save(total, Progress(1, "abc"))
         >>> again = ScoreSum(["a"])
         >>> record.load(again), again.compute()
-        (Progress(samples=1, digest='abc', complete=False), {'a': 2.0})
+        (Progress(samples=1, digest='abc', complete=False, batches=0), {'a': 2.0})
     """
 
     path: Path
     method: str
     config: Dict[str, Any]
+    world: int = 1
+
+    @classmethod
+    def for_process(cls, path: Path, method: str, config: Dict[str, Any], rank: int, world: int) -> Checkpoint:
+        """Process ``rank`` of ``world``'s checkpoint for the path the user gave; refuses files of another
+        number of processes."""
+        path = Path(path)
+        mine = path if world == 1 else path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
+        pattern = f"{path.stem}.rank*-of-*{path.suffix}"
+        others = sorted({p.stem.rsplit("-of-", 1)[-1] for p in path.parent.glob(pattern)} - {str(world)})
+        if world > 1 and path.exists():
+            others.append("1")
+        if others:
+            raise ValueError(
+                f"checkpoint {path} was written by {others[0]} process(es), this run has {world}; resume with "
+                f"{others[0]} (torchrun --nproc_per_node={others[0]}), or delete its files to start again"
+            )
+        return cls(mine, method, config, world)
 
     def load(self, total: ScoreSum) -> Progress:
         """The progress recorded in the file (nothing done if there is none); loads its sums into ``total``."""
@@ -98,7 +129,8 @@ class Checkpoint:
             return Progress()
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
-            progress = Progress(int(state["samples"]), str(state["digest"]), bool(state["complete"]))
+            progress = Progress(int(state["samples"]), str(state["digest"]), bool(state["complete"]),
+                                int(state.get("batches", 0)))  # fmt: skip
             method, config, scores = state["method"], state["config"], state["scores"]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             raise ValueError(
@@ -120,5 +152,7 @@ class Checkpoint:
             "samples": progress.samples,
             "digest": progress.digest,
             "complete": progress.complete,
+            "batches": progress.batches,
+            "world": self.world,
         }
         write_text_atomic(self.path, json.dumps(document) + "\n")
