@@ -5,15 +5,18 @@ requested layers and one backward pass that takes ``∂F/∂y`` with respect to 
 captured layer outputs only (never parameter ``.grad``). Several grid points may
 share a pass (``steps_per_pass``); rows are then step-major, ``s * N + n``.
 
-The per-layer results are accumulated as the sweep goes
-([`macattr.accumulators`][macattr.accumulators]), so memory holds one pass plus, per layer, the
-running sum and the previous grid point: it does not grow with ``n_steps``.
+The per-layer results are accumulated while the backward pass runs: each
+layer's gradient is added to its running sum
+([`macattr.accumulators`][macattr.accumulators]) as soon as autograd produces
+it, and then freed. Memory holds one pass plus, per layer, the running sum and
+the previous grid point: it does not grow with ``n_steps``, and no pass holds
+the gradients of all layers at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -149,25 +152,62 @@ def _forward(recorder: LayerRecorder, run: Callable[[], Tensor]) -> Tensor:
     raise AssertionError("unreachable")
 
 
-def _gradients(recorder: LayerRecorder, scores: Tensor) -> Tuple[List[LayerTensors], List[LayerTensors]]:
-    """Layer values and ``∂(Σ F)/∂y`` of the last forward pass; layers ``F`` does not depend on get zeros."""
+def _roots(tensors: Sequence[Tensor]) -> List[Tensor]:
+    """The tensors that no other one of ``tensors`` feeds: a backward pass that reaches them passes every other.
+
+    One walk over the autograd graph below the tensors, remembering for each node whether one of the
+    tensors' nodes lies under it.
+    """
+    captured = {t.grad_fn for t in tensors}
+    below: Dict[Any, bool] = {}  # node → one of the captured nodes lies strictly under it
+    for start in captured:
+        stack = [(start, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in below:
+                continue
+            children = [child for child, _ in node.next_functions if child is not None]
+            if expanded:
+                below[node] = any(child in captured or below[child] for child in children)
+            else:
+                stack.append((node, True))
+                stack.extend((child, False) for child in children if child not in below)
+    return list({id(t): t for t in tensors if not below[t.grad_fn]}.values())
+
+
+def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[int, int, Tensor], None]) -> None:
+    """Backward from ``Σ F`` that hands ``∂F/∂y`` of every captured tensor ``j`` of layer ``i`` to
+    ``consume(i, j, grad)`` as soon as autograd has it, and stops at the earliest captured tensors.
+
+    Each gradient is used while it is fresh and then freed, so no pass holds the gradients of all layers;
+    parameters get no gradient. A tensor ``F`` does not depend on is handed zeros.
+    """
     if not scores.requires_grad:
         raise ValueError(
             "the forward function's output does not depend on its inputs through autograd "
             "(does it run under torch.no_grad() or detach its output?)"
         )
-    flat = [t for tensors in recorder.captured for t in tensors]
-    needed = [t for t in flat if t.requires_grad]
-    with torch.enable_grad():
-        found = torch.autograd.grad(scores.sum(), needed, allow_unused=True) if needed else ()
-    by_id = {id(t): g for t, g in zip(needed, found)}
-    values = [tuple(t.detach() for t in tensors) for tensors in recorder.captured]
-    grads = [tuple(_zero_if_none(by_id.get(id(t)), t) for t in tensors) for tensors in recorder.captured]
-    return values, grads
+    tracked = [(i, j, t) for i, tensors in enumerate(recorder.captured) for j, t in enumerate(tensors)]
+    waiting = {(i, j): t for i, j, t in tracked}
 
+    def hook_for(i: int, j: int) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            waiting.pop((i, j), None)
+            consume(i, j, grad)
 
-def _zero_if_none(grad: Optional[Tensor], like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad
+        return hook
+
+    handles = [t.register_hook(hook_for(i, j)) for i, j, t in tracked if t.requires_grad]
+    try:
+        roots = _roots([t for _, _, t in tracked if t.requires_grad])
+        if roots:
+            with torch.enable_grad():
+                torch.autograd.grad(scores.sum(), roots, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for (i, j), t in list(waiting.items()):
+        consume(i, j, torch.zeros_like(t))
 
 
 def _split_steps(tensors: LayerTensors, steps: int, name: str) -> LayerTensors:
@@ -343,14 +383,19 @@ def sweep(
         steps = len(alphas[chunk])
         points = points_at(alphas[chunk])
         scores = _forward(recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples))
-        values, grads = _gradients(recorder, scores)
         if not sums:
-            sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in values)
-        with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
-            for name, layer_sums, layer_values, layer_grads in zip(recorder.names, sums, values, grads):
-                by_step = zip(_split_steps(layer_values, steps, name), _split_steps(layer_grads, steps, name))
-                for acc, (value, grad) in zip(layer_sums, by_step):
-                    acc.update(value, grad, weights[chunk])
+            sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in recorder.captured)
+        values = [list(tensors) for tensors in recorder.captured]
+
+        def consume(i: int, j: int, grad: Tensor) -> None:
+            value, values[i][j] = values[i][j].detach(), None  # the pass keeps no reference once it is summed
+            name = recorder.names[i]
+            with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
+                sums[i][j].update(_split_steps((value,), steps, name)[0], _split_steps((grad,), steps, name)[0],
+                                  weights[chunk])  # fmt: skip
+
+        _backward_into(recorder, scores, consume)
+        recorder.clear()
         outputs.append(scores.detach().reshape(steps, n_samples))
 
     with LayerRecorder(layers, plan.to_layer_input, names) as recorder:
