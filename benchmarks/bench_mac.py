@@ -1,9 +1,10 @@
-"""All-layer MAC against a per-layer Captum loop and against the hardware floor, in time and memory.
+"""All-layer MAC against Captum's per-layer loop, RAM's published loop and the hardware floor, in time and memory.
 
-    python benchmarks/bench_mac.py --quick                 # a few minutes on a 2-core CPU
-    python benchmarks/bench_mac.py --json out.json         # the full table
-    python benchmarks/bench_mac.py --device cuda --bf16    # on a GPU
-    python benchmarks/bench_mac.py --scaling docs/img      # scaling curves (PNG)
+    python benchmarks/bench_mac.py --quick                      # a few minutes on a 2-core CPU
+    python benchmarks/bench_mac.py --json out.json              # the full table
+    python benchmarks/bench_mac.py --device cuda --bf16         # on a GPU
+    python benchmarks/bench_mac.py --paper-swinir --device cuda --bf16 --images 70   # RAM's analysis net
+    python benchmarks/bench_mac.py --scaling docs/img           # scaling curves (PNG)
 
 Memory: every (network, size, n_steps, method) runs once in a fresh process, so
 its peak is that method's own (CPU: peak resident set size above the process's
@@ -22,10 +23,20 @@ Methods:
   per pass as ``LayerMAC`` chooses automatically. No exact all-layer method can
   cost less (it needs every layer's value and gradient at every grid point), so
   ``Captum s / batched floor s`` is the largest speed-up attainable (``bound``);
-- ``captum``: ``captum.attr.LayerConductance`` once per layer with its defaults
-  (Gauss-Legendre, all steps in one batch). When that is too slow for every
-  layer, a subset evenly spread through depth is timed and the time per layer
-  extrapolated linearly to all L layers (column ``captum layers timed``).
+- ``captum``: ``captum.attr.LayerConductance`` once per layer with
+  ``method="riemann_trapezoid"`` (macattr's grid; all N + 1 grid points in one
+  batch), and ``captum GL`` with Captum's default ``gausslegendre``. When that
+  is too slow for every layer, a subset evenly spread through depth is timed
+  and the time per layer extrapolated linearly to all L layers (``timed``);
+- ``RAM ref``: the RAM authors' analysis as published, re-implemented from its
+  description: one image and one grid point per pass in float32, the soft mask
+  built pixel by pixel in Python, a full backward pass (parameter gradients
+  included) and every layer hooked; a few grid points are timed and the time
+  extrapolated to all N + 1.
+
+Targets (a row passes when both hold): MAC s / batched floor s ≤ 1.05 and
+speed-up / bound ≥ 0.9; memory: peak at N = 200 / peak at N = 8 ≤ 1.10 and MAC's
+peak ≤ 1.2 × the batched floor's.
 """
 
 from __future__ import annotations
@@ -48,7 +59,10 @@ from bench_networks import NETWORKS
 from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "captum")
+METHODS = ("mac", "linear", "floor", "batched_floor", "captum", "captum_gl", "ram_reference")
+REFERENCE_STEPS = 4  # grid points the published loop is timed on
+TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 LONG_RUN_S = 20.0  # a first run this long is timed once: warm-up effects are negligible against it
 MIN_TIMED_S = 3.0
 MAX_REPS = 12
@@ -99,15 +113,63 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
         _floor(forward, target, x, n_steps)
     elif method == "batched_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"])
-    elif method == "captum":
+    elif method in ("captum", "captum_gl"):
         from captum.attr import LayerConductance
 
+        rule = "riemann_trapezoid" if method == "captum" else "gausslegendre"
         for layer in config["captum_chosen"]:
             LayerConductance(forward, layers[layer]).attribute(
-                x, target=target, n_steps=n_steps, internal_batch_size=config.get("captum_internal_batch_size")
-            )
+                x, target=target, n_steps=n_steps, method=rule,
+                internal_batch_size=config.get("captum_internal_batch_size"),
+            )  # fmt: skip
+    elif method == "ram_reference":
+        _ram_reference(forward, target, layers, x, n_steps, REFERENCE_STEPS)
     else:
         raise ValueError(f"unknown method {method!r}")
+
+
+def _ram_reference(forward, target, layers, x: torch.Tensor, n_steps: int, timed_steps: int) -> None:
+    """The published loop on ``timed_steps`` of the N + 1 grid points, image by image (see the module text)."""
+    outputs: List[Any] = [None] * len(layers)
+    grads: List[Any] = [None] * len(layers)
+
+    def capture(index: int):
+        def hook(module, args, output):
+            outputs[index] = output
+
+            def keep(grad):
+                grads[index] = grad
+
+            output.register_hook(keep)
+
+        return hook
+
+    handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
+    model = forward.model if hasattr(forward, "model") else forward
+    try:
+        for image in x.split(1):
+            height, width = image.shape[-2:]
+            order = torch.randperm(height * width).tolist()
+            sums: List[Any] = [0.0] * len(layers)
+            last: List[Any] = []
+            for step in range(timed_steps):
+                alpha = 0.5 + 0.5 * step / n_steps
+                mask = [0.0] * (height * width)
+                for position, pixel in enumerate(order[: math.ceil(len(order) * alpha)]):
+                    mask[pixel] = 1 / (1 + math.exp(-1e4 * (alpha - position / len(order))))
+                soft = torch.tensor(mask, device=x.device).reshape(height, width)
+                point = (image * soft).requires_grad_()
+                model.zero_grad()
+                out = forward(point)
+                (out if target is None else out[:, target]).sum().backward()
+                now = [o.detach() for o in outputs]
+                if step:
+                    sums = [c + g * (y - p) for c, g, y, p in zip(sums, grads, now, last)]
+                last = now
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.zero_grad(set_to_none=True)
 
 
 def _captum_layers(forward, target, layers, x, count: int) -> List[int]:
@@ -148,7 +210,7 @@ def _run_timed(config: Dict[str, Any], forward, target, layers, x) -> float:
 
 def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
     """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size."""
-    if config["method"] == "captum":
+    if config["method"] in ("captum", "captum_gl"):
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
     if config["method"] == "batched_floor":
         config["floor_steps"] = _automatic_steps(forward, x)
@@ -271,26 +333,37 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
                   captum_layers=args.captum_layers, reps=args.reps)  # fmt: skip
     results = measure(common, {method: {"method": method} for method in METHODS})
     layers = results["mac"]["layers"]
-    captum = results["captum"]
-    captum_all = captum["time_s"] * layers / captum["layers_covered"]
-    return dict(
+
+    def captum_all(name: str) -> float:
+        return results[name]["time_s"] * layers / results[name]["layers_covered"]
+
+    mac, batched = results["mac"], results["batched_floor"]
+    captum = captum_all("captum")
+    reference = results["ram_reference"]["time_s"] * (row["n_steps"] + 1) / REFERENCE_STEPS
+    out = dict(
         row,
         layers=layers,
-        mac_s=results["mac"]["time_s"],
+        mac_s=mac["time_s"],
         linear_s=results["linear"]["time_s"],
         floor_s=results["floor"]["time_s"],
-        batched_floor_s=results["batched_floor"]["time_s"],
-        captum_s=captum_all,
-        captum_layers_timed=captum["layers_covered"],
-        captum_internal_batch_size=captum["captum_internal_batch_size"],
-        speedup=captum_all / results["mac"]["time_s"],
-        speedup_target=0.8 * layers,
-        speedup_bound=captum_all / results["batched_floor"]["time_s"],
-        floor_ratio=results["mac"]["time_s"] / results["floor"]["time_s"],
-        mac_mb=results["mac"]["peak_mb"],
-        floor_mb=results["floor"]["peak_mb"],
-        captum_mb=captum["peak_mb"],
+        batched_floor_s=batched["time_s"],
+        captum_s=captum,
+        captum_gl_s=captum_all("captum_gl"),
+        ram_reference_s=reference,
+        captum_layers_timed=results["captum"]["layers_covered"],
+        captum_internal_batch_size=results["captum"]["captum_internal_batch_size"],
+        speedup=captum / mac["time_s"],
+        speedup_bound=captum / batched["time_s"],
+        mac_over_batched=mac["time_s"] / batched["time_s"],
+        mac_mb=mac["peak_mb"],
+        batched_floor_mb=batched["peak_mb"],
+        captum_mb=results["captum"]["peak_mb"],
     )
+    out["speedup_over_bound"] = out["speedup"] / out["speedup_bound"]
+    out["memory_over_batched"] = out["mac_mb"] / max(out["batched_floor_mb"], 1e-9)
+    out["time_pass"] = out["mac_over_batched"] <= TIME_TARGET and out["speedup_over_bound"] >= BOUND_TARGET
+    out["memory_pass"] = out["memory_over_batched"] <= MEMORY_TARGET
+    return out
 
 
 def memory_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -301,8 +374,9 @@ def memory_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
         common = dict(network=network, size=size, batch=args.batch, device=args.device, quick=args.quick,
                       threads=args.threads, bf16=args.bf16, captum_layers=1, reps=0, method="mac")  # fmt: skip
         low, high = (_in_fresh_process("memory", dict(common, n_steps=n)) for n in (8, 200))
-        out.append(dict(network=network, size=size, mb_8=low["peak_mb"], mb_200=high["peak_mb"],
-                        ratio=high["peak_mb"] / max(low["peak_mb"], 1e-9)))  # fmt: skip
+        ratio = high["peak_mb"] / max(low["peak_mb"], 1e-9)
+        out.append(dict(network=network, size=size, mb_8=low["peak_mb"], mb_200=high["peak_mb"], ratio=ratio,
+                        passed=ratio <= GROWTH_TARGET))  # fmt: skip
     return out
 
 
@@ -322,8 +396,9 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 ROW_HEADER = (
     f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'Captum s':>9s} {'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'0.8L':>6s} {'MAC/floor':>9s} "
-    f"{'MAC MB':>7s} {'floor MB':>8s} {'Captum MB':>9s}"
+    f"{'batched':>8s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} {'timed':>5s} {'speed-up':>8s} "
+    f"{'bound':>6s} {'MAC/batch':>9s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'MB ratio':>8s} "
+    f"{'time':>4s} {'mem':>4s}"
 )
 
 
@@ -331,11 +406,16 @@ def format_row(r: Dict[str, Any]) -> str:
     timed = str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
     return (
         f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['captum_s']:9.2f} {timed:>5s} "
-        f"{r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['speedup_target']:6.1f} {r['floor_ratio']:9.3f} "
-        f"{r['mac_mb']:7.1f} {r['floor_mb']:8.1f} "
-        f"{r['captum_mb']:9.1f}"
+        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['captum_s']:9.2f} "
+        f"{r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} "
+        f"{r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} {r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} "
+        f"{r['batched_floor_mb']:8.1f} {r['memory_over_batched']:8.2f} {_verdict(r['time_pass']):>4s} "
+        f"{_verdict(r['memory_pass']):>4s}"
     )
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
 
 
 def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> None:
@@ -345,10 +425,14 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
         print(format_row(r))
     if any(r["captum_internal_batch_size"] for r in rows):
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
+    print(f"targets: MAC/batch <= {TIME_TARGET} and sp/bound >= {BOUND_TARGET} (time); "
+          f"MB ratio (MAC / batched floor) <= {MEMORY_TARGET} (mem)")  # fmt: skip
     if memory:
-        print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s}")
+        print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s} "
+              f"{'<= ' + str(GROWTH_TARGET):>7s}")  # fmt: skip
         for m in memory:
-            print(f"{m['network']:12s} {m['size']:4d} {m['mb_8']:10.1f} {m['mb_200']:11.1f} {m['ratio']:6.2f}")
+            print(f"{m['network']:12s} {m['size']:4d} {m['mb_8']:10.1f} {m['mb_200']:11.1f} {m['ratio']:6.2f} "
+                  f"{_verdict(m['passed']):>7s}")  # fmt: skip
     if batches:
         print(f"\n{'grid points/pass':>16s} {'MAC s':>8s} {'floor s':>8s} {'MAC/floor':>9s} {'MAC MB':>8s}")
         for b in batches:
@@ -356,12 +440,76 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
                   f"{b['mac_mb']:8.1f}")  # fmt: skip
 
 
+def paper_swinir(args: argparse.Namespace) -> Dict[str, Any]:
+    """RAM's analysis network at the paper's size: MAC over all its layers for ``args.images`` images of
+    64 × 64, N = 200, for several images per pass; its FLOPs per grid point, the time they imply at the
+    GPU's peak rate, and the published loop extrapolated."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from macattr.restoration.networks import SwinIRStyle
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    model = SwinIRStyle(dim=180, depths=(6,) * 6, heads=6, window=8).to(device).eval()
+    forward = targets.gradient_magnitude(model)
+    layers = list(macattr.candidate_layers(model).values())
+    images = torch.rand(args.images, 3, 64, 64, device=device)
+    n_steps = args.steps[0] if args.steps else 200
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and cuda)
+    one = images[:1].clone().requires_grad_()
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)  # count the backward to the input, as the analysis runs it: no parameter gradients
+    with FlopCounterMode(display=False) as counter, autocast:
+        forward(one).sum().backward()
+    for parameter, flag in zip(model.parameters(), flags):
+        parameter.requires_grad_(flag)
+    flops = counter.get_total_flops() * (n_steps + 1) * args.images
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None) if cuda and args.bf16 else None
+    rows = []
+    for per_pass in args.images_per_pass:
+        with autocast:
+            LayerMAC(forward, layers).attribute(images[:per_pass], n_steps=2, seed=0)  # warm-up
+            _sync(args.device)
+            started = time.perf_counter()
+            for batch in images.split(per_pass):
+                LayerMAC(forward, layers).attribute(batch, n_steps=n_steps, seed=0)
+            _sync(args.device)
+        seconds = time.perf_counter() - started
+        rows.append(dict(images_per_pass=per_pass, seconds=seconds, tflops=flops / seconds / 1e12,
+                         fraction_of_peak=None if peak is None else flops / seconds / peak))  # fmt: skip
+    _sync(args.device)
+    started = time.perf_counter()
+    _ram_reference(forward, None, layers, images[:1], n_steps, REFERENCE_STEPS)
+    _sync(args.device)
+    reference = (time.perf_counter() - started) / REFERENCE_STEPS * (n_steps + 1) * args.images
+    result = dict(device=name, layers=len(layers), images=args.images, n_steps=n_steps, bf16=args.bf16 and cuda,
+                  flops_per_grid_point=counter.get_total_flops(), total_tflop=flops / 1e12,
+                  lower_bound_s=None if peak is None else flops / peak, rows=rows,
+                  ram_reference_s=reference)  # fmt: skip
+    print(
+        f"paper-size SwinIR: {len(layers)} layers, {args.images} images of 64 x 64, N = {n_steps}, {name}, "
+        f"bf16={result['bf16']}"
+    )
+    print(f"FLOPs per grid point per image (forward + backward): {result['flops_per_grid_point'] / 1e9:.1f} GFLOP; "
+          f"all: {result['total_tflop']:.1f} TFLOP" + ("" if peak is None else
+          f"; at the peak {peak / 1e12:.0f} TFLOP/s: {result['lower_bound_s']:.2f} s"))  # fmt: skip
+    print(f"{'images/pass':>11s} {'seconds':>8s} {'TFLOP/s':>8s} {'of peak':>8s}")
+    for r in rows:
+        share = "–" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f} %"
+        print(f"{r['images_per_pass']:11d} {r['seconds']:8.2f} {r['tflops']:8.2f} {share:>8s}")
+    print(
+        f"RAM's published loop (fp32, one image and one grid point per pass), extrapolated from {REFERENCE_STEPS} "
+        f"grid points: {reference:.0f} s"
+    )
+    return result
+
+
 def scaling(folder: Path, threads: int) -> Dict[str, Any]:
     """Time of all-layer MAC (DnCNN-style, CPU) against layers, n_steps and image size; one PNG per curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -391,14 +539,14 @@ def scaling(folder: Path, threads: int) -> Dict[str, Any]:
     for name, (values, run, label) in curves.items():
         seconds = [run(v) for v in values]
         out[name] = dict(zip(map(str, values), seconds))
-        figure, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+        figure = Figure(figsize=(5, 3.5), layout="constrained")
+        ax = figure.add_subplot()
         ax.plot(values, seconds, "o-")
         ax.set_xlabel(label)
         ax.set_ylabel("seconds")
         ax.set_ylim(bottom=0)
         ax.set_title(f"all-layer MAC time vs {name} (DnCNN-style, CPU)")
         figure.savefig(folder / f"scaling_{name}.png", dpi=110)
-        plt.close(figure)
         print(f"scaling {name}: " + ", ".join(f"{v}: {s:.2f} s" for v, s in zip(values, seconds)))
     return out
 
@@ -417,6 +565,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], help="n_steps list, e.g. 32,200")
     parser.add_argument("--scaling", help="folder for the scaling plots (skips the main table)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the n_steps = 8 vs 200 memory table")
+    parser.add_argument("--paper-swinir", action="store_true", help="RAM's analysis network at the paper's size")
+    parser.add_argument("--images", type=int, default=70, help="--paper-swinir: images of 64 x 64")
+    parser.add_argument("--images-per-pass", type=lambda t: [int(v) for v in t.split(",")], default=[1, 7, 14],
+                        help="--paper-swinir: images per attribution call, e.g. 1,7,14")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -425,6 +577,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         os._exit(0)  # the result is out; skip interpreter teardown, which has aborted CUDA workers
     if args.scaling:
         results: Dict[str, Any] = {"scaling": scaling(Path(args.scaling), args.threads)}
+    elif args.paper_swinir:
+        results = {"paper_swinir": paper_swinir(args)}
     else:
         default = "dncnn,swinir,resnet18" if args.device.startswith("cuda") else "dncnn,swinir-small,resnet18"
         args.networks = [n.strip() for n in (args.networks or default).split(",") if n.strip()]
