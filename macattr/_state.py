@@ -9,16 +9,26 @@ raises: each module's train/eval flag, each parameter's ``requires_grad`` and
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator, List
+from typing import Iterable, Iterator, List, Optional
 
 import torch
 from torch import nn
 
+from macattr.targets import ReducedModel
+
+
+def model_of(forward_func: object) -> Optional[nn.Module]:
+    """The network behind a forward function: the model a target wraps, a module, or a bound method's owner."""
+    if isinstance(forward_func, ReducedModel) and isinstance(forward_func.model, nn.Module):
+        return forward_func.model
+    owner = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
 
 def modules_of(forward_func: object) -> List[nn.Module]:
-    """The modules a forward function is made of: itself if a module, or the owner of a bound method."""
-    owner = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
-    return list(owner.modules()) if isinstance(owner, nn.Module) else []
+    """The modules a forward function is made of (its wrapper included): none when the model is unknown."""
+    owner = forward_func if isinstance(forward_func, nn.Module) else model_of(forward_func)
+    return list(owner.modules()) if owner is not None else []
 
 
 @contextmanager

@@ -18,6 +18,7 @@ Captum's ``NoiseTunnel``.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,10 +27,10 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_finite, check_int
-from macattr._state import modules_of, preserved_state
+from macattr._state import model_of, modules_of, preserved_state
 from macattr.engine import SweepPlan, SweepResult, sweep
 from macattr.paths import QUADRATURES, IntegrationPath, LinearPath, MaskAttributionPath, interval_of
-from macattr.targets import ReducedModel, TargetIndex
+from macattr.targets import TargetIndex
 
 Attribution = Union[Tensor, Tuple[Tensor, ...]]
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
@@ -47,7 +48,17 @@ def _format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
         check_finite(f"inputs[{index}]" if len(items) > 1 else "inputs", x)
     if len({x.shape[0] for x in items}) != 1:
         raise ValueError(f"inputs must share the batch size N, got {[x.shape[0] for x in items]}")
+    if items[0].shape[0] == 0:
+        raise ValueError("inputs must hold at least one sample (N >= 1), got N = 0")
     return tuple(x.detach() for x in items)
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether ``shape`` broadcasts to exactly ``target`` (checked by hand: ``torch.broadcast_shapes`` imports
+    sympy, 35 MB, on its first call)."""
+    if len(shape) > len(target):
+        return False
+    return all(size in (1, wanted) for size, wanted in zip(reversed(shape), reversed(target)))
 
 
 def _format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
@@ -63,11 +74,7 @@ def _format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple
             b = torch.tensor(float(b))
         if not isinstance(b, Tensor):
             raise TypeError(f"baselines[{index}] must be a number or a tensor, got {type(b).__name__}")
-        try:
-            broadcast = torch.broadcast_shapes(b.shape, x.shape)
-        except RuntimeError:
-            broadcast = None
-        if broadcast != x.shape:
+        if not _broadcasts_to(b.shape, x.shape):
             raise ValueError(
                 f"baselines[{index}] of shape {tuple(b.shape)} does not broadcast to the input shape {tuple(x.shape)}"
             )
@@ -75,14 +82,6 @@ def _format_baselines(baselines: Baselines, inputs: Tuple[Tensor, ...]) -> Tuple
         check_finite(f"baselines[{index}]", b)
         out.append(b)
     return tuple(out)
-
-
-def _model_of(forward_func: Callable) -> Optional[nn.Module]:
-    """The network behind a forward function: the model a target wraps, a module, or a bound method's owner."""
-    if isinstance(forward_func, ReducedModel) and isinstance(forward_func.model, nn.Module):
-        return forward_func.model
-    owner = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
 
 
 def _format_layers(
@@ -95,7 +94,7 @@ def _format_layers(
         raise TypeError("layer must be an nn.Module or a non-empty list of nn.Modules")
     if len({id(m) for m in layers}) != len(layers):
         raise ValueError("layer lists the same module more than once")
-    model = _model_of(forward_func)
+    model = model_of(forward_func)
     if model is None:
         return layers, [type(m).__name__ for m in layers]
     names = {id(m): name or "(model)" for name, m in model.named_modules()}
@@ -143,8 +142,10 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         train_mode: run the model in the train/eval mode it is in. By default it
             runs in eval mode (BatchNorm uses its running statistics, dropout is
             off), so attributions are deterministic and no buffer changes; with
-            ``train_mode=True`` the buffers it updates are put back afterwards.
-            Either way every module's mode is restored.
+            ``train_mode=True`` the buffers it updates are put back afterwards,
+            and each pass holds one grid point (BatchNorm's batch statistics
+            would otherwise mix grid points). Either way every module's mode is
+            restored.
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
@@ -171,10 +172,19 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         if not isinstance(train_mode, bool):
             raise TypeError(f"train_mode must be True or False, got {train_mode!r}")
+        if model_of(forward_func) is None:
+            warnings.warn(
+                "the model behind forward_func is unknown (a plain function): only the attributed layers and their "
+                "sub-modules are put in eval mode and restored; pass the model, a bound method or a macattr.targets "
+                "wrapper to cover the whole network",
+                UserWarning,
+                stacklevel=3,
+            )
         self.layers, self.layer_names, self.train_mode = layers, names, train_mode
         self.path = LinearPath() if path is None else path
         if not callable(getattr(self.path, "bind", None)):
             raise TypeError(f"path must be a path object with interval() and bind(), got {type(self.path).__name__}")
+        interval_of(self.path)
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -251,17 +261,23 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         formatted = _format_inputs(inputs)
         bases = _format_baselines(baselines, formatted)
         n_samples = formatted[0].shape[0]
-        steps_per_pass, group = None, n_samples
+        # in train mode BatchNorm's batch statistics would mix grid points: one grid point per pass
+        steps_per_pass, group = (1 if self.train_mode else None), n_samples
         if internal_batch_size is not None:
             check_int("internal_batch_size", internal_batch_size, 1)
-            steps_per_pass, group = max(1, internal_batch_size // n_samples), min(internal_batch_size, n_samples)
-        plan = SweepPlan(check_int("n_steps", n_steps, 1), self.rule, method, steps_per_pass,
-                         bool(attribute_to_layer_input))  # fmt: skip
+            group = min(internal_batch_size, n_samples)
+            steps_per_pass = 1 if self.train_mode else max(1, internal_batch_size // n_samples)
+        for name, flag in (("return_convergence_delta", return_convergence_delta),
+                           ("attribute_to_layer_input", attribute_to_layer_input)):  # fmt: skip
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        plan = SweepPlan(check_int("n_steps", n_steps, 1), self.rule, method, steps_per_pass, attribute_to_layer_input)
         extra = additional_forward_args
         extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
         points_at = path.bind(formatted, bases) if group < n_samples else None
         parts = []
-        with preserved_state(modules_of(self.forward_func) + self.layers, self.train_mode):
+        layer_modules = [m for layer in self.layers for m in layer.modules()]
+        with preserved_state(modules_of(self.forward_func) + layer_modules, self.train_mode):
             for first in range(0, n_samples, group):
                 rows = slice(first, first + group)
                 part_path = path if points_at is None else _Rows(path, points_at, n_samples, rows)
@@ -281,8 +297,9 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         if not return_convergence_delta:
             return formatted
         change = result.end_outputs - result.start_outputs
+        n = change.shape[0]  # a layer with k rows per sample (window attention) sums all k of each
         deltas = [
-            sum(t.flatten(1).sum(1) for t in tensors).to(change.dtype) - change for tensors in result.attributions
+            sum(t.reshape(n, -1).sum(1) for t in tensors).to(change.dtype) - change for tensors in result.attributions
         ]
         return formatted, (deltas[0] if single else deltas)
 
@@ -399,8 +416,8 @@ class LayerMAC(LayerPathConductance):
             try:
                 path = MaskAttributionPath(**path_options)
             except TypeError as error:
-                raise TypeError(f"LayerMAC.attribute: {error}; the mask path's options are mask_ratio, sharpness, "
-                                "patch_size, thresholds, seed") from None  # fmt: skip
+                options = "mask_ratio, sharpness, patch_size, thresholds, seed, mask_dims, order, descending, exclude"
+                raise TypeError(f"LayerMAC.attribute: {error}; the mask path's options are {options}") from None
         return self._attribute_along(
             path, inputs, baselines, target, additional_forward_args, n_steps, method,
             internal_batch_size, return_convergence_delta, attribute_to_layer_input,

@@ -21,8 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from macattr._checks import check_choice, check_int
 from macattr.accumulators import ConductanceSum, GradientSum
-from macattr.paths import IntegrationPath, interval_of, quadrature
+from macattr.paths import QUADRATURES, IntegrationPath, interval_of, quadrature
 from macattr.targets import TargetIndex, expand_target, select_target
 
 LayerTensors = Tuple[Tensor, ...]
@@ -158,7 +159,7 @@ def _roots(tensors: Sequence[Tensor]) -> List[Tensor]:
     One walk over the autograd graph below the tensors, remembering for each node whether one of the
     tensors' nodes lies under it.
     """
-    captured = {t.grad_fn for t in tensors}
+    captured = {t.grad_fn for t in tensors if t.grad_fn is not None}
     below: Dict[Any, bool] = {}  # node → one of the captured nodes lies strictly under it
     for start in captured:
         stack = [(start, False)]
@@ -172,7 +173,8 @@ def _roots(tensors: Sequence[Tensor]) -> List[Tensor]:
             else:
                 stack.append((node, True))
                 stack.extend((child, False) for child in children if child not in below)
-    return list({id(t): t for t in tensors if not below[t.grad_fn]}.values())
+    # a tensor without a node (an input leaf, a bare parameter) has nothing under it: a root
+    return list({id(t): t for t in tensors if t.grad_fn is None or not below[t.grad_fn]}.values())
 
 
 def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[int, int, Tensor], None]) -> None:
@@ -210,16 +212,15 @@ def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[i
         consume(i, j, torch.zeros_like(t))
 
 
-def _split_steps(tensors: LayerTensors, steps: int, name: str) -> LayerTensors:
-    out = []
-    for t in tensors:
-        if t.dim() == 0 or t.shape[0] % steps:
-            raise ValueError(
-                f"layer {name!r} has a tensor of shape {tuple(t.shape)} without the batch as its first dimension; "
-                "attribution needs layer tensors of shape (N, ...)"
-            )
-        out.append(t.reshape(steps, -1, *t.shape[1:]))
-    return tuple(out)
+def _split_steps(tensor: Tensor, steps: int, rows: int, name: str) -> Tensor:
+    """(steps · rows, ...) → (steps, rows, ...); ``rows`` is what one grid point gives this tensor (N, or N · k)."""
+    if tensor.dim() == 0 or tensor.shape[0] != steps * rows:
+        raise ValueError(
+            f"layer {name!r} has a tensor of shape {tuple(tensor.shape)} whose first dimension is not the batch "
+            f"({rows} rows per grid point, {steps} grid points in this pass); attribution needs layer tensors of "
+            "shape (N, ...) or (N · k, ...), batch first"
+        )
+    return tensor.reshape(steps, rows, *tensor.shape[1:])
 
 
 @dataclass
@@ -242,6 +243,8 @@ class SweepResult:
     @staticmethod
     def concatenate(parts: Sequence[SweepResult]) -> SweepResult:
         """The results of sweeps over consecutive groups of samples, as one result over all of them."""
+        if not parts:
+            raise ValueError("concatenate needs at least one SweepResult")
         if len(parts) == 1:
             return parts[0]
         attributions = [
@@ -253,7 +256,8 @@ class SweepResult:
 
 
 def saved_activation_bytes(run: Callable[[], object]) -> int:
-    """Bytes autograd saves for backward while ``run()`` runs, parameters (leaves that require grad) excluded.
+    """Bytes autograd saves for backward while ``run()`` runs; leaves that require grad (parameters, the
+    inputs themselves) are not counted.
 
     Examples:
         >>> x = torch.rand(8, 4, requires_grad=True)
@@ -323,10 +327,17 @@ class SweepPlan:
     steps_per_pass: Optional[int] = None
     to_layer_input: bool = False
 
+    def __post_init__(self) -> None:
+        check_int("n_steps", self.n_steps, 1)
+        check_choice("rule", self.rule, sorted(RULES))
+        check_choice("method", self.method, QUADRATURES)
+        if self.steps_per_pass is not None:
+            check_int("steps_per_pass", self.steps_per_pass, 1)
+        if not isinstance(self.to_layer_input, bool):
+            raise TypeError(f"to_layer_input must be True or False, got {self.to_layer_input!r}")
+
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
         """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {sorted(RULES)}, got {self.rule!r}")
         nodes, weights = quadrature(self.method, self.n_steps + (self.rule == "conductance"))
         start, end = interval_of(path)
         return start + (end - start) * nodes, (end - start) * weights
@@ -377,22 +388,23 @@ def sweep(
     n_samples = inputs[0].shape[0]
     points_at = path.bind(inputs, baselines)
     sums: List[List] = []
+    rows: List[List[int]] = []
     outputs: List[Tensor] = []
 
     def run(chunk: slice, recorder: LayerRecorder) -> None:
         steps = len(alphas[chunk])
         points = points_at(alphas[chunk])
         scores = _forward(recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples))
-        if not sums:
+        if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
             sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in recorder.captured)
+            rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
         values = [list(tensors) for tensors in recorder.captured]
 
         def consume(i: int, j: int, grad: Tensor) -> None:
             value, values[i][j] = values[i][j].detach(), None  # the pass keeps no reference once it is summed
-            name = recorder.names[i]
+            split = [_split_steps(t, steps, rows[i][j], recorder.names[i]) for t in (value, grad)]
             with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
-                sums[i][j].update(_split_steps((value,), steps, name)[0], _split_steps((grad,), steps, name)[0],
-                                  weights[chunk])  # fmt: skip
+                sums[i][j].update(*split, weights[chunk])
 
         _backward_into(recorder, scores, consume)
         recorder.clear()

@@ -204,7 +204,10 @@ class MaskAttributionPath:
     each); every cell ``i`` gets a threshold ``α_i`` and goes from the baseline
     to the input as ``x'_i + (x_i − x'_i) σ(δ (α − α_i))``. The thresholds of the
     K cells that take part are ``k / K``, k = 1..K, in reveal order: at the start
-    a fraction ``mask_ratio`` of them is masked, at the end none.
+    a fraction ``mask_ratio`` of them is masked, at the end none (on the hard
+    path; with a finite ``δ`` a cell is half revealed at its own threshold, so
+    the cell with threshold 1 is half revealed at the end point, and the
+    convergence delta is taken against ``F`` at these real end points).
 
     Args:
         mask_ratio: ``r`` in (0, 1]; the start point has a fraction ``r`` of its
@@ -388,8 +391,8 @@ class MaskAttributionPath:
     def reveal(self, alphas: Tensor, thresholds: Tensor) -> Tensor:
         """How much of each cell is revealed: (S,) × (N, cells...) → float64 (S, N, cells...) in [0, 1]."""
         distance = alphas.to(thresholds).reshape(-1, *([1] * thresholds.dim())) - thresholds[None]
-        if math.isinf(self.sharpness):
-            return (distance >= 0).to(torch.float64)
+        if math.isinf(self.sharpness):  # the tolerance keeps 1 − r from rounding below a threshold it equals
+            return (distance >= -1e-12).to(torch.float64)
         return torch.sigmoid(self.sharpness * distance)
 
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> PointsFn:

@@ -108,6 +108,20 @@ def describe(scores: LayerScores) -> str:
     return ", ".join(parts)
 
 
+def score_label(scores: LayerScores) -> str:
+    """What a score is, for axis labels.
+
+    Examples:
+        >>> score_label(LayerScores({"a": 1.0}, "gradnorm"))
+        'score (sum over images of ‖∇θ L‖ / ‖θ‖)'
+    """
+    if scores.method == "gradnorm":
+        return "score (sum over images of ‖∇θ L‖ / ‖θ‖)"
+    if scores.method in ("random", "uniform", "last"):
+        return f"score ({scores.method} order)"
+    return "score (sum over images of mean |attribution|)"
+
+
 def wants_log(values: np.ndarray) -> bool:
     """Whether a log scale reads better: all values > 0 and spanning more than two decades."""
     finite = values[np.isfinite(values)]
@@ -211,7 +225,7 @@ def _heatmap(
         ax.add_patch(Rectangle((cols.index(role) - 0.5, rows.index(block) - 0.5), 1, 1, fill=False, edgecolor=MARK,
                                lw=1.6))  # fmt: skip
     if colorbar:
-        fig.colorbar(image, ax=ax, label="score (sum over images of mean |attribution|)")
+        fig.colorbar(image, ax=ax, label=score_label(scores))
     ax.set_title(
         (title or f"{describe(scores)} layer importance") + (f", top {len(marked)} outlined" if marked else "")
     )
@@ -225,7 +239,7 @@ def _bars(scores: LayerScores, marked: set, ax: Optional[Axes], log: bool, title
     ax.barh(range(len(names)), [scores[n] for n in names], color=colours, log=log)
     ax.set_yticks(range(len(names)), names, fontsize=max(5, min(8, 500 / len(names))))
     ax.invert_yaxis()
-    ax.set_xlabel("score (sum over images of mean |attribution|)")
+    ax.set_xlabel(score_label(scores))
     ax.set_ylabel("layer (in depth order)")
     if marked:
         from matplotlib.patches import Patch
@@ -267,7 +281,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
         colour = PALETTE[index % len(PALETTE)]
         y = np.array([scores.get(n, np.nan) for n in names], dtype=float)
         if several:
-            y = y / np.nanmax(y)
+            y = y / (np.nanmax(y) or 1.0)
         base = np.nanmin(y[y > 0]) / 2 if log else 0.0
         ax.vlines(x, base, y, color=colour, lw=0.9 if count <= 60 else 0.5, alpha=0.5 if several else 0.8, zorder=2)
         ax.scatter(x, y, s=size, color=colour, zorder=3, label=describe(scores))
@@ -285,7 +299,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     if count <= 40:
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("depth (order in which the layers run)")
-    ax.set_ylabel("score / highest score of its method" if several else "score (sum of mean |attribution|)")
+    ax.set_ylabel("score / highest score of its method" if several else score_label(sets[0]))
     if several:
         ax.legend(handles=handles, loc="best")
     elif marked[0]:
@@ -344,7 +358,8 @@ def plot_comparison(
     if not allow_partial:
         check_common(sets, labels or [s.method for s in sets])
     result = agreement(sets, top_k if top_k is not None else 0.1, labels)
-    relative = [LayerScores({n: v / max(s.values()) for n, v in s.items()}, s.method, s.config, s.images) for s in sets]
+    relative = [LayerScores({n: v / (max(s.values()) or 1.0) for n, v in s.items()}, s.method, s.config, s.images)
+                for s in sets]  # fmt: skip
     values = np.concatenate([np.asarray(list(s.values())) for s in relative])
     positive = values[values > 0]
     with rc_context(STYLE):
@@ -359,8 +374,7 @@ def plot_comparison(
             norm: Normalize = LogNorm(positive.min(), 1.0) if log else Normalize(0.0, 1.0)
             axes = top.subplots(rows, columns, squeeze=False).flatten()
             for ax, scores_, label in zip(axes, relative, result.labels):
-                with rc_context(STYLE):
-                    _heatmap(scores_, set(scores_.top_k(top_k)) if top_k else set(), ax, log, label, norm, False)
+                _heatmap(scores_, set(scores_.top_k(top_k)) if top_k else set(), ax, log, label, norm, False)
             for ax in axes[len(sets) :]:
                 ax.set_visible(False)
             top.colorbar(axes[0].images[0], ax=list(axes[: len(sets)]), label="score / highest score of its method")

@@ -128,6 +128,7 @@ def test_non_finite_inputs_are_refused(bad: float) -> None:
         LayerMAC(targets.output_sum(model), model.head).attribute(X, baselines=x)
 
 
+@pytest.mark.filterwarnings("ignore:the model behind forward_func is unknown")
 def test_bad_inputs_types_are_refused() -> None:
     model = residual_net(0)
     with pytest.raises(TypeError, match="inputs"):
@@ -138,6 +139,7 @@ def test_bad_inputs_types_are_refused() -> None:
         LayerPathConductance(lambda a, b: a.sum((1, 2, 3)), nn.Identity()).attribute((X, X[:1]))
 
 
+@pytest.mark.filterwarnings("ignore:the model behind forward_func is unknown")
 def test_bad_layers_are_refused() -> None:
     model = residual_net(0)
     forward = targets.output_sum(model)
@@ -157,6 +159,7 @@ def test_bad_layers_are_refused() -> None:
         LayerPathConductance(forward, model.head, path="linear")
 
 
+@pytest.mark.filterwarnings("ignore:the model behind forward_func is unknown")
 def test_forward_function_must_return_one_scalar_per_sample() -> None:
     model = residual_net(0)
     with pytest.raises(ValueError, match="one scalar per sample"):
@@ -165,6 +168,7 @@ def test_forward_function_must_return_one_scalar_per_sample() -> None:
         LayerMAC(lambda x: model(x).sum(), model.head).attribute(X, n_steps=2)
 
 
+@pytest.mark.filterwarnings("ignore:the model behind forward_func is unknown")
 def test_forward_without_autograd_is_refused() -> None:
     model = residual_net(0)
 

@@ -151,8 +151,9 @@ def analyze(run: Run, ratio: Optional[float] = None) -> LayerScores:
     folder = _ratio_folder(run, ratio) / "analyze"
     if (folder / "scores.json").exists():
         return LayerScores.load(folder / "scores.json")
+    weights = pretrain(run, ratio)
     started = time.perf_counter()
-    model = load_model(run, pretrain(run, ratio))
+    model = load_model(run, weights)
     scores = _rank(run, model, "mac", folder / "scores.json", mask_ratio=ratio)
     write_ram_files(scores, folder)
     for kind in ("heatmap", "profile"):
@@ -173,12 +174,13 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     final = folder / "model.pt"
     if final.exists():
         return final
-    started = time.perf_counter()
     if names is None:
         names = analyze(run, ratio).top_k(run.k)
+    weights = pretrain(run, ratio)
+    started = time.perf_counter()
     cfg, size, batch = run.settings["finetune"], run.settings["size"][run.arch], run.settings["batch"]
     photos = photographs("train")
-    model = load_model(run, pretrain(run, ratio))
+    model = load_model(run, weights)
     with macattr.freeze_except(model, names) as trainable:
         run.log(f"{folder.relative_to(run.out)}: {len(names)} layers, {trainable.trainable:,} of "
                 f"{trainable.total:,} parameters trainable ({100 * trainable.fraction:.1f} %)")  # fmt: skip
@@ -312,9 +314,9 @@ def robustness(run: Run) -> Dict[str, Any]:
     model = load_model(run, pretrain(run))
     cfg, variants = run.settings["analyze"], run.settings["robustness"]
     folder = run.out / "robustness"
-    cases = [(f"seed {s}", dict(seed=s)) for s in variants["seeds"]]
-    cases += [(f"{n} images per task", dict(per_task=n)) for n in variants["per_task"]]
+    cases = [(f"{n} images per task", dict(per_task=n)) for n in variants["per_task"]]
     cases += [(f"N = {n}", dict(n_steps=n)) for n in variants["n_steps"]]
+    cases += [(f"seed {s}", dict(seed=s)) for s in variants["seeds"]]
     table = {}
     for label, change in cases:
         seed = change.pop("seed", 0)

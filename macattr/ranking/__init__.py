@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -60,9 +61,10 @@ def rank_layers(
             with an integer ``target``.
         loader: an iterable of batches: tensors (B, C, H, W), tuples/lists whose
             first item is the input, or dicts with ``"lq"`` (BasicSR/RAM) or
-            ``"input"``. Not needed for "random" and "uniform".
-        method: "mac", "ig", "conductance", "gradnorm", "random" or "uniform"
-            (see [`RankSettings`][macattr.ranking.settings.RankSettings]).
+            ``"input"``. Not needed for "random", "uniform" and "last" (which
+            then follow registration order instead of depth).
+        method: "mac", "ig", "conductance", "gradnorm", "random", "uniform" or
+            "last" (see [`RankSettings`][macattr.ranking.settings.RankSettings]).
         settings: a [`RankSettings`][macattr.ranking.settings.RankSettings]; ``options`` override its fields.
         layers: which modules are candidates (see [`candidate_layers()`][macattr.layers.candidate_layers]).
         exclude: modules to leave out of the candidates.
@@ -80,8 +82,8 @@ def rank_layers(
             False: never). Every process gets the same loader and returns the
             same scores; see [`macattr.ranking.distributed`][macattr.ranking.distributed].
         **options: fields of [`RankSettings`][macattr.ranking.settings.RankSettings] (``target``, ``n_steps``,
-            ``mask_ratio``, ``sharpness``, ``patch_size``, ``baselines``,
-            ``seed``, ``samples_per_group``, ``max_images``,
+            ``mask_ratio``, ``sharpness``, ``patch_size``, ``mask_dims``,
+            ``baselines``, ``seed``, ``samples_per_group``, ``max_images``,
             ``internal_batch_size``, ``train_mode``).
 
     Returns:
@@ -102,46 +104,77 @@ def rank_layers(
     candidates = candidate_layers(model, layers, exclude)
     device, shard = check_device("device", device), current_shard(distributed)
     if settings.method in STRUCTURAL_METHODS and loader is None:
-        names = list(candidates)
-        scores = structural_scores(settings.method, names, settings.seed)
-        return LayerScores(scores, settings.method, _config(settings, names))
+        return _in_registration_order(settings, list(candidates))
     batches = _nonempty(loader, settings.method)
     with _on_device(model, device) as run_device, preserved_state(model.modules(), settings.train_mode):
-        first, batches = _peek(batches)
-        names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(run_device), settings.method)
-        config = _config(settings, names)
-        if settings.method in STRUCTURAL_METHODS:
-            return LayerScores(structural_scores(settings.method, names, settings.seed), settings.method, config, 0,
-                               skipped)  # fmt: skip
-        total = ScoreSum(names)
-        record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world)
-                  if checkpoint is not None else None)  # fmt: skip
-        done = record.load(total) if record else Progress()
-        if not done.complete or shard.world > 1:  # every process runs the same collectives
-            score = _scorer(settings, model, [candidates[n] for n in names], loss)
-            cursor = StreamCursor(done, same_batches=shard.world > 1)
-            bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{settings.method}]",
-                       leave=False)  # fmt: skip
-
-            def work(item: Tuple[Selected, List[int], List[int]]) -> int:
-                batch, rows, indices = item
-                if rows:
-                    y = None if batch.y is None else batch.y[rows].to(run_device)
-                    total.update(score(batch.x[rows].to(run_device), y, indices))
-                if record and cursor.position >= done.samples:  # not before the checkpoint's images are checked
-                    record.save(total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
-                bar.update()
-                bar.set_postfix(images=total.images)
-                return batch.number
-
-            shard.run_rounds(_pending(batches, group, settings, cursor, shard), work)
-            bar.close()
-            if record:
-                record.save(total, Progress(cursor.position, cursor.digest, True, cursor.batches))
-    shard.combine(total)
-    if total.images == 0:
+        scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard))
+        if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
+            return scoring
+        if not scoring.done.complete or shard.world > 1:  # every process runs the same collectives
+            scoring.run(group, run_device, shard, progress)
+    shard.combine(scoring.total)
+    if scoring.total.images == 0:
         raise ValueError("the loader yielded no images to rank")
-    return LayerScores(total.compute(), settings.method, config, total.images, skipped)
+    return LayerScores(scoring.total.compute(), settings.method, scoring.config, scoring.total.images, scoring.skipped)
+
+
+@dataclass
+class _Scoring:
+    """What a ranking needs once the layers are known: the batches still to walk, the sums and the checkpoint."""
+
+    settings: RankSettings
+    batches: Iterable[Any]
+    config: Dict[str, Any]
+    skipped: Dict[str, str]
+    total: ScoreSum
+    record: Optional[Checkpoint]
+    done: Progress
+    score: Scorer
+
+    def run(self, group: Group, device: torch.device, shard: Shard, progress: bool) -> None:
+        """Score this process's share of the batches, checkpointing after each; the error protocol of ``shard``."""
+        cursor = StreamCursor(self.done, same_batches=shard.world > 1)
+        bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{self.settings.method}]",
+                   leave=False)  # fmt: skip
+
+        def work(item: Tuple[Selected, List[int], List[int]]) -> int:
+            batch, rows, indices = item
+            if rows:
+                y = None if batch.y is None else batch.y[rows].to(device)
+                self.total.update(self.score(batch.x[rows].to(device), y, indices))
+            if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
+                self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
+            bar.update()
+            bar.set_postfix(images=self.total.images)
+            return batch.number
+
+        def finish() -> None:
+            bar.close()
+            if self.record:
+                self.record.save(self.total, Progress(cursor.position, cursor.digest, True, cursor.batches))
+
+        shard.run_rounds(_pending(self.batches, group, self.settings, cursor, shard), work, finish)
+
+
+def _prepare(
+    model: nn.Module, batches: Iterable[Any], candidates: Dict[str, nn.Module], settings: RankSettings,
+    checkpoint: Optional[PathLike], loss: Optional[Callable], shard: Shard,
+) -> Union[_Scoring, LayerScores]:  # fmt: skip
+    """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
+    scores themselves for the structural methods."""
+    first, batches = _peek(batches)
+    device = next(model.parameters(), torch.empty(0)).device
+    names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(device), settings.method)
+    config = _config(settings, names)
+    if settings.method in STRUCTURAL_METHODS:
+        scores = structural_scores(settings.method, names, settings.seed)
+        return LayerScores(scores, settings.method, config, 0, skipped)
+    total = ScoreSum(names)
+    record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world)
+              if checkpoint is not None else None)  # fmt: skip
+    done = record.load(total) if record else Progress()
+    score = _scorer(settings, model, [candidates[n] for n in names], loss)
+    return _Scoring(settings, batches, config, skipped, total, record, done, score)
 
 
 def _pending(
@@ -161,6 +194,15 @@ def _pending(
         yield batch, [row for row, _ in todo], [index for _, index in todo]
     if not selection.done:
         cursor.finish()
+
+
+def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerScores:
+    """``random``, ``uniform`` or ``last`` without a loader: the layers in the order the model registers them."""
+    if settings.method != "random":
+        warnings.warn(f"method={settings.method!r} without a loader orders the layers as they are registered, not "
+                      "as they run; pass a loader to order them by depth", UserWarning, stacklevel=3)  # fmt: skip
+    scores = structural_scores(settings.method, names, settings.seed)
+    return LayerScores(scores, settings.method, _config(settings, names))
 
 
 def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ def batch_pair(batch: Any, need_target: bool = False) -> Tuple[Tensor, Optional[
     elif isinstance(batch, Mapping) and ("lq" in batch or "input" in batch):
         x = batch["lq"] if "lq" in batch else batch["input"]
         y = batch.get("gt", batch.get("target"))
+        y = y if isinstance(y, Tensor) else None
     else:
         raise TypeError(
             "a loader batch must be a tensor, a tuple/list whose first item is the input tensor, "

@@ -11,6 +11,7 @@ and the same batches, since they decide which process scored what.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict
@@ -112,8 +113,9 @@ class Checkpoint:
         number of processes."""
         path = Path(path)
         mine = path if world == 1 else path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
-        pattern = f"{path.stem}.rank*-of-*{path.suffix}"
-        others = sorted({p.stem.rsplit("-of-", 1)[-1] for p in path.parent.glob(pattern)} - {str(world)})
+        name = re.compile(re.escape(path.stem) + r"\.rank\d+-of-(\d+)" + re.escape(path.suffix))
+        found = {match.group(1) for p in path.parent.glob("*") if (match := name.fullmatch(p.name))}
+        others = sorted(found - {str(world)})
         if world > 1 and path.exists():
             others.append("1")
         if others:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Callable, Iterable, Optional, TypeVar
 
 import numpy as np
@@ -52,8 +53,8 @@ class Shard:
     def check(self, error: Optional[BaseException] = None) -> None:
         """The error check every process runs at the same points: raise if any process failed.
 
-        The failing process re-raises its own error; the others raise ``RankFailed`` with the first failing
-        rank's message.
+        The failing process re-raises its own error; the others raise ``RankFailed`` with the message of the
+        lowest-numbered failing rank.
         """
         if self.world == 1:
             if error is not None:
@@ -73,21 +74,26 @@ class Shard:
         first = next(rank for rank, text in enumerate(messages) if text is not None)
         raise RankFailed(f"rank {first} of {self.world} failed: {messages[first]}")
 
-    def run_rounds(self, items: Iterable[T], work: Callable[[T], int]) -> None:
-        """``work(item)`` for every item (it returns the item's batch number), with an error check after every
-        round of ``world`` batches and one at the end; an error anywhere stops every process."""
+    def guard(self, step: Callable[[], T]) -> T:
+        """``step()``; if it raises, the others hear of it at their next error check (and so does this one)."""
+        try:
+            return step()
+        except Exception as error:
+            self.check(error)  # raises: this error here, RankFailed in the others
+            raise
+
+    def run_rounds(self, items: Iterable[T], work: Callable[[T], int], finish: Callable[[], None]) -> None:
+        """``work(item)`` for every item (it returns the item's batch number), then ``finish()``; an error check
+        after every round of ``world`` batches and one at the end, so an error anywhere stops every process."""
         iterator = iter(items)
         while True:
-            try:
-                item = next(iterator, _END)
-                if item is _END:
-                    break
-                number = work(item)
-            except Exception as error:  # any failure of this process: tell the others, then raise it
-                self.check(error)
-                raise
+            item = self.guard(lambda: next(iterator, _END))
+            if item is _END:
+                break
+            number = self.guard(partial(work, item))
             if self.round_ends(number):
                 self.check()
+        self.guard(finish)
         self.check()
 
     def combine(self, total: ScoreSum) -> None:
@@ -145,6 +151,8 @@ def init_from_environment(backend: Optional[str], device: Optional[str],
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device
     on_gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+    if backend == "nccl" and not on_gpu:
+        raise ValueError(f"backend 'nccl' needs CUDA devices; with device={device!r} use 'gloo'")
     backend = backend or ("nccl" if on_gpu else "gloo")
     if on_gpu:
         local = int(os.environ.get("LOCAL_RANK", "0"))

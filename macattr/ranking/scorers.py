@@ -3,8 +3,9 @@
 A scorer takes the analysed images of a batch and returns a (B, L) tensor: one
 score per image and layer. Attribution scorers (``mac``, ``ig``,
 ``conductance``) score a layer by the mean over its neurons of ``|attribution|``;
-``gradnorm`` by the relative gradient norm of its own parameters. ``random`` and
-``uniform`` need no data ([`structural_scores()`][macattr.ranking.scorers.structural_scores]).
+``gradnorm`` by the relative gradient norm of its own parameters. ``random``,
+``uniform`` and ``last`` need no data
+([`structural_scores()`][macattr.ranking.scorers.structural_scores]).
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def attribution_scorer(
     """
     common = dict(target=target, n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
     if settings.method == "ig":
-        ig = LayerPathInternalInfluence(forward, layers)
+        ig = LayerPathInternalInfluence(forward, layers, train_mode=settings.train_mode)
         return lambda x, y, indices: neuron_means(ig.attribute(x, settings.baselines, **common), x.shape[0])
     if settings.method == "conductance":
-        conductance = LayerPathConductance(forward, layers)
+        conductance = LayerPathConductance(forward, layers, train_mode=settings.train_mode)
         return lambda x, y, indices: neuron_means(conductance.attribute(x, settings.baselines, **common), x.shape[0])
-    mac = LayerMAC(forward, layers)
+    mac = LayerMAC(forward, layers, train_mode=settings.train_mode)
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
         path = settings.mask_path(seeds=[image_seed(settings.seed, i) for i in indices])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int
@@ -13,9 +15,8 @@ from macattr.paths import MaskAttributionPath
 from macattr.targets import NAMED_TARGETS
 
 ATTRIBUTION_METHODS = ("mac", "ig", "conductance")
-DATA_METHODS = ATTRIBUTION_METHODS + ("gradnorm",)
 STRUCTURAL_METHODS = ("random", "uniform", "last")
-METHODS = DATA_METHODS + STRUCTURAL_METHODS
+METHODS = ATTRIBUTION_METHODS + ("gradnorm",) + STRUCTURAL_METHODS
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
 
@@ -68,7 +69,7 @@ class RankSettings:
     n_steps: int = 200
     mask_ratio: float = 0.5
     sharpness: float = 1e4
-    patch_size: int = 1
+    patch_size: Union[int, Tuple[int, ...]] = 1
     mask_dims: Union[str, Tuple[int, ...]] = "image"
     baselines: Union[float, Tensor] = 0.0
     seed: int = 0
@@ -87,6 +88,10 @@ class RankSettings:
                 check_int(name, getattr(self, name), 1)
         if isinstance(self.target, str):
             check_choice("target", self.target, sorted(NAMED_TARGETS))
+        elif isinstance(self.target, tuple) and not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.target
+        ):
+            raise TypeError(f"a tuple target must hold indices >= 0, got {self.target!r}")
         elif not isinstance(self.target, (int, tuple)) and not callable(self.target) or isinstance(self.target, bool):
             raise TypeError(
                 f"target must be a name, a class index, a tuple or a callable, got {type(self.target).__name__}"
@@ -128,7 +133,14 @@ class RankSettings:
         config = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in left_out}
         config["target"] = self.target_name
         config["mask_dims"] = self.mask_dims if isinstance(self.mask_dims, str) else list(self.mask_dims)
+        config["patch_size"] = self.patch_size if isinstance(self.patch_size, int) else list(self.patch_size)
         config["sharpness"] = "inf" if math.isinf(self.sharpness) else float(self.sharpness)
         base = self.baselines
-        config["baselines"] = float(base) if not isinstance(base, Tensor) else f"tensor{tuple(base.shape)}"
+        config["baselines"] = float(base) if not isinstance(base, Tensor) else _tensor_label(base)
         return config
+
+
+def _tensor_label(tensor: Tensor) -> str:
+    """A tensor baseline as a checkpoint records it: its shape and a fingerprint of its values."""
+    data = tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+    return f"tensor{tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
