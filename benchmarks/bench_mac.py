@@ -278,7 +278,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
         peak = (
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
-    covered = len(config["captum_chosen"]) if config["method"] == "captum" else len(layers)
+    covered = len(config["captum_chosen"]) if config["method"] in ("captum", "captum_gl") else len(layers)
     held = _held_bytes(forward, layers, x, _automatic_steps(forward, x)) if config["method"] == "mac" else 0
     return {
         "time_s": elapsed,
