@@ -233,3 +233,18 @@ def test_a_users_own_path_runs_through_the_same_engine() -> None:
     assert first.shape == (2, 4, 6, 6) and delta.abs().max() < 1e-10
     dark = forward(x * 2.0**-4)
     torch.testing.assert_close(last.flatten(1).sum(1), forward(x) - dark)
+
+
+def test_bad_order_descending_and_exclude_are_refused_by_name() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    half = torch.tensor([0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match="order must be 'random' or an importance tensor"):
+        MaskAttributionPath(order="importance")
+    with pytest.raises(TypeError, match="descending must be True or False"):
+        MaskAttributionPath(order=torch.rand(2, 8, 8), descending="yes")
+    with pytest.raises(TypeError, match="exclude must be a boolean tensor"):
+        MaskAttributionPath(exclude=torch.zeros(8, 8))
+    with pytest.raises(ValueError, match=r"order must have shape \(8, 8\) or \(2, 8, 8\), got \(2, 5, 5\)"):
+        MaskAttributionPath(order=torch.rand(2, 5, 5)).bind((x,), (torch.zeros_like(x),))(half)
+    with pytest.raises(ValueError, match=r"exclude must have shape \(8, 8\) or \(2, 8, 8\), got \(2, 5, 5\)"):
+        MaskAttributionPath(exclude=torch.zeros(2, 5, 5, dtype=torch.bool)).bind((x,), (torch.zeros_like(x),))(half)
