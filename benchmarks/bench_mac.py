@@ -23,6 +23,11 @@ Methods:
   per pass as ``LayerMAC`` chooses automatically. No exact all-layer method can
   cost less (it needs every layer's value and gradient at every grid point), so
   ``Captum s / batched floor s`` is the largest speed-up attainable (``bound``);
+- ``held floor``: the batched floor with every layer's output kept until its
+  gradient has gone by (a forward hook and a tensor hook per layer, no
+  arithmetic): what an exact all-layer method pays for holding the values
+  alone (``held/bat``); ``MAC/batch`` above it is macattr's own arithmetic and
+  Python;
 - ``captum``: ``captum.attr.LayerConductance`` once per layer with
   ``method="riemann_trapezoid"`` (macattr's grid; all N + 1 grid points in one
   batch), and ``captum GL`` with Captum's default ``gausslegendre``. When that
@@ -62,7 +67,7 @@ from bench_networks import NETWORKS
 from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "captum", "captum_gl", "ram_reference")
+METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "captum", "captum_gl", "ram_reference")
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -90,13 +95,36 @@ def _setup(config: Dict[str, Any]):
     return forward, target, layers, x
 
 
-def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1) -> None:
+def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1, layers=()) -> None:
+    """(N + 1) grid points of forward + backward to the input, ``steps_per_pass`` per pass.
+
+    ``layers``: also keep each layer's output alive until its gradient has gone by, and do nothing else with
+    it (the held floor: what holding the values costs in time, without any arithmetic on them).
+    """
     alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
-    for chunk in alphas.split(steps_per_pass):
-        point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
-        out = forward(point)
-        out = out if target is None else out[:, target]
-        torch.autograd.grad(out.sum(), point)
+    held: Dict[int, torch.Tensor] = {}
+
+    def hold(module, args, output) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            key = len(held)
+            held[key] = output
+
+            def release(grad: torch.Tensor) -> None:
+                held.pop(key, None)
+
+            output.register_hook(release)
+
+    handles = [layer.register_forward_hook(hold) for layer in layers]
+    try:
+        for chunk in alphas.split(steps_per_pass):
+            point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
+            out = forward(point)
+            out = out if target is None else out[:, target]
+            torch.autograd.grad(out.sum(), point)
+            held.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _automatic_steps(forward, x: torch.Tensor) -> int:
@@ -145,6 +173,8 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
         _floor(forward, target, x, n_steps)
     elif method == "batched_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"])
+    elif method == "held_floor":
+        _floor(forward, target, x, n_steps, config["floor_steps"], layers)
     elif method in ("captum", "captum_gl"):
         from captum.attr import LayerConductance
 
@@ -244,7 +274,7 @@ def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
     """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size."""
     if config["method"] in ("captum", "captum_gl"):
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
-    if config["method"] == "batched_floor":
+    if config["method"] in ("batched_floor", "held_floor"):
         config["floor_steps"] = _automatic_steps(forward, x)
 
 
@@ -387,6 +417,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         linear_s=results["linear"]["time_s"],
         floor_s=results["floor"]["time_s"],
         batched_floor_s=batched["time_s"],
+        held_floor_s=results["held_floor"]["time_s"],
         captum_s=captum,
         captum_gl_s=captum_all("captum_gl"),
         ram_reference_s=reference,
@@ -395,6 +426,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         speedup=captum / mac["time_s"],
         speedup_bound=captum / batched["time_s"],
         mac_over_batched=mac["time_s"] / batched["time_s"],
+        held_over_batched=results["held_floor"]["time_s"] / batched["time_s"],
         mac_mb=mac["peak_mb"],
         batched_floor_mb=batched["peak_mb"],
         captum_mb=results["captum"]["peak_mb"],
@@ -438,9 +470,9 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 ROW_HEADER = (
     f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} {'timed':>5s} {'speed-up':>8s} "
-    f"{'bound':>6s} {'MAC/batch':>9s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'held MB':>7s} "
-    f"{'MB ratio':>8s} {'MB bound':>8s} {'time':>4s} {'mem':>4s}"
+    f"{'batched':>8s} {'held s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} {'timed':>5s} "
+    f"{'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} {'sp/bound':>8s} {'MAC MB':>7s} "
+    f"{'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} {'MB bound':>8s} {'time':>4s} {'mem':>4s}"
 )
 
 
@@ -448,12 +480,12 @@ def format_row(r: Dict[str, Any]) -> str:
     timed = str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
     return (
         f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['captum_s']:9.2f} "
-        f"{r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} "
-        f"{r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} {r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} "
+        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['held_floor_s']:7.2f} "
+        f"{r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} {timed:>5s} "
+        f"{r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} "
+        f"{r['held_over_batched']:8.3f} {r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} "
         f"{r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} {r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
-        f"{_verdict(r['time_pass']):>4s} "
-        f"{_verdict(r['memory_pass']):>4s}"
+        f"{_verdict(r['time_pass']):>4s} {_verdict(r['memory_pass']):>4s}"
     )
 
 

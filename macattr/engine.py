@@ -15,6 +15,7 @@ the gradients of all layers at once.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -399,12 +400,15 @@ def sweep(
             sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in recorder.captured)
             rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
         values = [list(tensors) for tensors in recorder.captured]
+        pass_weights, device_type = weights[chunk], scores.device.type
+        under_autocast = torch.is_autocast_enabled(device_type)
 
         def consume(i: int, j: int, grad: Tensor) -> None:
             value, values[i][j] = values[i][j].detach(), None  # the pass keeps no reference once it is summed
             split = [_split_steps(t, steps, rows[i][j], recorder.names[i]) for t in (value, grad)]
-            with torch.autocast(scores.device.type, enabled=False):  # sums stay in full precision
-                sums[i][j].update(*split, weights[chunk])
+            # sums stay in full precision; entering autocast costs time, so only when it is on
+            with torch.autocast(device_type, enabled=False) if under_autocast else contextlib.nullcontext():
+                sums[i][j].update(*split, pass_weights)
 
         _backward_into(recorder, scores, consume)
         recorder.clear()

@@ -92,6 +92,12 @@ def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> Non
     text = (out / "results.md").read_text()
     assert "## Ablation: which layers to fine-tune" in text and "## Robustness of the MAC ranking" in text
     assert (out / "ablation.png").stat().st_size > 1000
+    # a subset of the methods reuses the finished fine-tunings and tabulates only those
+    result = subprocess.run([*RUN, "ablate", *common, "--methods", "last,mac"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    subset = json.loads((out / "results.json").read_text())["ablation"]["methods"]
+    assert list(subset) == ["last", "mac"]
+    assert subset["mac"]["tasks"] == methods["mac"]["tasks"] and subset["last"]["layers"] == methods["last"]["layers"]
 
 
 def test_training_resumes_after_an_interruption_where_it_stopped(tmp_path: Path) -> None:
@@ -181,7 +187,9 @@ def test_networks_take_any_size_and_a_mask(arch) -> None:
 
 def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
     for extra, words in [(["--k", "1.5"], "--k must be"), (["--pretrain-steps", "0"], "must be >= 1"),
-                         (["--data-root", str(tmp_path / "nowhere")], "is not a folder")]:  # fmt: skip
+                         (["--data-root", str(tmp_path / "nowhere")], "is not a folder"),
+                         (["--methods", "mac,fancy"], "--methods must name mac"),
+                         (["--methods", "ig,full"], "--methods must name mac")]:  # fmt: skip
         result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
     result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--seeds", "0"], capture_output=True, text=True)

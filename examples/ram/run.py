@@ -22,7 +22,7 @@ import torch
 
 import stages
 from macattr.restoration.networks import ARCHITECTURES
-from presets import PRESETS, preset
+from presets import ABLATION, PRESETS, preset
 
 STAGES = {
     "pretrain": stages.pretrain,
@@ -48,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step count (dry runs)")
     parser.add_argument("--n-steps", type=int, help="grid intervals N of the analyses (override the preset)")
     parser.add_argument("--tasks", help="comma-separated tasks (override the preset), e.g. noise25,jpeg50")
+    parser.add_argument("--methods", help="ablate: comma-separated methods (default: the preset's), e.g. mac,full")
     parser.add_argument("--k", type=float, help="fraction of layers to fine-tune (default: 0.1 SwinIR, 0.3 PromptIR)")
     parser.add_argument("--pretrain-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-steps", type=int, help="override the preset")
@@ -63,6 +64,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings["tasks"] = [task.strip() for task in args.tasks.split(",") if task.strip()]
         if not settings["tasks"]:
             parser.error("--tasks must name at least one task")
+    if args.methods is not None:
+        methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+        if "mac" not in methods or not set(methods) <= set(ABLATION):
+            parser.error(f"--methods must name mac (the reference) and only methods among {', '.join(ABLATION)}; "
+                         f"got {args.methods!r}")  # fmt: skip
+        settings["ablation"] = methods
     if args.n_steps is not None:
         if args.n_steps < 1:
             parser.error(f"--n-steps must be >= 1, got {args.n_steps}")
