@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import blur_headroom
 import stages
 from macattr.restoration.data import PAIRED_LAYOUTS, evaluation_sets, training_batch
 from macattr.restoration.evaluate import restore_with_twin_masks
@@ -98,6 +99,11 @@ def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> Non
     subset = json.loads((out / "results.json").read_text())["ablation"]["methods"]
     assert list(subset) == ["last", "mac"]
     assert subset["mac"]["tasks"] == methods["mac"]["tasks"] and subset["last"]["layers"] == methods["last"]["layers"]
+    # other fine-tuning settings in the same folder are refused, not mixed with the finished runs
+    result = subprocess.run([*RUN, "ablate", *common, "--methods", "mac", "--finetune-loss", "relative_l1"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "was made with other settings (finetune: " in result.stderr
+    assert "'loss': 'l1'" in result.stderr and "'loss': 'relative_l1'" in result.stderr
 
 
 def test_training_resumes_after_an_interruption_where_it_stopped(tmp_path: Path) -> None:
@@ -189,7 +195,8 @@ def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
     for extra, words in [(["--k", "1.5"], "--k must be"), (["--pretrain-steps", "0"], "must be >= 1"),
                          (["--data-root", str(tmp_path / "nowhere")], "is not a folder"),
                          (["--methods", "mac,fancy"], "--methods must name mac"),
-                         (["--methods", "ig,full"], "--methods must name mac")]:  # fmt: skip
+                         (["--methods", "ig,full"], "--methods must name mac"),
+                         (["--finetune-loss", "l2"], "invalid choice: 'l2'")]:  # fmt: skip
         result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
     result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--seeds", "0"], capture_output=True, text=True)
@@ -197,3 +204,25 @@ def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
     result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--steps-scale", "0"], capture_output=True,
                             text=True)  # fmt: skip
     assert result.returncode == 2 and "--steps-scale must be > 0" in result.stderr
+
+
+def test_blur_headroom_filters_are_least_squares_and_beat_the_blurred_input(tmp_path: Path) -> None:
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    delta = torch.zeros(25, dtype=torch.float64)
+    delta[12] = 1.0
+    torch.testing.assert_close(blur_headroom.apply_filter(delta, images, 5), images)  # the centre tap: identity
+    # a target made from the inputs by a known filter gives that filter back
+    known = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    targets = (blur_headroom.neighbourhoods(images, 3) @ known).reshape(images.shape)
+    recovered = blur_headroom.fit_filter(targets, lambda crop, i: images[i : i + 1], 3)
+    torch.testing.assert_close(recovered, known)
+    script = [sys.executable, str(ROOT / "examples" / "ram" / "blur_headroom.py")]
+    result = subprocess.run([*script, "--kernel", "5", "--crops", "16", "--json", str(tmp_path / "h.json")],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    psnr = json.loads((tmp_path / "h.json").read_text())["psnr"]
+    assert psnr["non-blind linear filter (sigma 2)"] > psnr["input"] + 1.0
+    assert psnr["blind linear filter (sigma 0.1-3.1)"] > psnr["input"]
+    for extra, words in [(["--kernel", "4"], "--kernel must be an odd number"), (["--crops", "0"], "--crops must be")]:
+        result = subprocess.run([*script, *extra], capture_output=True, text=True)
+        assert result.returncode == 2 and words in result.stderr

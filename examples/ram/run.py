@@ -52,6 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--k", type=float, help="fraction of layers to fine-tune (default: 0.1 SwinIR, 0.3 PromptIR)")
     parser.add_argument("--pretrain-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-steps", type=int, help="override the preset")
+    parser.add_argument("--finetune-loss", choices=sorted(stages.LOSSES), help="override the preset")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -83,6 +84,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if steps < 1:
                 parser.error(f"--{stage}-steps must be >= 1, got {steps}")
             settings[stage]["steps"] = steps
+    if args.finetune_loss is not None:
+        settings["finetune"]["loss"] = args.finetune_loss
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"--data-root {args.data_root} is not a folder")
     device = torch.device(args.device)

@@ -7,6 +7,9 @@ OUT/ablate/<method>/seed<s>/      the ablation's runs: model.pt, layers.txt, met
 OUT/ratios/r<percent>/            the mask-ratio ablation: pre-training, MAC scores and fine-tuning runs per ratio
 OUT/robustness/                   MAC rankings with other seeds, images per task and N
 OUT/results.json, results.md      everything measured, as data and as tables; ablation.png
+
+Beside each network and score file, ``<name>.settings.json`` holds the settings it was made with; a rerun
+with other settings refuses to reuse it (use another OUT) instead of mixing results.
 """
 
 from __future__ import annotations
@@ -92,6 +95,26 @@ def _record(run: Run, update: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
+def _finished(path: Path, made_with: Dict[str, Any]) -> bool:
+    """Whether ``path`` exists and may be reused: it must have been made with ``made_with`` (recorded beside it
+    as ``<name>.settings.json`` by ``_stamp``; files made before that record existed are reused as they are)."""
+    if not path.exists():
+        return False
+    record = path.with_name(path.stem + ".settings.json")
+    if record.exists():
+        before, now = json.loads(record.read_text()), json.loads(json.dumps(made_with))
+        changed = [f"{key}: {before.get(key)} -> {now.get(key)}"
+                   for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]  # fmt: skip
+        if changed:
+            raise ValueError(f"{path} was made with other settings ({'; '.join(changed)}); "
+                             "use another --out or remove it")  # fmt: skip
+    return True
+
+
+def _stamp(path: Path, made_with: Dict[str, Any]) -> None:
+    write_text(path.with_name(path.stem + ".settings.json"), json.dumps(made_with, indent=1) + "\n")
+
+
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -112,10 +135,12 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
     cfg = run.settings["pretrain"]
     ratio = cfg["mask_ratio"] if ratio is None else ratio
     final = _ratio_folder(run, ratio) / "pretrain" / "model.pt"
-    if final.exists():
+    size, batch = run.settings["size"][run.arch], run.settings["batch"]
+    made_with = {"pretrain": {**cfg, "mask_ratio": ratio}, "network": run.settings["networks"][run.arch],
+                 "arch": run.arch, "size": size, "batch": batch, "seed": run.seed}  # fmt: skip
+    if _finished(final, made_with):
         return final
     started = time.perf_counter()
-    size, batch = run.settings["size"][run.arch], run.settings["batch"]
     photos = photographs("train")
     model = build_model(run)
     train(model, model.parameters(), lambda t: training_batch(photos, size, batch, run.seed, t),
@@ -123,16 +148,22 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
           steps=cfg["steps"], lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=final.parent / "checkpoint.pt",
           device=run.device, bf16=run.bf16, progress=run.progress, log=run.log, name=f"pretrain r={ratio}")  # fmt: skip
     save_atomic(final, model.state_dict())
+    _stamp(final, made_with)
     _timed(run, str(final.parent.relative_to(run.out)), started)
     return final
+
+
+def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    return {"method": method, "seed": seed, "analyze": cfg, "tasks": run.settings["tasks"]}
 
 
 def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, **analysis: Any) -> LayerScores:
     """``method``'s scores over the analysis batches (``analysis`` overrides the preset's settings); cached in
     ``path``, resumable from ``path`` with ``.ckpt.json``."""
-    if path.exists():
-        return LayerScores.load(path)
     cfg = {**run.settings["analyze"], **analysis}
+    made_with = _analysis_settings(run, method, seed, cfg)
+    if _finished(path, made_with):
+        return LayerScores.load(path)
     batches = analysis_batches(run.settings["tasks"], photographs("train"), run.data_root, cfg["size"],
                                cfg["per_task"], run.seed)  # fmt: skip
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
@@ -142,6 +173,7 @@ def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, **
             progress=run.progress, checkpoint=path.with_suffix(".ckpt.json"),
         )  # fmt: skip
     scores.save(path)
+    _stamp(path, made_with)
     return scores
 
 
@@ -149,9 +181,10 @@ def analyze(run: Run, ratio: Optional[float] = None) -> LayerScores:
     """MAC analysis of the pre-trained network (r = the pre-training's mask ratio); scores, RAM files, figures."""
     ratio = run.settings["pretrain"]["mask_ratio"] if ratio is None else ratio
     folder = _ratio_folder(run, ratio) / "analyze"
-    if (folder / "scores.json").exists():
+    weights = pretrain(run, ratio)  # refuses a pre-training made with other settings
+    made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio})
+    if _finished(folder / "scores.json", made_with):
         return LayerScores.load(folder / "scores.json")
-    weights = pretrain(run, ratio)
     started = time.perf_counter()
     model = load_model(run, weights)
     scores = _rank(run, model, "mac", folder / "scores.json", mask_ratio=ratio)
@@ -172,13 +205,14 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     """
     folder = folder or run.out / "finetune"
     final = folder / "model.pt"
-    if final.exists():
-        return final
     if names is None:
         names = analyze(run, ratio).top_k(run.k)
     weights = pretrain(run, ratio)
-    started = time.perf_counter()
     cfg, size, batch = run.settings["finetune"], run.settings["size"][run.arch], run.settings["batch"]
+    made_with = {"finetune": cfg, "size": size, "batch": batch, "seed": seed, "layers": names}
+    if _finished(final, made_with):
+        return final
+    started = time.perf_counter()
     photos = photographs("train")
     model = load_model(run, weights)
     with macattr.freeze_except(model, names) as trainable:
@@ -190,6 +224,7 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
               log=run.log, name=str(folder.relative_to(run.out)))  # fmt: skip
         fraction = trainable.fraction
     save_atomic(final, model.state_dict())
+    _stamp(final, made_with)
     write_text(folder / "layers.txt", "\n".join(names) + "\n")
     write_text(folder / "trainable.json", json.dumps({"fraction": fraction}) + "\n")
     _timed(run, str(folder.relative_to(run.out)), started)
@@ -263,8 +298,9 @@ def ablate(run: Run) -> Dict[str, Any]:
     def scores_of(method: str, seed: int) -> LayerScores:
         if method == "mac":
             return mac
-        name = f"rank_{method}_seed{seed}.json" if method == "random" else f"rank_{method}.json"
-        return _rank(run, pretrained, method, folder / name, seed=seed)
+        if method == "random":  # a fresh draw per seed; every other ranking is made once and shared by the seeds
+            return _rank(run, pretrained, method, folder / f"rank_random_seed{seed}.json", seed=seed)
+        return _rank(run, pretrained, method, folder / f"rank_{method}.json")
 
     sets = _evaluation_sets(run)
     runs: Dict[str, List[Dict[str, Any]]] = {}
@@ -375,7 +411,8 @@ def _ablation_figure(summary: Dict[str, Any], path: Path) -> None:
     """Mean PSNR over tasks per method (± std over seeds), and the reference's paired advantage with its interval."""
     from matplotlib.figure import Figure
 
-    methods = list(summary["methods"])
+    # the untuned network is far below the rest: named in a note so that the others' differences stay visible
+    methods = [m for m in summary["methods"] if m != "none"]
     average = [summary["methods"][m]["tasks"]["average"] for m in methods]
     figure = Figure(figsize=(10, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
@@ -384,14 +421,19 @@ def _ablation_figure(summary: Dict[str, Any], path: Path) -> None:
     left.set_xticks(range(len(methods)), methods, rotation=40, ha="right")
     left.set_ylabel("PSNR (dB), mean over tasks")
     left.set_title("fine-tuned with each method's layers (± std over seeds)")
+    if "none" in summary["methods"]:
+        untuned = summary["methods"]["none"]["tasks"]["average"]["psnr"]
+        left.text(0.02, 0.04, f"none (not fine-tuned): {untuned:.2f} dB", transform=left.transAxes, fontsize=8)
+    methods = list(summary["methods"])
     others = [m for m in methods if m != summary["reference"]]
     gaps = [summary["methods"][m]["tasks"]["average"]["reference_minus_this"] for m in others]
     right.errorbar(range(len(others)), [g["mean"] for g in gaps],
                    yerr=[[g["mean"] - g["low"] for g in gaps], [g["high"] - g["mean"] for g in gaps]], fmt="o",
                    color="#D55E00", capsize=3)  # fmt: skip
     right.axhline(0, color="0.5", lw=0.8)
+    right.set_yscale("symlog", linthresh=0.1)  # linear within ±0.1 dB, logarithmic beyond
     right.set_xticks(range(len(others)), others, rotation=40, ha="right")
-    right.set_ylabel(f"{summary['reference']} − method (dB)")
+    right.set_ylabel(f"{summary['reference']} − method (dB, symlog)")
     right.set_title(f"{summary['reference'].upper()}'s paired advantage, 95 % bootstrap interval")
     figure.savefig(path, dpi=110)
 
