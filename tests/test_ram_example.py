@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,18 @@ def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> Non
     # other fine-tuning settings in the same folder are refused, not mixed with the finished runs
     result = subprocess.run([*RUN, "ablate", *common, "--methods", "mac", "--finetune-loss", "relative_l1"],
                             capture_output=True, text=True)  # fmt: skip
-    assert result.returncode == 2 and "was made with other settings (finetune: " in result.stderr
-    assert "'loss': 'l1'" in result.stderr and "'loss': 'relative_l1'" in result.stderr
+    assert result.returncode == 2 and "seed0/model.pt was made with other settings" in result.stderr
+    assert "(finetune.loss: l1 -> relative_l1)" in result.stderr
+    # also with the finished network removed: its interrupted-run checkpoint must not be resumed either
+    (out / "ablate" / "mac" / "seed0" / "model.pt").unlink()
+    result = subprocess.run([*RUN, "ablate", *common, "--methods", "mac", "--finetune-loss", "relative_l1"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "(finetune.loss: l1 -> relative_l1)" in result.stderr
+    # a pre-training made anew with other settings is not silently followed by the old analysis and metrics
+    shutil.rmtree(out / "pretrain")
+    result = subprocess.run([*RUN, "ablate", *common, "--pretrain-steps", "3"], capture_output=True, text=True)
+    assert result.returncode == 2 and "analyze/scores.json was made with other settings" in result.stderr
+    assert "pretrained.pretrain.steps: 10 -> 3" in result.stderr
 
 
 def test_training_resumes_after_an_interruption_where_it_stopped(tmp_path: Path) -> None:
@@ -223,6 +234,7 @@ def test_blur_headroom_filters_are_least_squares_and_beat_the_blurred_input(tmp_
     psnr = json.loads((tmp_path / "h.json").read_text())["psnr"]
     assert psnr["non-blind linear filter (sigma 2)"] > psnr["input"] + 1.0
     assert psnr["blind linear filter (sigma 0.1-3.1)"] > psnr["input"]
-    for extra, words in [(["--kernel", "4"], "--kernel must be an odd number"), (["--crops", "0"], "--crops must be")]:
+    for extra, words in [(["--kernel", "4"], "--kernel must be an odd number from 1 to 31"),
+                         (["--kernel", "33"], "got 33"), (["--crops", "0"], "--crops must be")]:  # fmt: skip
         result = subprocess.run([*script, *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr

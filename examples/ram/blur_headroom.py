@@ -29,6 +29,7 @@ from macattr.restoration.images import photographs
 from macattr.restoration.train import write_text
 
 CHUNK = 64  # crops per least-squares chunk: (64 · 3 · 32²) rows × K² columns in float64
+MAX_KERNEL = 31  # a chunk's rows then take 1.5 GB
 
 
 def neighbourhoods(images: Tensor, kernel: int) -> Tensor:
@@ -53,8 +54,9 @@ def fit_filter(clean: Tensor, blur: Callable[[Tensor, int], Tensor], kernel: int
 
 
 def apply_filter(weights: Tensor, images: Tensor, kernel: int) -> Tensor:
-    """``images`` (N, 3, H, W) filtered with ``weights`` (kernel²,), clamped to [0, 1]."""
-    return (neighbourhoods(images, kernel) @ weights).reshape(images.shape).clamp(0.0, 1.0).float()
+    """``images`` (N, 3, H, W) filtered with ``weights`` (kernel²,), clamped to [0, 1]; CHUNK images at a time."""
+    parts = [(neighbourhoods(part, kernel) @ weights).reshape(part.shape) for part in images.split(CHUNK)]
+    return torch.cat(parts).clamp(0.0, 1.0).float()
 
 
 def headroom(kernel: int, crops: int, size: int, seed: int) -> Dict[str, float]:
@@ -85,8 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    if args.kernel < 1 or args.kernel % 2 == 0:
-        parser.error(f"--kernel must be an odd number >= 1, got {args.kernel}")
+    if not (1 <= args.kernel <= MAX_KERNEL and args.kernel % 2 == 1):
+        parser.error(f"--kernel must be an odd number from 1 to {MAX_KERNEL}, got {args.kernel}")
     if args.crops < 1:
         parser.error(f"--crops must be >= 1, got {args.crops}")
     if args.size < 16:

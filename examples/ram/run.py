@@ -45,7 +45,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data-root", type=Path, help="folder with SOTS/, Rain100L/, LOL/, GoPro/ (optional)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the network, data and analysis")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per method (ablate, ratios)")
-    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step count (dry runs)")
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="multiply the preset's step counts (dry runs); --pretrain-steps and --finetune-steps "
+                        "are taken as given")  # fmt: skip
     parser.add_argument("--n-steps", type=int, help="grid intervals N of the analyses (override the preset)")
     parser.add_argument("--tasks", help="comma-separated tasks (override the preset), e.g. noise25,jpeg50")
     parser.add_argument("--methods", help="ablate: comma-separated methods (default: the preset's), e.g. mac,full")

@@ -8,8 +8,9 @@ OUT/ratios/r<percent>/            the mask-ratio ablation: pre-training, MAC sco
 OUT/robustness/                   MAC rankings with other seeds, images per task and N
 OUT/results.json, results.md      everything measured, as data and as tables; ablation.png
 
-Beside each network and score file, ``<name>.settings.json`` holds the settings it was made with; a rerun
-with other settings refuses to reuse it (use another OUT) instead of mixing results.
+Beside each network, score and metrics file, ``<name>.settings.json`` holds the settings it is made with
+(written when it is begun; they include those of the network it comes from); a rerun with other settings
+refuses to reuse or resume it (use another OUT) instead of mixing results.
 """
 
 from __future__ import annotations
@@ -95,24 +96,43 @@ def _record(run: Run, update: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
-def _finished(path: Path, made_with: Dict[str, Any]) -> bool:
-    """Whether ``path`` exists and may be reused: it must have been made with ``made_with`` (recorded beside it
-    as ``<name>.settings.json`` by ``_stamp``; files made before that record existed are reused as they are)."""
-    if not path.exists():
-        return False
-    record = path.with_name(path.stem + ".settings.json")
-    if record.exists():
-        before, now = json.loads(record.read_text()), json.loads(json.dumps(made_with))
-        changed = [f"{key}: {before.get(key)} -> {now.get(key)}"
-                   for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]  # fmt: skip
-        if changed:
-            raise ValueError(f"{path} was made with other settings ({'; '.join(changed)}); "
-                             "use another --out or remove it")  # fmt: skip
-    return True
+def _flat(settings: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested settings as one level, ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: Dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def _stamp(path: Path, made_with: Dict[str, Any]) -> None:
-    write_text(path.with_name(path.stem + ".settings.json"), json.dumps(made_with, indent=1) + "\n")
+def _record_of(path: Path) -> Path:
+    return path.with_name(path.stem + ".settings.json")
+
+
+def _settings_of(path: Path) -> Optional[Dict[str, Any]]:
+    """The settings ``path`` was made with (its ``<name>.settings.json``), None for a file made without one."""
+    record = _record_of(path)
+    return json.loads(record.read_text()) if record.exists() else None
+
+
+def _reusable(path: Path, made_with: Dict[str, Any]) -> bool:
+    """Whether ``path`` is finished; refuses (ValueError) to go on with a file, finished or interrupted, that was
+    begun with other settings. The settings are recorded beside it as ``<name>.settings.json`` before it is made;
+    a file made before such records existed is reused as it is."""
+    now, before = json.loads(json.dumps(made_with)), _settings_of(path)
+    if before is None:
+        if not path.exists():
+            write_text(_record_of(path), json.dumps(now, indent=1) + "\n")
+        return path.exists()
+    old, new = _flat(before), _flat(now)
+    changed = [f"{key}: {old.get(key)} -> {new.get(key)}" for key in sorted(old.keys() | new.keys())
+               if old.get(key) != new.get(key)]  # fmt: skip
+    if changed:
+        again = f"delete {path.parent} (or {path.name} and {_record_of(path).name} in it) to make it anew"
+        raise ValueError(f"{path} was made with other settings ({'; '.join(changed)}); use another --out, or {again}")
+    return path.exists()
 
 
 def _device_name(device: torch.device) -> str:
@@ -138,7 +158,7 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
     size, batch = run.settings["size"][run.arch], run.settings["batch"]
     made_with = {"pretrain": {**cfg, "mask_ratio": ratio}, "network": run.settings["networks"][run.arch],
                  "arch": run.arch, "size": size, "batch": batch, "seed": run.seed}  # fmt: skip
-    if _finished(final, made_with):
+    if _reusable(final, made_with):
         return final
     started = time.perf_counter()
     photos = photographs("train")
@@ -148,21 +168,22 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
           steps=cfg["steps"], lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=final.parent / "checkpoint.pt",
           device=run.device, bf16=run.bf16, progress=run.progress, log=run.log, name=f"pretrain r={ratio}")  # fmt: skip
     save_atomic(final, model.state_dict())
-    _stamp(final, made_with)
     _timed(run, str(final.parent.relative_to(run.out)), started)
     return final
 
 
-def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    return {"method": method, "seed": seed, "analyze": cfg, "tasks": run.settings["tasks"]}
+def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any], ratio: Optional[float]) -> Dict[str, Any]:
+    return {"method": method, "seed": seed, "analyze": cfg, "tasks": run.settings["tasks"],
+            "pretrained": _settings_of(pretrain(run, ratio))}  # fmt: skip
 
 
-def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, **analysis: Any) -> LayerScores:
-    """``method``'s scores over the analysis batches (``analysis`` overrides the preset's settings); cached in
-    ``path``, resumable from ``path`` with ``.ckpt.json``."""
+def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, ratio: Optional[float] = None,
+          **analysis: Any) -> LayerScores:  # fmt: skip
+    """``method``'s scores of ``model`` (pre-trained at mask ratio ``ratio``) over the analysis batches
+    (``analysis`` overrides the preset's settings); cached in ``path``, resumable from ``path`` with ``.ckpt.json``."""
     cfg = {**run.settings["analyze"], **analysis}
-    made_with = _analysis_settings(run, method, seed, cfg)
-    if _finished(path, made_with):
+    made_with = _analysis_settings(run, method, seed, cfg, ratio)
+    if _reusable(path, made_with):
         return LayerScores.load(path)
     batches = analysis_batches(run.settings["tasks"], photographs("train"), run.data_root, cfg["size"],
                                cfg["per_task"], run.seed)  # fmt: skip
@@ -173,7 +194,6 @@ def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, **
             progress=run.progress, checkpoint=path.with_suffix(".ckpt.json"),
         )  # fmt: skip
     scores.save(path)
-    _stamp(path, made_with)
     return scores
 
 
@@ -181,13 +201,13 @@ def analyze(run: Run, ratio: Optional[float] = None) -> LayerScores:
     """MAC analysis of the pre-trained network (r = the pre-training's mask ratio); scores, RAM files, figures."""
     ratio = run.settings["pretrain"]["mask_ratio"] if ratio is None else ratio
     folder = _ratio_folder(run, ratio) / "analyze"
-    weights = pretrain(run, ratio)  # refuses a pre-training made with other settings
-    made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio})
-    if _finished(folder / "scores.json", made_with):
+    weights = pretrain(run, ratio)
+    made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio}, ratio)
+    if _reusable(folder / "scores.json", made_with):
         return LayerScores.load(folder / "scores.json")
     started = time.perf_counter()
     model = load_model(run, weights)
-    scores = _rank(run, model, "mac", folder / "scores.json", mask_ratio=ratio)
+    scores = _rank(run, model, "mac", folder / "scores.json", ratio=ratio, mask_ratio=ratio)
     write_ram_files(scores, folder)
     for kind in ("heatmap", "profile"):
         macattr.plot_layer_importance(scores, kind=kind, top_k=run.k).savefig(folder / f"{kind}.png", dpi=110)
@@ -209,8 +229,9 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
         names = analyze(run, ratio).top_k(run.k)
     weights = pretrain(run, ratio)
     cfg, size, batch = run.settings["finetune"], run.settings["size"][run.arch], run.settings["batch"]
-    made_with = {"finetune": cfg, "size": size, "batch": batch, "seed": seed, "layers": names}
-    if _finished(final, made_with):
+    made_with = {"finetune": cfg, "size": size, "batch": batch, "seed": seed, "layers": names,
+                 "pretrained": _settings_of(weights)}  # fmt: skip
+    if _reusable(final, made_with):
         return final
     started = time.perf_counter()
     photos = photographs("train")
@@ -224,7 +245,6 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
               log=run.log, name=str(folder.relative_to(run.out)))  # fmt: skip
         fraction = trainable.fraction
     save_atomic(final, model.state_dict())
-    _stamp(final, made_with)
     write_text(folder / "layers.txt", "\n".join(names) + "\n")
     write_text(folder / "trainable.json", json.dumps({"fraction": fraction}) + "\n")
     _timed(run, str(folder.relative_to(run.out)), started)
@@ -239,13 +259,16 @@ def _evaluation_sets(run: Run) -> Dict[str, Dict[str, Tensor]]:
     return sets
 
 
-def _metrics(run: Run, folder: Path, sets: Dict[str, Dict[str, Tensor]], model: Optional[nn.Module] = None,
+def _metrics(run: Run, folder: Path, sets: Dict[str, Dict[str, Tensor]], weights: Path,
              twin_masks: bool = False) -> Dict[str, Dict[str, List[float]]]:  # fmt: skip
-    """Per-image PSNR/SSIM per task of the network in ``folder`` (or ``model``); cached in folder/metrics.json."""
+    """Per-image PSNR/SSIM per task of the network ``weights``; cached in folder/metrics.json (metrics_twin.json
+    with twin masks) together with the settings of that network."""
     path = folder / ("metrics_twin.json" if twin_masks else "metrics.json")
-    if path.exists():
+    made_with = {"network": _settings_of(weights), "evaluate": run.settings["evaluate"],
+                 "tasks": run.settings["tasks"], "twin_masks": twin_masks}  # fmt: skip
+    if _reusable(path, made_with):
         return json.loads(path.read_text())
-    model = model if model is not None else load_model(run, folder / "model.pt")
+    model = load_model(run, weights)
     metrics = {}
     for task, data in sets.items():
         if twin_masks:
@@ -268,8 +291,8 @@ def evaluate(run: Run) -> Dict[str, Any]:
     started = time.perf_counter()
     sets = _evaluation_sets(run)
     table = {task: {"input": _means({task: per_image_quality(d["lq"], d["gt"])})[task]} for task, d in sets.items()}
-    pretrained = _means(_metrics(run, run.out / "pretrain", sets, load_model(run, pretrain(run)), twin_masks=True))
-    finetuned = _means(_metrics(run, run.out / "finetune", sets, load_model(run, finetune(run))))
+    pretrained = _means(_metrics(run, run.out / "pretrain", sets, pretrain(run), twin_masks=True))
+    finetuned = _means(_metrics(run, run.out / "finetune", sets, finetune(run)))
     for task in sets:
         table[task].update(pretrained=pretrained[task], finetuned=finetuned[task], images=len(sets[task]["gt"]))
         row = table[task]
@@ -309,10 +332,9 @@ def ablate(run: Run) -> Dict[str, Any]:
             names = _choices(run, method, seed, scores_of)
             where = folder / method / f"seed{seed}"
             if method == "none":
-                metrics, fraction = _metrics(run, where, sets, pretrained), 0.0
+                metrics, fraction = _metrics(run, where, sets, pretrain(run)), 0.0
             else:
-                finetune(run, names, where, seed)
-                metrics = _metrics(run, where, sets)
+                metrics = _metrics(run, where, sets, finetune(run, names, where, seed))
                 fraction = json.loads((where / "trainable.json").read_text())["fraction"]
             runs.setdefault(method, []).append({"seed": seed, "layers": names, "trainable_fraction": fraction,
                                                 "metrics": metrics})  # fmt: skip
@@ -333,10 +355,10 @@ def ratios(run: Run) -> Dict[str, Any]:
         names = analyze(run, ratio).top_k(run.k)
         for seed in range(run.seeds):
             where = _ratio_folder(run, ratio) / "ablate" / "mac" / f"seed{seed}"
-            finetune(run, names, where, seed, ratio)
+            metrics = _metrics(run, where, sets, finetune(run, names, where, seed, ratio))
             fraction = json.loads((where / "trainable.json").read_text())["fraction"]
             runs.setdefault(f"r={ratio}", []).append({"seed": seed, "layers": names, "trainable_fraction": fraction,
-                                                      "metrics": _metrics(run, where, sets)})  # fmt: skip
+                                                      "metrics": metrics})  # fmt: skip
     reference = f"r={run.settings['pretrain']['mask_ratio']}"
     summary = summarise(runs, reference=reference, budget=resolve_k(run.k, len(analyze(run))))
     _timed(run, "ratios", started)
