@@ -172,19 +172,18 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
     return final
 
 
-def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any], ratio: Optional[float]) -> Dict[str, Any]:
+def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any], weights: Path) -> Dict[str, Any]:
     return {"method": method, "seed": seed, "analyze": cfg, "tasks": run.settings["tasks"],
-            "pretrained": _settings_of(pretrain(run, ratio))}  # fmt: skip
+            "pretrained": _settings_of(weights)}  # fmt: skip
 
 
-def _rank(run: Run, model: nn.Module, method: str, path: Path, seed: int = 0, ratio: Optional[float] = None,
-          **analysis: Any) -> LayerScores:  # fmt: skip
-    """``method``'s scores of ``model`` (pre-trained at mask ratio ``ratio``) over the analysis batches
-    (``analysis`` overrides the preset's settings); cached in ``path``, resumable from ``path`` with ``.ckpt.json``."""
+def _rank(run: Run, weights: Path, method: str, path: Path, seed: int = 0, **analysis: Any) -> LayerScores:
+    """``method``'s scores of the pre-trained network ``weights`` over the analysis batches (``analysis``
+    overrides the preset's settings); cached in ``path``, resumable from ``path`` with ``.ckpt.json``."""
     cfg = {**run.settings["analyze"], **analysis}
-    made_with = _analysis_settings(run, method, seed, cfg, ratio)
-    if _reusable(path, made_with):
+    if _reusable(path, _analysis_settings(run, method, seed, cfg, weights)):
         return LayerScores.load(path)
+    model = load_model(run, weights)
     batches = analysis_batches(run.settings["tasks"], photographs("train"), run.data_root, cfg["size"],
                                cfg["per_task"], run.seed)  # fmt: skip
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
@@ -202,12 +201,11 @@ def analyze(run: Run, ratio: Optional[float] = None) -> LayerScores:
     ratio = run.settings["pretrain"]["mask_ratio"] if ratio is None else ratio
     folder = _ratio_folder(run, ratio) / "analyze"
     weights = pretrain(run, ratio)
-    made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio}, ratio)
+    made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio}, weights)
     if _reusable(folder / "scores.json", made_with):
         return LayerScores.load(folder / "scores.json")
     started = time.perf_counter()
-    model = load_model(run, weights)
-    scores = _rank(run, model, "mac", folder / "scores.json", ratio=ratio, mask_ratio=ratio)
+    scores = _rank(run, weights, "mac", folder / "scores.json", mask_ratio=ratio)
     write_ram_files(scores, folder)
     for kind in ("heatmap", "profile"):
         macattr.plot_layer_importance(scores, kind=kind, top_k=run.k).savefig(folder / f"{kind}.png", dpi=110)
@@ -306,16 +304,17 @@ def _choices(run: Run, method: str, seed: int, scores_of: Callable[[str, int], L
     """The layers ``method`` fine-tunes at ``seed``: its top-k (all for "full", none for "none")."""
     if method == "none":
         return []
+    candidates = scores_of("mac", 0).names  # MAC scores every candidate layer
     if method == "full":
-        return list(analyze(run).names)
-    return scores_of(method, seed).top_k(resolve_k(run.k, len(analyze(run))))
+        return list(candidates)
+    return scores_of(method, seed).top_k(resolve_k(run.k, len(candidates)))
 
 
 def ablate(run: Run) -> Dict[str, Any]:
     """The same layer budget chosen by every method, fine-tuned ``run.seeds`` times each; one table."""
     started = time.perf_counter()
     mac = analyze(run)
-    pretrained = load_model(run, pretrain(run))
+    pretrained = pretrain(run)
     folder = run.out / "ablate"
 
     def scores_of(method: str, seed: int) -> LayerScores:
@@ -332,7 +331,7 @@ def ablate(run: Run) -> Dict[str, Any]:
             names = _choices(run, method, seed, scores_of)
             where = folder / method / f"seed{seed}"
             if method == "none":
-                metrics, fraction = _metrics(run, where, sets, pretrain(run)), 0.0
+                metrics, fraction = _metrics(run, where, sets, pretrained), 0.0
             else:
                 metrics = _metrics(run, where, sets, finetune(run, names, where, seed))
                 fraction = json.loads((where / "trainable.json").read_text())["fraction"]
@@ -369,7 +368,7 @@ def robustness(run: Run) -> Dict[str, Any]:
     """How MAC's ranking moves with the threshold seed, the images per task and N (against the analysis)."""
     started = time.perf_counter()
     reference = analyze(run)
-    model = load_model(run, pretrain(run))
+    pretrained = pretrain(run)
     cfg, variants = run.settings["analyze"], run.settings["robustness"]
     folder = run.out / "robustness"
     cases = [(f"{n} images per task", dict(per_task=n)) for n in variants["per_task"]]
@@ -379,7 +378,7 @@ def robustness(run: Run) -> Dict[str, Any]:
     for label, change in cases:
         seed = change.pop("seed", 0)
         path = folder / (label.replace(" ", "_").replace("=", "") + ".json")
-        scores = _rank(run, model, "mac", path, seed=seed, **change)
+        scores = _rank(run, pretrained, "mac", path, seed=seed, **change)
         table[label] = {"spearman": reference.spearman(scores), "kendall": reference.kendall(scores),
                         "top_k_overlap": reference.overlap(scores, run.k), "images": scores.images}  # fmt: skip
         run.log(f"robustness {label:22s}: Spearman {table[label]['spearman']:.3f}  "
@@ -434,20 +433,19 @@ def _ablation_figure(summary: Dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     # the untuned network is far below the rest: named in a note so that the others' differences stay visible
-    methods = [m for m in summary["methods"] if m != "none"]
-    average = [summary["methods"][m]["tasks"]["average"] for m in methods]
+    tuned = [m for m in summary["methods"] if m != "none"]
+    average = [summary["methods"][m]["tasks"]["average"] for m in tuned]
     figure = Figure(figsize=(10, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
-    left.errorbar(range(len(methods)), [a["psnr"] for a in average], yerr=[a["psnr_std"] for a in average], fmt="o",
+    left.errorbar(range(len(tuned)), [a["psnr"] for a in average], yerr=[a["psnr_std"] for a in average], fmt="o",
                   color="#0072B2", capsize=3)  # fmt: skip
-    left.set_xticks(range(len(methods)), methods, rotation=40, ha="right")
+    left.set_xticks(range(len(tuned)), tuned, rotation=40, ha="right")
     left.set_ylabel("PSNR (dB), mean over tasks")
     left.set_title("fine-tuned with each method's layers (± std over seeds)")
     if "none" in summary["methods"]:
         untuned = summary["methods"]["none"]["tasks"]["average"]["psnr"]
         left.text(0.02, 0.04, f"none (not fine-tuned): {untuned:.2f} dB", transform=left.transAxes, fontsize=8)
-    methods = list(summary["methods"])
-    others = [m for m in methods if m != summary["reference"]]
+    others = [m for m in summary["methods"] if m != summary["reference"]]
     gaps = [summary["methods"][m]["tasks"]["average"]["reference_minus_this"] for m in others]
     right.errorbar(range(len(others)), [g["mean"] for g in gaps],
                    yerr=[[g["mean"] - g["low"] for g in gaps], [g["high"] - g["mean"] for g in gaps]], fmt="o",
