@@ -235,6 +235,7 @@ def test_blur_headroom_filters_are_least_squares_and_beat_the_blurred_input(tmp_
     assert psnr["non-blind linear filter (sigma 2)"] > psnr["input"] + 1.0
     assert psnr["blind linear filter (sigma 0.1-3.1)"] > psnr["input"]
     for extra, words in [(["--kernel", "4"], "--kernel must be an odd number from 1 to 31"),
-                         (["--kernel", "33"], "got 33"), (["--crops", "0"], "--crops must be")]:  # fmt: skip
+                         (["--kernel", "33"], "got 33"), (["--crops", "0"], "--crops must be"),
+                         (["--size", "8"], "--size must be >= 16")]:  # fmt: skip
         result = subprocess.run([*script, *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
