@@ -239,3 +239,33 @@ def test_blur_headroom_filters_are_least_squares_and_beat_the_blurred_input(tmp_
                          (["--size", "8"], "--size must be >= 16")]:  # fmt: skip
         result = subprocess.run([*script, *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
+
+
+def test_blur_headroom_fine_tunes_the_network_on_blur_alone_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
+    run = stages.Run(out=tmp_path, arch="swinir", settings=preset("tiny"), preset_name="tiny",
+                     device=torch.device("cpu"), progress=False)  # fmt: skip
+    weights = tmp_path / "pretrained.pt"
+    torch.save(stages.build_model(run).state_dict(), weights)
+    script = [sys.executable, str(ROOT / "examples" / "ram" / "blur_headroom.py")]
+    common = ["--kernel", "3", "--crops", "4", "--network", str(weights), "--preset", "tiny", "--out",
+              str(tmp_path / "blur_only")]  # fmt: skip
+    result = subprocess.run([*script, *common, "--steps", "3", "--json", str(tmp_path / "h.json")],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    psnr = json.loads((tmp_path / "h.json").read_text())["psnr"]
+    for name in ("non-blind", "blind"):
+        assert 10.0 < psnr[f"{name} network, all layers, 3 blur-only steps"] < 60.0
+    trained = {folder: torch.load(tmp_path / "blur_only" / folder / "model.pt") for folder in ("sigma2", "blind")}
+    assert not all(torch.equal(trained["sigma2"][k], trained["blind"][k]) for k in trained["blind"])
+    again = subprocess.run([*script, *common, "--steps", "3"], capture_output=True, text=True, timeout=600)
+    assert result.stdout.count("steps 0-3") == 2  # both networks trained ...
+    assert again.returncode == 0 and "steps 0-3" not in again.stdout  # ... and reused on the rerun
+    other = subprocess.run([*script, *common, "--steps", "4"], capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "steps: 3 -> 4" in other.stderr
+    missing = str(tmp_path / "missing.pt")
+    for extra, words in [(["--steps", "0"], "--steps must be >= 1"),
+                         (["--network", missing], "--network must be a model.pt file")]:  # fmt: skip
+        result = subprocess.run([*script, *common, *extra], capture_output=True, text=True)
+        assert result.returncode == 2 and words in result.stderr
+    result = subprocess.run([*script, "--network", str(weights)], capture_output=True, text=True)
+    assert result.returncode == 2 and "--network needs --out" in result.stderr

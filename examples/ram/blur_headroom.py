@@ -5,8 +5,15 @@ neighbourhood to the clean pixel, twice: for blur σ = 2 only (non-blind: the te
 the training range (blind: what a network fine-tuned on the RAM mix of degradations sees). Prints the mean
 PSNR over the test tiles of the blurred input and of each filter's output.
 
+With ``--network`` (a pre-trained ``model.pt`` of ``run.py``), it also fine-tunes every layer of that network
+on blur-only batches, the same two ways, for ``--steps`` steps with the preset's learning rates and the L1
+loss, and reports the two networks beside the filters: whether the network can learn the task when blur is
+all it sees. Checkpoints and finished networks go to ``--out`` (reruns resume; other settings are refused).
+
     python examples/ram/blur_headroom.py                  # 11 × 11 filters, 512 crops: about a minute
     python examples/ram/blur_headroom.py --kernel 5 --crops 64 --json headroom.json
+    python examples/ram/blur_headroom.py --network runs/medium/pretrain/model.pt --steps 2000 \
+        --out runs/medium/blur_only --threads 1       # two 2000-step fine-tunes: about 16 minutes
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import stages
 from macattr.restoration.data import fixed_crops, seeded, synthetic_test_set
 from macattr.restoration.degradations import gaussian_blur, random_level
-from macattr.restoration.evaluate import per_image_quality
-from macattr.restoration.images import photographs
-from macattr.restoration.train import write_text
+from macattr.restoration.evaluate import per_image_quality, restore
+from macattr.restoration.images import photographs, random_crop
+from macattr.restoration.masking import whole_image_l1
+from macattr.restoration.networks import ARCHITECTURES
+from macattr.restoration.train import save_atomic, train, write_text
+from presets import PRESETS, preset
 
 CHUNK = 64  # crops per least-squares chunk: (64 · 3 · 32²) rows × K² columns in float64
 MAX_KERNEL = 31  # a chunk's rows then take 1.5 GB
@@ -59,8 +70,42 @@ def apply_filter(weights: Tensor, images: Tensor, kernel: int) -> Tensor:
     return torch.cat(parts).clamp(0.0, 1.0).float()
 
 
-def headroom(kernel: int, crops: int, size: int, seed: int) -> Dict[str, float]:
-    """Mean PSNR (dB) over the blur2 test tiles of the input and of the non-blind and blind linear filters."""
+def blur_batch(photos: List[Tensor], size: int, batch: int, sigma: Optional[float], seed: int,
+               step: int) -> Dict[str, Tensor]:  # fmt: skip
+    """Training batch ``step``, ``{"lq", "gt"}`` (B, 3, size, size): random crops of ``photos`` blurred with
+    σ = ``sigma``, or each with σ drawn from the training range when ``sigma`` is None."""
+    generator = seeded(seed, step)
+    picks = torch.randint(len(photos), (batch,), generator=generator).tolist()
+    clean = torch.stack([random_crop(photos[i], size, generator) for i in picks])
+    levels = [random_level("blur", generator) if sigma is None else sigma for _ in picks]
+    return {"lq": torch.cat([gaussian_blur(clean[i : i + 1], level) for i, level in enumerate(levels)]), "gt": clean}
+
+
+def network_on_blur(run: stages.Run, weights: Path, sigma: Optional[float], steps: int, test: Tensor) -> Tensor:
+    """The network ``weights`` fine-tuned (every layer, L1, the preset's batch, crop size and learning rates)
+    for ``steps`` steps on blur-only batches, applied to ``test`` (N, 3, H, W); the network is kept in
+    OUT/sigma<σ>|blind/model.pt and resumed from its checkpoint there."""
+    cfg = run.settings["finetune"]
+    size, batch = run.settings["size"][run.arch], run.settings["batch"]
+    folder = run.out / ("blind" if sigma is None else f"sigma{sigma:g}")
+    final = folder / "model.pt"
+    made_with = {"pretrained": stages.settings_of(weights) or {"file": str(weights.resolve())}, "sigma": sigma,
+                 "steps": steps, "lr": cfg["lr"], "lr_min": cfg["lr_min"], "size": size, "batch": batch,
+                 "seed": run.seed}  # fmt: skip
+    if not stages.reusable(final, made_with):
+        model = stages.load_model(run, weights)
+        photos = photographs("train")
+        train(model, model.parameters(), lambda step: blur_batch(photos, size, batch, sigma, run.seed, step),
+              whole_image_l1, steps=steps, lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=folder / "checkpoint.pt",
+              device=run.device, progress=run.progress, log=run.log, name=folder.name)  # fmt: skip
+        save_atomic(final, model.state_dict())
+    return restore(stages.load_model(run, final), test, run.device, batch=16)
+
+
+def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[stages.Run] = None,
+             weights: Optional[Path] = None, steps: int = 0) -> Dict[str, float]:  # fmt: skip
+    """Mean PSNR (dB) over the blur2 test tiles of the input, the non-blind and blind linear filters and, with
+    ``network`` and ``weights``, the network fine-tuned for ``steps`` steps on blur σ 2 and on blind blur."""
     test = synthetic_test_set("blur2", photographs("test"), size, seed)
     clean = fixed_crops(photographs("train"), 32, crops, seed)
     generator = seeded(seed, crops)
@@ -72,9 +117,14 @@ def headroom(kernel: int, crops: int, size: int, seed: int) -> Dict[str, float]:
         ),
     }
     psnr: Dict[str, float] = {"input": float(np.mean(per_image_quality(test["lq"], test["gt"])["psnr"]))}
-    for name, weights in filters.items():
-        restored = apply_filter(weights, test["lq"], kernel)
+    for name, taps in filters.items():
+        restored = apply_filter(taps, test["lq"], kernel)
         psnr[name] = float(np.mean(per_image_quality(restored, test["gt"])["psnr"]))
+    if network is not None and weights is not None:
+        for sigma, name in ((2.0, "non-blind"), (None, "blind")):
+            restored = network_on_blur(network, weights, sigma, steps, test["lq"])
+            label = f"{name} network, all layers, {steps} blur-only steps"
+            psnr[label] = float(np.mean(per_image_quality(restored, test["gt"])["psnr"]))
     return psnr
 
 
@@ -86,6 +136,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--network", type=Path, help="a pre-trained model.pt of run.py to fine-tune on blur alone")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="medium", help="the network's preset (medium)")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="swinir", help="the network (swinir)")
+    parser.add_argument("--steps", type=int, default=2000, help="blur-only fine-tuning steps (default 2000)")
+    parser.add_argument("--out", type=Path, help="with --network: folder for the fine-tuned networks (required)")
     args = parser.parse_args(argv)
     if not (1 <= args.kernel <= MAX_KERNEL and args.kernel % 2 == 1):
         parser.error(f"--kernel must be an odd number from 1 to {MAX_KERNEL}, got {args.kernel}")
@@ -93,14 +148,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--crops must be >= 1, got {args.crops}")
     if args.size < 16:
         parser.error(f"--size must be >= 16 (the blur's kernel is 15 × 15), got {args.size}")
+    if args.network is not None and not args.network.is_file():
+        parser.error(f"--network must be a model.pt file, got {args.network}")
+    if args.network is not None and args.out is None:
+        parser.error("--network needs --out, the folder for the fine-tuned networks")
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    psnr = headroom(args.kernel, args.crops, args.size, args.seed)
+    network = None
+    if args.network is not None:
+        network = stages.Run(out=args.out, arch=args.arch, settings=preset(args.preset), preset_name=args.preset,
+                             device=torch.device("cpu"), seed=args.seed, progress=False)  # fmt: skip
+    try:
+        psnr = headroom(args.kernel, args.crops, args.size, args.seed, network, args.network, args.steps)
+    except ValueError as error:  # weights that do not fit --preset/--arch, or --out made with other settings
+        print(f"blur_headroom.py: error: {error}", file=sys.stderr)
+        return 2
     for name, value in psnr.items():
         gain = f"  ({value - psnr['input']:+.2f} dB)" if name != "input" else ""
-        print(f"{name:38s} {value:7.3f} dB{gain}")
+        print(f"{name:52s} {value:7.3f} dB{gain}")
     if args.json:
-        write_text(args.json, json.dumps({"settings": vars(args) | {"json": str(args.json)}, "psnr": psnr}) + "\n")
+        settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+        write_text(args.json, json.dumps({"settings": settings, "psnr": psnr}) + "\n")
     return 0
 
 

@@ -111,17 +111,17 @@ def _record_of(path: Path) -> Path:
     return path.with_name(path.stem + ".settings.json")
 
 
-def _settings_of(path: Path) -> Optional[Dict[str, Any]]:
+def settings_of(path: Path) -> Optional[Dict[str, Any]]:
     """The settings ``path`` was made with (its ``<name>.settings.json``), None for a file made without one."""
     record = _record_of(path)
     return json.loads(record.read_text()) if record.exists() else None
 
 
-def _reusable(path: Path, made_with: Dict[str, Any]) -> bool:
+def reusable(path: Path, made_with: Dict[str, Any]) -> bool:
     """Whether ``path`` is finished; refuses (ValueError) to go on with a file, finished or interrupted, that was
     begun with other settings. The settings are recorded beside it as ``<name>.settings.json`` before it is made;
     a file made before such records existed is reused as it is."""
-    now, before = json.loads(json.dumps(made_with)), _settings_of(path)
+    now, before = json.loads(json.dumps(made_with)), settings_of(path)
     if before is None:
         if not path.exists():
             write_text(_record_of(path), json.dumps(now, indent=1) + "\n")
@@ -158,7 +158,7 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
     size, batch = run.settings["size"][run.arch], run.settings["batch"]
     made_with = {"pretrain": {**cfg, "mask_ratio": ratio}, "network": run.settings["networks"][run.arch],
                  "arch": run.arch, "size": size, "batch": batch, "seed": run.seed}  # fmt: skip
-    if _reusable(final, made_with):
+    if reusable(final, made_with):
         return final
     started = time.perf_counter()
     photos = photographs("train")
@@ -174,14 +174,14 @@ def pretrain(run: Run, ratio: Optional[float] = None) -> Path:
 
 def _analysis_settings(run: Run, method: str, seed: int, cfg: Dict[str, Any], weights: Path) -> Dict[str, Any]:
     return {"method": method, "seed": seed, "analyze": cfg, "tasks": run.settings["tasks"],
-            "pretrained": _settings_of(weights)}  # fmt: skip
+            "pretrained": settings_of(weights)}  # fmt: skip
 
 
 def _rank(run: Run, weights: Path, method: str, path: Path, seed: int = 0, **analysis: Any) -> LayerScores:
     """``method``'s scores of the pre-trained network ``weights`` over the analysis batches (``analysis``
     overrides the preset's settings); cached in ``path``, resumable from ``path`` with ``.ckpt.json``."""
     cfg = {**run.settings["analyze"], **analysis}
-    if _reusable(path, _analysis_settings(run, method, seed, cfg, weights)):
+    if reusable(path, _analysis_settings(run, method, seed, cfg, weights)):
         return LayerScores.load(path)
     model = load_model(run, weights)
     batches = analysis_batches(run.settings["tasks"], photographs("train"), run.data_root, cfg["size"],
@@ -202,7 +202,7 @@ def analyze(run: Run, ratio: Optional[float] = None) -> LayerScores:
     folder = _ratio_folder(run, ratio) / "analyze"
     weights = pretrain(run, ratio)
     made_with = _analysis_settings(run, "mac", 0, {**run.settings["analyze"], "mask_ratio": ratio}, weights)
-    if _reusable(folder / "scores.json", made_with):
+    if reusable(folder / "scores.json", made_with):
         return LayerScores.load(folder / "scores.json")
     started = time.perf_counter()
     scores = _rank(run, weights, "mac", folder / "scores.json", mask_ratio=ratio)
@@ -228,8 +228,8 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     weights = pretrain(run, ratio)
     cfg, size, batch = run.settings["finetune"], run.settings["size"][run.arch], run.settings["batch"]
     made_with = {"finetune": cfg, "size": size, "batch": batch, "seed": seed, "layers": names,
-                 "pretrained": _settings_of(weights)}  # fmt: skip
-    if _reusable(final, made_with):
+                 "pretrained": settings_of(weights)}  # fmt: skip
+    if reusable(final, made_with):
         return final
     started = time.perf_counter()
     photos = photographs("train")
@@ -262,9 +262,9 @@ def _metrics(run: Run, folder: Path, sets: Dict[str, Dict[str, Tensor]], weights
     """Per-image PSNR/SSIM per task of the network ``weights``; cached in folder/metrics.json (metrics_twin.json
     with twin masks) together with the settings of that network."""
     path = folder / ("metrics_twin.json" if twin_masks else "metrics.json")
-    made_with = {"network": _settings_of(weights), "evaluate": run.settings["evaluate"],
+    made_with = {"network": settings_of(weights), "evaluate": run.settings["evaluate"],
                  "tasks": run.settings["tasks"], "twin_masks": twin_masks}  # fmt: skip
-    if _reusable(path, made_with):
+    if reusable(path, made_with):
         return json.loads(path.read_text())
     model = load_model(run, weights)
     metrics = {}
