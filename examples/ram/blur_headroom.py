@@ -92,14 +92,15 @@ def network_on_blur(run: stages.Run, weights: Path, sigma: Optional[float], step
     made_with = {"pretrained": stages.settings_of(weights) or {"file": str(weights.resolve())}, "sigma": sigma,
                  "steps": steps, "lr": cfg["lr"], "lr_min": cfg["lr_min"], "size": size, "batch": batch,
                  "seed": run.seed}  # fmt: skip
-    if not stages.reusable(final, made_with):
-        model = stages.load_model(run, weights)
-        photos = photographs("train")
-        train(model, model.parameters(), lambda step: blur_batch(photos, size, batch, sigma, run.seed, step),
-              whole_image_l1, steps=steps, lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=folder / "checkpoint.pt",
-              device=run.device, progress=run.progress, log=run.log, name=folder.name)  # fmt: skip
-        save_atomic(final, model.state_dict())
-    return restore(stages.load_model(run, final), test, run.device, batch=16)
+    if stages.reusable(final, made_with):
+        return restore(stages.load_model(run, final), test, run.device, batch=16)
+    model = stages.load_model(run, weights)
+    photos = photographs("train")
+    train(model, model.parameters(), lambda step: blur_batch(photos, size, batch, sigma, run.seed, step),
+          whole_image_l1, steps=steps, lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=folder / "checkpoint.pt",
+          device=run.device, progress=run.progress, log=run.log, name=folder.name)  # fmt: skip
+    save_atomic(final, model.state_dict())
+    return restore(model, test, run.device, batch=16)
 
 
 def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[stages.Run] = None,
