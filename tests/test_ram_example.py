@@ -269,3 +269,6 @@ def test_blur_headroom_fine_tunes_the_network_on_blur_alone_resumes_and_refuses_
         assert result.returncode == 2 and words in result.stderr
     result = subprocess.run([*script, "--network", str(weights)], capture_output=True, text=True)
     assert result.returncode == 2 and "--network needs --out" in result.stderr
+    result = subprocess.run([*script, *common, "--preset", "medium", "--out", str(tmp_path / "medium")],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 2 and "do not fit the model" in result.stderr  # tiny weights, medium network
