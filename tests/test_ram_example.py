@@ -110,6 +110,9 @@ def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> Non
     result = subprocess.run([*RUN, "ablate", *common, "--methods", "mac", "--finetune-loss", "relative_l1"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "(finetune.loss: l1 -> relative_l1)" in result.stderr
+    result = subprocess.run([*RUN, "ablate", *common, "--methods", "mac", "--finetune-lr", "0.003"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "(finetune.lr: 0.001 -> 0.003)" in result.stderr
     # a pre-training made anew with other settings is not silently followed by the old analysis and metrics
     shutil.rmtree(out / "pretrain")
     result = subprocess.run([*RUN, "ablate", *common, "--pretrain-steps", "3"], capture_output=True, text=True)
@@ -207,7 +210,9 @@ def test_bad_command_line_arguments_are_refused(tmp_path: Path) -> None:
                          (["--data-root", str(tmp_path / "nowhere")], "is not a folder"),
                          (["--methods", "mac,fancy"], "--methods must name mac"),
                          (["--methods", "ig,full"], "--methods must name mac"),
-                         (["--finetune-loss", "l2"], "invalid choice: 'l2'")]:  # fmt: skip
+                         (["--finetune-loss", "l2"], "invalid choice: 'l2'"),
+                         (["--finetune-lr", "1e-9"], "--finetune-lr must be above the preset's final learning rate"),
+                         (["--finetune-lr", "nan"], "--finetune-lr must be above")]:  # fmt: skip
         result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr
     result = subprocess.run([*RUN, "all", "--out", str(tmp_path / "o"), "--seeds", "0"], capture_output=True, text=True)

@@ -55,6 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pretrain-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-loss", choices=sorted(stages.LOSSES), help="override the preset")
+    parser.add_argument("--finetune-lr", type=float,
+                        help="peak learning rate of fine-tuning (override the preset; the cosine schedule still ends "
+                        "at the preset's final rate)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -88,6 +91,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             settings[stage]["steps"] = steps
     if args.finetune_loss is not None:
         settings["finetune"]["loss"] = args.finetune_loss
+    if args.finetune_lr is not None:
+        final = settings["finetune"]["lr_min"]
+        if not args.finetune_lr > final:
+            parser.error(f"--finetune-lr must be above the preset's final learning rate {final:g}, "
+                         f"got {args.finetune_lr:g}")  # fmt: skip
+        settings["finetune"]["lr"] = args.finetune_lr
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"--data-root {args.data_root} is not a folder")
     device = torch.device(args.device)
