@@ -5,6 +5,7 @@
     python benchmarks/bench_mac.py --device cuda --bf16         # on a GPU
     python benchmarks/bench_mac.py --paper-swinir --device cuda --bf16 --images 70   # RAM's analysis net
     python benchmarks/bench_mac.py --scaling docs/img           # scaling curves (PNG)
+    python benchmarks/bench_mac.py --quick --allocator jemalloc # every method on jemalloc (or tcmalloc), preloaded
 
 Memory: every (network, size, n_steps, method) runs once in a fresh process, so
 its peak is that method's own (CPU: peak resident set size above the process's
@@ -627,6 +628,30 @@ def scaling(folder: Path, threads: int) -> Dict[str, Any]:
     return out
 
 
+# --allocator → (the library's name, the Debian package that installs it)
+ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
+
+
+def _allocator() -> str:
+    """The C allocator of this process: the preloaded library, or glibc's malloc (with its MALLOC_* settings)."""
+    preloaded = [Path(p).name for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split()]
+    tuned = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
+    return " ".join(preloaded) or " ".join(["glibc malloc", *tuned])
+
+
+def _run_under(allocator: str, argv: List[str]) -> None:
+    """Re-run this script with ``allocator``'s library preloaded (every worker inherits it); no return."""
+    import ctypes.util
+
+    name, package = ALLOCATORS[allocator]
+    library = ctypes.util.find_library(name)
+    if library is None:
+        raise SystemExit(f"bench_mac.py: error: --allocator {allocator}: lib{name} is not installed "
+                         f"(Debian: apt install {package})")  # fmt: skip
+    env = dict(os.environ, LD_PRELOAD=library)
+    os.execve(sys.executable, [sys.executable, __file__, *argv], env)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small networks and inputs, N = 32 (a few minutes)")
@@ -645,8 +670,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--images", type=int, default=70, help="--paper-swinir: images of 64 x 64")
     parser.add_argument("--images-per-pass", type=lambda t: [int(v) for v in t.split(",")], default=[1, 7, 14],
                         help="--paper-swinir: images per attribution call, e.g. 1,7,14")  # fmt: skip
+    parser.add_argument("--allocator", choices=["system", *ALLOCATORS], default="system",
+                        help="CPU: run every method on this C allocator (preloaded; jemalloc and tcmalloc keep "
+                        "freed memory, glibc returns it and pays page faults)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.allocator != "system" and ALLOCATORS[args.allocator][0] not in os.environ.get("LD_PRELOAD", ""):
+        _run_under(args.allocator, sys.argv[1:] if argv is None else argv)
     if args.worker:
         config = json.loads(args.worker)
         print(json.dumps((memory_worker if config["mode"] == "memory" else timing_worker)(config)), flush=True)
@@ -671,7 +701,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = {"rows": rows, "memory": memory, "batch_sizes": batches}
     results["machine"] = dict(
         device=torch.cuda.get_device_name() if args.device.startswith("cuda") else os.uname().machine,
-        threads=args.threads, torch=torch.__version__, quick=args.quick, bf16=args.bf16,
+        threads=args.threads, torch=torch.__version__, quick=args.quick, bf16=args.bf16, allocator=_allocator(),
     )  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
