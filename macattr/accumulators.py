@@ -78,7 +78,7 @@ class ConductanceSum:
         if len(values) == 1:  # kept as they are: one row, no copy
             self._last = (values[0], grads[0])
             return
-        self.total.add_(torch.linalg.vecdot(grads[:-1], values.diff(dim=0), dim=0))
+        self.total.add_(values.diff(dim=0).mul_(grads[:-1]).sum(0))  # the difference is new: multiplied in place
         # copied, so that the pass's (S, N, ...) tensors can be freed
         last_value, last_grad = self._buffers
         last_value.copy_(values[-1])
