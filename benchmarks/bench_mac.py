@@ -29,6 +29,11 @@ Methods:
   arithmetic): what an exact all-layer method pays for holding the values
   alone (``held/bat``); ``MAC/batch`` above it is macattr's own arithmetic and
   Python;
+- ``accumulate``: that arithmetic alone, ``macattr.accumulators.ConductanceSum``
+  fed every layer's value and gradient pass by pass as ``LayerMAC`` feeds them
+  (one grid point, then the automatic pass size), on tensors captured once
+  (``acc/bat`` = its time / batched floor). ``allow µs`` is the time per layer
+  and pass the target leaves: 0.05 × batched floor / (layers × passes);
 - ``captum``: ``captum.attr.LayerConductance`` once per layer with
   ``method="riemann_trapezoid"`` (macattr's grid; all N + 1 grid points in one
   batch), and ``captum GL`` with Captum's default ``gausslegendre``. When that
@@ -66,9 +71,11 @@ import torch
 import macattr
 from bench_networks import NETWORKS
 from macattr import LayerMAC, LayerPathConductance, targets
+from macattr.accumulators import ConductanceSum
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "captum", "captum_gl", "ram_reference")
+METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "accumulate",
+           "captum", "captum_gl", "ram_reference")  # fmt: skip
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -163,6 +170,40 @@ def _held_bytes(forward, layers, x: torch.Tensor, steps: int) -> int:
     return unsaved + 3 * per_point
 
 
+def _captured_pass(forward, layers, x: torch.Tensor, steps: int) -> List[torch.Tensor]:
+    """Every layer's floating-point output tensors for one pass of ``steps`` grid points, detached."""
+    outputs: List[torch.Tensor] = []
+
+    def keep(module, args, out) -> None:
+        items = out if isinstance(out, (tuple, list)) else (out,)
+        outputs.extend(t.detach() for t in items if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        with torch.no_grad():
+            forward(torch.cat([x] * steps))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def _passes(n_steps: int, steps: int) -> List[int]:
+    """Grid points per pass of LayerMAC's sweep over N + 1 points: one, then ``steps`` at a time."""
+    return [1] + [min(steps, n_steps + 1 - first) for first in range(1, n_steps + 1, steps)]
+
+
+def _accumulate(values: List[torch.Tensor], grads: List[torch.Tensor], n_steps: int, steps: int) -> None:
+    """LayerMAC's arithmetic alone: each layer's conductance sum over the sweep's passes (the captured pass
+    of ``steps`` points, or its first rows, stands for every pass)."""
+    sums = [ConductanceSum() for _ in values]
+    for points in _passes(n_steps, steps):
+        for total, value, grad in zip(sums, values, grads):
+            rows = value.shape[0] // steps
+            shape = (points, rows, *value.shape[1:])
+            total.update(value[: points * rows].reshape(shape), grad[: points * rows].reshape(shape), None)
+
+
 def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
     """Run one method once."""
     method, n_steps, ibs = config["method"], config["n_steps"], config.get("internal_batch_size")
@@ -176,6 +217,8 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
         _floor(forward, target, x, n_steps, config["floor_steps"])
     elif method == "held_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"], layers)
+    elif method == "accumulate":
+        _accumulate(config["values"], config["grads"], n_steps, config["floor_steps"])
     elif method in ("captum", "captum_gl"):
         from captum.attr import LayerConductance
 
@@ -272,11 +315,15 @@ def _run_timed(config: Dict[str, Any], forward, target, layers, x) -> float:
 
 
 def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
-    """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size."""
+    """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size, the
+    layer values and gradients the accumulation alone is timed on."""
     if config["method"] in ("captum", "captum_gl"):
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
-    if config["method"] in ("batched_floor", "held_floor"):
+    if config["method"] in ("batched_floor", "held_floor", "accumulate"):
         config["floor_steps"] = _automatic_steps(forward, x)
+    if config["method"] == "accumulate":
+        config["values"] = _captured_pass(forward, layers, x, config["floor_steps"])
+        config["grads"] = [torch.randn_like(value) for value in config["values"]]
 
 
 def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -310,8 +357,10 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
     covered = len(config["captum_chosen"]) if config["method"] in ("captum", "captum_gl") else len(layers)
-    held = _held_bytes(forward, layers, x, _automatic_steps(forward, x)) if config["method"] == "mac" else 0
+    steps = _automatic_steps(forward, x)
+    held = _held_bytes(forward, layers, x, steps) if config["method"] == "mac" else 0
     return {
+        "steps_per_pass": steps,
         "time_s": elapsed,
         "peak_mb": max(peak, 0) / 2**20,
         "layers_covered": covered,
@@ -408,7 +457,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     def captum_all(name: str) -> float:
         return results[name]["time_s"] * layers / results[name]["layers_covered"]
 
-    mac, batched = results["mac"], results["batched_floor"]
+    mac, batched, steps = results["mac"], results["batched_floor"], results["mac"]["steps_per_pass"]
     captum = captum_all("captum")
     reference = results["ram_reference"]["time_s"] * (row["n_steps"] + 1) / REFERENCE_STEPS
     out = dict(
@@ -419,6 +468,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         floor_s=results["floor"]["time_s"],
         batched_floor_s=batched["time_s"],
         held_floor_s=results["held_floor"]["time_s"],
+        accumulate_s=results["accumulate"]["time_s"],
         captum_s=captum,
         captum_gl_s=captum_all("captum_gl"),
         ram_reference_s=reference,
@@ -428,6 +478,8 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         speedup_bound=captum / batched["time_s"],
         mac_over_batched=mac["time_s"] / batched["time_s"],
         held_over_batched=results["held_floor"]["time_s"] / batched["time_s"],
+        accumulate_over_batched=results["accumulate"]["time_s"] / batched["time_s"],
+        allowance_us=1e6 * (TIME_TARGET - 1) * batched["time_s"] / (layers * len(_passes(row["n_steps"], steps))),
         mac_mb=mac["peak_mb"],
         batched_floor_mb=batched["peak_mb"],
         captum_mb=results["captum"]["peak_mb"],
@@ -471,9 +523,10 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 ROW_HEADER = (
     f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'held s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} {'timed':>5s} "
-    f"{'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} {'sp/bound':>8s} {'MAC MB':>7s} "
-    f"{'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} {'MB bound':>8s} {'time':>4s} {'mem':>4s}"
+    f"{'batched':>8s} {'held s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} "
+    f"{'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} {'acc/bat':>7s} "
+    f"{'allow µs':>8s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} "
+    f"{'MB bound':>8s} {'time':>4s} {'mem':>4s}"
 )
 
 
@@ -482,10 +535,11 @@ def format_row(r: Dict[str, Any]) -> str:
     return (
         f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
         f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['held_floor_s']:7.2f} "
-        f"{r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} {timed:>5s} "
-        f"{r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} "
-        f"{r['held_over_batched']:8.3f} {r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} "
-        f"{r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} {r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
+        f"{r['accumulate_s']:7.2f} {r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} "
+        f"{timed:>5s} {r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} "
+        f"{r['held_over_batched']:8.3f} {r['accumulate_over_batched']:7.3f} {r['allowance_us']:8.1f} "
+        f"{r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} {r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} "
+        f"{r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
         f"{_verdict(r['time_pass']):>4s} {_verdict(r['memory_pass']):>4s}"
     )
 
