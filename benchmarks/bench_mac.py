@@ -357,8 +357,8 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
     covered = len(config["captum_chosen"]) if config["method"] in ("captum", "captum_gl") else len(layers)
-    steps = _automatic_steps(forward, x)
-    held = _held_bytes(forward, layers, x, steps) if config["method"] == "mac" else 0
+    steps = _automatic_steps(forward, x) if config["method"] == "mac" else None
+    held = _held_bytes(forward, layers, x, steps) if steps is not None else 0
     return {
         "steps_per_pass": steps,
         "time_s": elapsed,
