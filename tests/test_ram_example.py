@@ -267,8 +267,13 @@ def test_blur_headroom_fine_tunes_the_network_on_blur_alone_resumes_and_refuses_
     assert again.returncode == 0 and "steps 0-3" not in again.stdout  # ... and reused on the rerun
     other = subprocess.run([*script, *common, "--steps", "4"], capture_output=True, text=True, timeout=600)
     assert other.returncode == 2 and "steps: 3 -> 4" in other.stderr
+    faster = subprocess.run([*script, *common, "--steps", "3", "--lr", "0.01"], capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert faster.returncode == 2 and "lr: 0.001 -> 0.01" in faster.stderr
     missing = str(tmp_path / "missing.pt")
     for extra, words in [(["--steps", "0"], "--steps must be >= 1"),
+                         (["--lr", "1e-7"], "--lr must be above the preset's final learning rate 1e-07"),
+                         (["--lr", "nan"], "--lr must be above"),
                          (["--network", missing], "--network must be a model.pt file")]:  # fmt: skip
         result = subprocess.run([*script, *common, *extra], capture_output=True, text=True)
         assert result.returncode == 2 and words in result.stderr

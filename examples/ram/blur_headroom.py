@@ -6,9 +6,10 @@ the training range (blind: what a network fine-tuned on the RAM mix of degradati
 PSNR over the test tiles of the blurred input and of each filter's output.
 
 With ``--network`` (a pre-trained ``model.pt`` of ``run.py``), it also fine-tunes every layer of that network
-on blur-only batches, the same two ways, for ``--steps`` steps with the preset's learning rates and the L1
-loss, and reports the two networks beside the filters: whether the network can learn the task when blur is
-all it sees. Checkpoints and finished networks go to ``--out`` (reruns resume; other settings are refused).
+on blur-only batches, the same two ways, for ``--steps`` steps with the preset's learning rates (``--lr``
+sets the peak rate) and the L1 loss, and reports the two networks beside the filters: whether the network can
+learn the task when blur is all it sees. Checkpoints and finished networks go to ``--out`` (reruns resume;
+other settings are refused).
 
     python examples/ram/blur_headroom.py                  # 11 × 11 filters, 512 crops: about a minute
     python examples/ram/blur_headroom.py --kernel 5 --crops 64 --json headroom.json
@@ -141,6 +142,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="medium", help="the network's preset (medium)")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="swinir", help="the network (swinir)")
     parser.add_argument("--steps", type=int, default=2000, help="blur-only fine-tuning steps (default 2000)")
+    parser.add_argument("--lr", type=float,
+                        help="peak learning rate of the blur-only fine-tuning (default: the preset's fine-tuning rate; "
+                        "the cosine schedule still ends at the preset's final rate)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="with --network: folder for the fine-tuned networks (required)")
     args = parser.parse_args(argv)
     if not (1 <= args.kernel <= MAX_KERNEL and args.kernel % 2 == 1):
@@ -155,11 +159,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--network needs --out, the folder for the fine-tuned networks")
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    settings = preset(args.preset)
+    if args.lr is not None:
+        final = settings["finetune"]["lr_min"]
+        if not args.lr > final:
+            parser.error(f"--lr must be above the preset's final learning rate {final:g}, got {args.lr:g}")
+        settings["finetune"]["lr"] = args.lr
     if args.threads:
         torch.set_num_threads(args.threads)
     network = None
     if args.network is not None:
-        network = stages.Run(out=args.out, arch=args.arch, settings=preset(args.preset), preset_name=args.preset,
+        network = stages.Run(out=args.out, arch=args.arch, settings=settings, preset_name=args.preset,
                              device=torch.device("cpu"), seed=args.seed, progress=False)  # fmt: skip
     try:
         psnr = headroom(args.kernel, args.crops, args.size, args.seed, network, args.network, args.steps)

@@ -1,7 +1,7 @@
 """The RAM reference pipeline on macattr: mask pre-training, MAC analysis, fine-tuning, evaluation, ablations.
 
     python examples/ram/run.py all --preset tiny --out runs/tiny                    # CPU, minutes
-    python examples/ram/run.py ablate --preset medium --seeds 3 --out runs/medium   # CPU, about an hour
+    python examples/ram/run.py ablate --preset medium --seeds 3 --out runs/medium   # CPU, ~2.5 h of one core
     python examples/ram/run.py ratios|robustness --preset medium --out runs/medium  # the other two studies
     python examples/ram/run.py all --preset small --device cuda --out runs/small    # one GPU
     python examples/ram/run.py pretrain|analyze|finetune|evaluate ...               # one stage; each resumes
