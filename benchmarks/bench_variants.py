@@ -13,24 +13,30 @@ not a speed-up).
 - ``plain``: the model as given;
 - ``channels_last``: model and input in the channels-last memory format;
 - ``compile``: the forward function wrapped in ``torch.compile`` (the layer hooks stay on the modules);
-- ``compile_cudagraphs`` (CUDA only): ``torch.compile(mode="reduce-overhead")``, which records CUDA graphs.
+- ``compile_cudagraphs`` (CUDA only): ``torch.compile(mode="reduce-overhead")``, which records CUDA graphs;
+- ``fused_accumulation``: the forward as given, and each layer's accumulation of a pass (difference, product,
+  sum over the grid points, boundary term, copies of the last point) as one ``torch.compile``'d function, which
+  inductor turns into one fused kernel per layer shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
+from unittest import mock
 
 import torch
 
 import macattr
 from bench_networks import NETWORKS
 from macattr import LayerMAC, targets
+from macattr.accumulators import ConductanceSum, _accumulation_dtype
 
 
 def _variants(device: str) -> List[str]:
-    names = ["plain", "channels_last", "compile"]
+    names = ["plain", "channels_last", "compile", "fused_accumulation"]
     return names + ["compile_cudagraphs"] if device.startswith("cuda") else names
 
 
@@ -51,6 +57,31 @@ def _prepare(variant: str, model: torch.nn.Module, kind: str, x: torch.Tensor):
     return forward, x
 
 
+def _fused_accumulation() -> Callable[[], ContextManager]:
+    """A context that replaces ``ConductanceSum.update`` by one compiled function per pass and layer shape."""
+
+    def step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,
+             grads: torch.Tensor) -> None:  # fmt: skip
+        total.add_(last_grad * (values[0] - last_value) + (values.diff(dim=0) * grads[:-1]).sum(0))
+        last_value.copy_(values[-1])
+        last_grad.copy_(grads[-1])
+
+    fused = torch.compile(step, dynamic=False)
+    torch._dynamo.config.recompile_limit = 512  # one compilation per layer shape and pass size, not eager after 8
+
+    def update(self: ConductanceSum, values: torch.Tensor, grads: torch.Tensor,
+               weights: Optional[torch.Tensor] = None) -> None:  # fmt: skip
+        dtype = _accumulation_dtype(values.dtype)
+        values, grads = values.to(dtype), grads.to(dtype)
+        if self.total is None:  # a zero last gradient: no boundary term before the first grid point
+            self.total = torch.zeros_like(values[0])
+            self._buffers = (values[0].clone(), torch.zeros_like(grads[0]))
+        fused(self.total, *self._buffers, values, grads)
+        self._last = self._buffers
+
+    return lambda: mock.patch.object(ConductanceSum, "update", update)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -64,26 +95,29 @@ def run(network: str, size: int, device: str, reps: int, variants: List[str]) ->
     layers = list(macattr.candidate_layers(model).values())
     target = None if kind == "image" else 0
 
-    def attribute(forward: Callable, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        result = LayerMAC(forward, layers).attribute(inputs, target=target, n_steps=32, seed=0, internal_batch_size=8)
+    def attribute(entry: Dict[str, object]) -> Tuple[torch.Tensor, ...]:
+        with entry["accumulation"]():
+            mac = LayerMAC(entry["forward"], layers)
+            result = mac.attribute(entry["inputs"], target=target, n_steps=32, seed=0, internal_batch_size=8)
         _sync(device)
         return result
 
     runs, rows = {}, []
     for variant in variants:
         forward, inputs = _prepare(variant, model, kind, x)
+        accumulation = _fused_accumulation() if variant == "fused_accumulation" else contextlib.nullcontext
+        entry = dict(forward=forward, inputs=inputs, times=[], accumulation=accumulation)
         started = time.perf_counter()
         try:
-            result = attribute(forward, inputs)
+            entry["result"] = attribute(entry)
         except Exception as error:  # a variant that cannot run is a finding, not a crash of the benchmark
             rows.append(dict(network=network, size=size, variant=variant, error=f"{type(error).__name__}: {error}"))
             continue
-        runs[variant] = dict(forward=forward, inputs=inputs, first_s=time.perf_counter() - started, result=result,
-                             times=[])  # fmt: skip
+        runs[variant] = dict(entry, first_s=time.perf_counter() - started)
     for _ in range(reps + 1):  # the first round warms up and is not counted
         for entry in runs.values():
             started = time.perf_counter()
-            attribute(entry["forward"], entry["inputs"])
+            attribute(entry)
             entry["times"].append(time.perf_counter() - started)
     plain = runs["plain"]
     for variant, entry in runs.items():
