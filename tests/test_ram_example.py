@@ -93,6 +93,9 @@ def test_ablation_ratios_and_robustness_at_a_minute_scale(tmp_path: Path) -> Non
                                                                "N = 50"}  # fmt: skip
     text = (out / "results.md").read_text()
     assert "## Ablation: which layers to fine-tune" in text and "## Robustness of the MAC ranking" in text
+    for method, entry in methods.items():  # the SSIM table: every method, its average over tasks
+        average = entry["tasks"]["average"]
+        assert f"| {average['ssim']:.4f} ± {average['ssim_std']:.4f} |" in text.split(f"| {method} |")[2]
     assert (out / "ablation.png").stat().st_size > 1000
     # a subset of the methods reuses the finished fine-tunings and tabulates only those
     result = subprocess.run([*RUN, "ablate", *common, "--methods", "last,mac"], capture_output=True, text=True)

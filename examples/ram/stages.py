@@ -476,6 +476,11 @@ def _summary_table(summary: Dict[str, Any], title: str) -> List[str]:
         shared = f"{np.mean(entry['overlap_with_reference']):.1f} of {summary['budget']}"
         lines.append(f"| {method} | {entry['seeds']} | " + " | ".join(cells) +
                      f" | {delta} | {shared} | {100 * entry['trainable_fraction']:.1f} % |")  # fmt: skip
+    lines += ["", "SSIM, mean ± std over seeds.", "", "| method | seeds | " + " | ".join(tasks) + " |",
+              "|" + " --- |" * (len(tasks) + 2)]  # fmt: skip
+    for method, entry in methods.items():
+        cells = [f"{entry['tasks'][t]['ssim']:.4f} ± {entry['tasks'][t]['ssim_std']:.4f}" for t in tasks]
+        lines.append(f"| {method} | {entry['seeds']} | " + " | ".join(cells) + " |")
     return lines
 
 
