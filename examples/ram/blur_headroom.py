@@ -38,7 +38,7 @@ from macattr.restoration.images import photographs, random_crop
 from macattr.restoration.masking import whole_image_l1
 from macattr.restoration.networks import ARCHITECTURES
 from macattr.restoration.train import save_atomic, train, write_text
-from presets import PRESETS, preset
+from presets import PRESETS, preset, set_finetune_lr
 
 CHUNK = 64  # crops per least-squares chunk: (64 · 3 · 32²) rows × K² columns in float64
 MAX_KERNEL = 31  # a chunk's rows then take 1.5 GB
@@ -161,10 +161,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     settings = preset(args.preset)
     if args.lr is not None:
-        final = settings["finetune"]["lr_min"]
-        if not args.lr > final:
-            parser.error(f"--lr must be above the preset's final learning rate {final:g}, got {args.lr:g}")
-        settings["finetune"]["lr"] = args.lr
+        try:
+            set_finetune_lr(settings, args.lr, "--lr")
+        except ValueError as error:
+            parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
     network = None

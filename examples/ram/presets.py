@@ -115,3 +115,14 @@ def preset(name: str, steps_scale: float = 1.0) -> Dict[str, Any]:
     for stage in ("pretrain", "finetune"):
         settings[stage]["steps"] = max(1, round(settings[stage]["steps"] * steps_scale))
     return settings
+
+
+def set_finetune_lr(settings: Dict[str, Any], lr: float, option: str) -> None:
+    """Set the peak fine-tuning rate of ``settings`` to ``lr``; the cosine schedule still ends at its final rate.
+
+    Raises ValueError naming ``option`` when ``lr`` is not above that final rate (nan included).
+    """
+    final = settings["finetune"]["lr_min"]
+    if not lr > final:
+        raise ValueError(f"{option} must be above the preset's final learning rate {final:g}, got {lr:g}")
+    settings["finetune"]["lr"] = lr

@@ -22,7 +22,7 @@ import torch
 
 import stages
 from macattr.restoration.networks import ARCHITECTURES
-from presets import ABLATION, PRESETS, preset
+from presets import ABLATION, PRESETS, preset, set_finetune_lr
 
 STAGES = {
     "pretrain": stages.pretrain,
@@ -92,11 +92,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.finetune_loss is not None:
         settings["finetune"]["loss"] = args.finetune_loss
     if args.finetune_lr is not None:
-        final = settings["finetune"]["lr_min"]
-        if not args.finetune_lr > final:
-            parser.error(f"--finetune-lr must be above the preset's final learning rate {final:g}, "
-                         f"got {args.finetune_lr:g}")  # fmt: skip
-        settings["finetune"]["lr"] = args.finetune_lr
+        try:
+            set_finetune_lr(settings, args.finetune_lr, "--finetune-lr")
+        except ValueError as error:
+            parser.error(str(error))
     if args.data_root is not None and not args.data_root.is_dir():
         parser.error(f"--data-root {args.data_root} is not a folder")
     device = torch.device(args.device)
