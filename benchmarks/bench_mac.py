@@ -6,6 +6,7 @@
     python benchmarks/bench_mac.py --paper-swinir --device cuda --bf16 --images 70   # RAM's analysis net
     python benchmarks/bench_mac.py --scaling docs/img           # scaling curves (PNG)
     python benchmarks/bench_mac.py --quick --allocator jemalloc # every method on jemalloc (or tcmalloc), preloaded
+    python benchmarks/bench_mac.py --quick --allocator glibc-kept --fused-accumulation   # the CPU overhead's floor
 
 Memory: every (network, size, n_steps, method) runs once in a fresh process, so
 its peak is that method's own (CPU: peak resident set size above the process's
@@ -14,7 +15,8 @@ after setup). Time: the methods of one configuration then run interleaved in one
 process, round after round (one warm-up round), and each keeps its best of at
 least ``--reps`` runs, repeated until they add up to ``MIN_TIMED_S`` (at most
 ``MAX_REPS``: short runs are the noisiest); a method whose single run took 20 s
-or more keeps that time and is not repeated.
+or more keeps that time and is not repeated. The JSON rows also give each
+method's minor page faults per timed run (the median, ``minor_faults``).
 
 Methods:
 - ``mac``: ``LayerMAC`` over all candidate layers in one call;
@@ -29,6 +31,10 @@ Methods:
   arithmetic): what an exact all-layer method pays for holding the values
   alone (``held/bat``); ``MAC/batch`` above it is macattr's own arithmetic and
   Python;
+- ``read floor``: the held floor that also reads each layer's value and gradient
+  once, as the gradient goes by (one ``torch.dot`` of the two per layer and
+  pass, no other arithmetic): the least an exact method does that sums
+  ``g · Δy`` outside autograd's own kernels (``read/bat``);
 - ``accumulate``: that arithmetic alone, ``macattr.accumulators.ConductanceSum``
   fed every layer's value and gradient pass by pass as ``LayerMAC`` feeds them
   (one grid point, then the automatic pass size), on tensors captured once
@@ -51,11 +57,19 @@ peak ≤ 1.2 × the batched floor's. ``held MB`` is what an exact all-layer meth
 floor (the layer outputs autograd does not save, over one pass, plus per layer a running sum, the last value
 and the last gradient); ``MB bound`` = (batched floor + held) / batched floor is the least memory ratio any
 such method can reach at macattr's pass size.
+
+What is left of MAC's overhead without page faults and with the fewest memory passes of its arithmetic:
+``--allocator glibc-kept`` runs every method on glibc's malloc told to keep the memory it frees
+(``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` at 1 GB, so no pass faults its memory in again), and
+``--fused-accumulation`` times ``mac``, ``linear`` and ``accumulate`` with each layer's accumulation of a pass
+as one ``torch.compile``'d kernel (``bench_variants.py``'s ``fused_accumulation``; compiled in the warm-up
+round, so the times exclude compilation; the memory columns stay those of the plain engine).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -70,11 +84,12 @@ import torch
 
 import macattr
 from bench_networks import NETWORKS
+from bench_variants import fused_accumulation
 from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.accumulators import ConductanceSum
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "accumulate",
+METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "read_floor", "accumulate",
            "captum", "captum_gl", "ram_reference")  # fmt: skip
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
@@ -103,11 +118,13 @@ def _setup(config: Dict[str, Any]):
     return forward, target, layers, x
 
 
-def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1, layers=()) -> None:
+def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1, layers=(),
+           read: bool = False) -> None:  # fmt: skip
     """(N + 1) grid points of forward + backward to the input, ``steps_per_pass`` per pass.
 
     ``layers``: also keep each layer's output alive until its gradient has gone by, and do nothing else with
-    it (the held floor: what holding the values costs in time, without any arithmetic on them).
+    it (the held floor: what holding the values costs in time, without any arithmetic on them). ``read``:
+    then read the value and the gradient once, a dot product of the two (the read floor).
     """
     alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
     held: Dict[int, torch.Tensor] = {}
@@ -118,7 +135,9 @@ def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int =
             held[key] = output
 
             def release(grad: torch.Tensor) -> None:
-                held.pop(key, None)
+                value = held.pop(key, None)
+                if read and value is not None:
+                    torch.dot(value.detach().reshape(-1), grad.reshape(-1))
 
             output.register_hook(release)
 
@@ -217,6 +236,8 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
         _floor(forward, target, x, n_steps, config["floor_steps"])
     elif method == "held_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"], layers)
+    elif method == "read_floor":
+        _floor(forward, target, x, n_steps, config["floor_steps"], layers, read=True)
     elif method == "accumulate":
         _accumulate(config["values"], config["grads"], n_steps, config["floor_steps"])
     elif method in ("captum", "captum_gl"):
@@ -319,7 +340,7 @@ def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
     layer values and gradients the accumulation alone is timed on."""
     if config["method"] in ("captum", "captum_gl"):
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
-    if config["method"] in ("batched_floor", "held_floor", "accumulate"):
+    if config["method"] in ("batched_floor", "held_floor", "read_floor", "accumulate"):
         config["floor_steps"] = _automatic_steps(forward, x)
     if config["method"] == "accumulate":
         config["values"] = _captured_pass(forward, layers, x, config["floor_steps"])
@@ -370,8 +391,9 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def timing_worker(config: Dict[str, Any]) -> List[float]:
-    """Best time of each of ``config["runs"]`` (method settings), run interleaved in this process.
+def timing_worker(config: Dict[str, Any]) -> List[Dict[str, float]]:
+    """Best time of each of ``config["runs"]`` (method settings), run interleaved in this process, and the
+    median number of minor page faults of its timed repetitions.
 
     One warm-up round, then rounds until every run has at least ``reps`` timed
     repetitions adding up to ``MIN_TIMED_S`` (at most ``MAX_REPS``).
@@ -381,7 +403,9 @@ def timing_worker(config: Dict[str, Any]) -> List[float]:
     runs = [dict(config, **run) for run in config["runs"]]
     cuda = config["device"].startswith("cuda")
     times: List[List[float]] = [[] for _ in runs]
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
+    faults: List[List[int]] = [[] for _ in runs]
+    accumulation = fused_accumulation()() if config.get("fused_accumulation") else contextlib.nullcontext()
+    with accumulation, torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
         for run in runs:
             _prepare(run, forward, target, layers, x)
         for _ in range(MAX_REPS + 1):
@@ -391,8 +415,10 @@ def timing_worker(config: Dict[str, Any]) -> List[float]:
             for i in pending:
                 if cuda:
                     torch.cuda.empty_cache()  # what one run cached must not crowd out the next
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 times[i].append(_run_timed(runs[i], forward, target, layers, x))
-    return [min(t[1:]) for t in times]
+                faults[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return [dict(time_s=min(t[1:]), minor_faults=sorted(f[1:])[len(f[1:]) // 2]) for t, f in zip(times, faults)]
 
 
 def _in_fresh_process(mode: str, config: Dict[str, Any]) -> Any:
@@ -428,8 +454,8 @@ def measure(
              for name, run in runs.items() if results[name]["time_s"] < LONG_RUN_S}  # fmt: skip
     if short and common["reps"] > 0:
         best = _in_fresh_process("timing", dict(common, runs=list(short.values())))
-        for name, seconds in zip(short, best):
-            results[name]["time_s"] = seconds
+        for name, timing in zip(short, best):
+            results[name].update(timing)
     return results
 
 
@@ -450,7 +476,8 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     common = dict(row, device=args.device, quick=args.quick, threads=args.threads, bf16=args.bf16,
-                  captum_layers=args.captum_layers, reps=args.reps)  # fmt: skip
+                  captum_layers=args.captum_layers, reps=args.reps,
+                  fused_accumulation=args.fused_accumulation)  # fmt: skip
     results = measure(common, {method: {"method": method} for method in METHODS})
     layers = results["mac"]["layers"]
 
@@ -468,6 +495,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         floor_s=results["floor"]["time_s"],
         batched_floor_s=batched["time_s"],
         held_floor_s=results["held_floor"]["time_s"],
+        read_floor_s=results["read_floor"]["time_s"],
         accumulate_s=results["accumulate"]["time_s"],
         captum_s=captum,
         captum_gl_s=captum_all("captum_gl"),
@@ -478,12 +506,14 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         speedup_bound=captum / batched["time_s"],
         mac_over_batched=mac["time_s"] / batched["time_s"],
         held_over_batched=results["held_floor"]["time_s"] / batched["time_s"],
+        read_over_batched=results["read_floor"]["time_s"] / batched["time_s"],
         accumulate_over_batched=results["accumulate"]["time_s"] / batched["time_s"],
         allowance_us=1e6 * (TIME_TARGET - 1) * batched["time_s"] / (layers * len(_passes(row["n_steps"], steps))),
         mac_mb=mac["peak_mb"],
         batched_floor_mb=batched["peak_mb"],
         captum_mb=results["captum"]["peak_mb"],
         held_mb=mac["held_mb"],
+        minor_faults={method: results[method].get("minor_faults") for method in METHODS},
     )
     out["speedup_over_bound"] = out["speedup"] / out["speedup_bound"]
     out["memory_over_batched"] = out["mac_mb"] / max(out["batched_floor_mb"], 1e-9)
@@ -523,8 +553,9 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 ROW_HEADER = (
     f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'held s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} {'RAM ref s':>9s} "
-    f"{'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} {'acc/bat':>7s} "
+    f"{'batched':>8s} {'held s':>7s} {'read s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} "
+    f"{'RAM ref s':>9s} {'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} "
+    f"{'read/bat':>8s} {'acc/bat':>7s} "
     f"{'allow µs':>8s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} "
     f"{'MB bound':>8s} {'time':>4s} {'mem':>4s}"
 )
@@ -535,9 +566,10 @@ def format_row(r: Dict[str, Any]) -> str:
     return (
         f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
         f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['held_floor_s']:7.2f} "
-        f"{r['accumulate_s']:7.2f} {r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} {r['ram_reference_s']:9.2f} "
-        f"{timed:>5s} {r['speedup']:8.1f} {r['speedup_bound']:6.1f} {r['mac_over_batched']:9.3f} "
-        f"{r['held_over_batched']:8.3f} {r['accumulate_over_batched']:7.3f} {r['allowance_us']:8.1f} "
+        f"{r['read_floor_s']:7.2f} {r['accumulate_s']:7.2f} {r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} "
+        f"{r['ram_reference_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} {r['speedup_bound']:6.1f} "
+        f"{r['mac_over_batched']:9.3f} {r['held_over_batched']:8.3f} {r['read_over_batched']:8.3f} "
+        f"{r['accumulate_over_batched']:7.3f} {r['allowance_us']:8.1f} "
         f"{r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} {r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} "
         f"{r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
         f"{_verdict(r['time_pass']):>4s} {_verdict(r['memory_pass']):>4s}"
@@ -557,7 +589,9 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
     print(f"targets: MAC/batch <= {TIME_TARGET} and sp/bound >= {BOUND_TARGET} (time); "
           f"MB ratio (MAC / batched floor) <= {MEMORY_TARGET} (mem); MB bound = (batched floor + held) / batched "
-          "floor, the least MB ratio of any exact all-layer method at this pass size")  # fmt: skip
+          "floor, the least MB ratio of any exact all-layer method at this pass size; read/bat above "
+          f"{TIME_TARGET}: no exact method that sums g * dy outside autograd's kernels meets the time target at "
+          "this pass size")  # fmt: skip
     if memory:
         print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s} "
               f"{'<= ' + str(GROWTH_TARGET):>7s}")  # fmt: skip
@@ -684,6 +718,8 @@ def scaling(folder: Path, threads: int) -> Dict[str, Any]:
 
 # --allocator → (the library's name, the Debian package that installs it)
 ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
+# glibc's malloc keeping what it frees: no mmap for large blocks, no trimming of the heap's top
+GLIBC_KEPT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
 def _allocator() -> str:
@@ -693,8 +729,10 @@ def _allocator() -> str:
     return " ".join(preloaded) or " ".join(["glibc malloc", *tuned])
 
 
-def _run_under(allocator: str, argv: List[str]) -> None:
-    """Re-run this script with ``allocator``'s library preloaded (every worker inherits it); no return."""
+def _allocator_environment(allocator: str) -> Dict[str, str]:
+    """The environment variables that put this script's processes on ``allocator``."""
+    if allocator == "glibc-kept":
+        return GLIBC_KEPT
     import ctypes.util
 
     name, package = ALLOCATORS[allocator]
@@ -702,8 +740,14 @@ def _run_under(allocator: str, argv: List[str]) -> None:
     if library is None:
         raise SystemExit(f"bench_mac.py: error: --allocator {allocator}: lib{name} is not installed "
                          f"(Debian: apt install {package})")  # fmt: skip
-    env = dict(os.environ, LD_PRELOAD=library)
-    os.execve(sys.executable, [sys.executable, __file__, *argv], env)
+    return {"LD_PRELOAD": library}
+
+
+def _run_under(allocator: str, argv: List[str]) -> None:
+    """Re-run this script on ``allocator`` unless it already runs there (every worker inherits it)."""
+    wanted = _allocator_environment(allocator)
+    if any(os.environ.get(key, "") != value for key, value in wanted.items()):
+        os.execve(sys.executable, [sys.executable, __file__, *argv], dict(os.environ, **wanted))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -724,12 +768,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--images", type=int, default=70, help="--paper-swinir: images of 64 x 64")
     parser.add_argument("--images-per-pass", type=lambda t: [int(v) for v in t.split(",")], default=[1, 7, 14],
                         help="--paper-swinir: images per attribution call, e.g. 1,7,14")  # fmt: skip
-    parser.add_argument("--allocator", choices=["system", *ALLOCATORS], default="system",
-                        help="CPU: run every method on this C allocator (preloaded; jemalloc and tcmalloc keep "
-                        "freed memory, glibc returns it and pays page faults)")  # fmt: skip
+    parser.add_argument("--allocator", choices=["system", "glibc-kept", *ALLOCATORS], default="system",
+                        help="CPU: run every method on this C allocator (jemalloc and tcmalloc preloaded; "
+                        "glibc-kept: glibc's malloc keeping what it frees; glibc by default returns it and pays "
+                        "page faults)")  # fmt: skip
+    parser.add_argument("--fused-accumulation", action="store_true",
+                        help="time mac, linear and accumulate with each layer's accumulation as one compiled "
+                        "kernel (memory columns stay the plain engine's)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.allocator != "system" and ALLOCATORS[args.allocator][0] not in os.environ.get("LD_PRELOAD", ""):
+    if args.allocator != "system":
         _run_under(args.allocator, sys.argv[1:] if argv is None else argv)
     if args.worker:
         config = json.loads(args.worker)
@@ -756,6 +804,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results["machine"] = dict(
         device=torch.cuda.get_device_name() if args.device.startswith("cuda") else os.uname().machine,
         threads=args.threads, torch=torch.__version__, quick=args.quick, bf16=args.bf16, allocator=_allocator(),
+        fused_accumulation=args.fused_accumulation,
     )  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

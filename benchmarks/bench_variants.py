@@ -57,8 +57,9 @@ def _prepare(variant: str, model: torch.nn.Module, kind: str, x: torch.Tensor):
     return forward, x
 
 
-def _fused_accumulation() -> Callable[[], ContextManager]:
-    """A context that replaces ``ConductanceSum.update`` by one compiled function per pass and layer shape."""
+def fused_accumulation() -> Callable[[], ContextManager]:
+    """A maker of contexts in which ``ConductanceSum.update`` is one compiled function per pass and layer shape
+    (compiled on first use, then reused by every context of this maker)."""
 
     def step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,
              grads: torch.Tensor) -> None:  # fmt: skip
@@ -105,7 +106,7 @@ def run(network: str, size: int, device: str, reps: int, variants: List[str]) ->
     runs, rows = {}, []
     for variant in variants:
         forward, inputs = _prepare(variant, model, kind, x)
-        accumulation = _fused_accumulation() if variant == "fused_accumulation" else contextlib.nullcontext
+        accumulation = fused_accumulation() if variant == "fused_accumulation" else contextlib.nullcontext
         entry = dict(forward=forward, inputs=inputs, times=[], accumulation=accumulation)
         started = time.perf_counter()
         try:
