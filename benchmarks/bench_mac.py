@@ -16,7 +16,8 @@ process, round after round (one warm-up round), and each keeps its best of at
 least ``--reps`` runs, repeated until they add up to ``MIN_TIMED_S`` (at most
 ``MAX_REPS``: short runs are the noisiest); a method whose single run took 20 s
 or more keeps that time and is not repeated. The JSON rows also give each
-method's minor page faults per timed run (the median, ``minor_faults``).
+method's minor page faults per timed run (the median, ``minor_faults``; absent
+for a run that was not repeated).
 
 Methods:
 - ``mac``: ``LayerMAC`` over all candidate layers in one call;
@@ -33,8 +34,13 @@ Methods:
   Python;
 - ``read floor``: the held floor that also reads each layer's value and gradient
   once, as the gradient goes by (one ``torch.dot`` of the two per layer and
-  pass, no other arithmetic): the least an exact method does that sums
-  ``g · Δy`` outside autograd's own kernels (``read/bat``);
+  pass, or a sum of each where one is not contiguous; no other arithmetic): the
+  least a method pays that, like macattr, takes each gradient from a tensor hook
+  and sums ``g · Δy`` per layer outside autograd's own kernels (``read/bat``);
+- ``bulk read floor``: the batched floor that also reads every layer's value and
+  gradient once with no Python per layer in the backward pass: autograd returns
+  all the layers' gradients of a pass together (captured in C++, held until the
+  pass ends) and two multi-tensor norms read them (``bulk/bat``);
 - ``accumulate``: that arithmetic alone, ``macattr.accumulators.ConductanceSum``
   fed every layer's value and gradient pass by pass as ``LayerMAC`` feeds them
   (one grid point, then the automatic pass size), on tensors captured once
@@ -63,7 +69,9 @@ What is left of MAC's overhead without page faults and with the fewest memory pa
 (``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` at 1 GB, so no pass faults its memory in again), and
 ``--fused-accumulation`` times ``mac``, ``linear`` and ``accumulate`` with each layer's accumulation of a pass
 as one ``torch.compile``'d kernel (``bench_variants.py``'s ``fused_accumulation``; compiled in the warm-up
-round, so the times exclude compilation; the memory columns stay those of the plain engine).
+round, so the times exclude compilation, and timed however long they take; the memory columns stay those of
+the plain engine). glibc versions that refuse an mmap threshold above 32 MiB fault more, not less, under
+``glibc-kept``: ``minor_faults`` shows which.
 """
 
 from __future__ import annotations
@@ -74,11 +82,12 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -89,12 +98,13 @@ from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.accumulators import ConductanceSum
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "read_floor", "accumulate",
+METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "read_floor", "bulk_read_floor", "accumulate",
            "captum", "captum_gl", "ram_reference")  # fmt: skip
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 LONG_RUN_S = 20.0  # a first run this long is timed once: warm-up effects are negligible against it
+FUSED_METHODS = ("mac", "linear", "accumulate")  # the methods --fused-accumulation changes
 MIN_TIMED_S = 3.0
 MAX_REPS = 12
 
@@ -118,13 +128,14 @@ def _setup(config: Dict[str, Any]):
     return forward, target, layers, x
 
 
-def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1, layers=(),
-           read: bool = False) -> None:  # fmt: skip
+def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1,
+           layers: Sequence[torch.nn.Module] = (), read: bool = False) -> None:  # fmt: skip
     """(N + 1) grid points of forward + backward to the input, ``steps_per_pass`` per pass.
 
     ``layers``: also keep each layer's output alive until its gradient has gone by, and do nothing else with
     it (the held floor: what holding the values costs in time, without any arithmetic on them). ``read``:
-    then read the value and the gradient once, a dot product of the two (the read floor).
+    then read the value and the gradient once, a dot product of the two (the read floor; a sum of each
+    where one of them is not contiguous).
     """
     alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
     held: Dict[int, torch.Tensor] = {}
@@ -137,7 +148,12 @@ def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int =
             def release(grad: torch.Tensor) -> None:
                 value = held.pop(key, None)
                 if read and value is not None:
-                    torch.dot(value.detach().reshape(-1), grad.reshape(-1))
+                    value = value.detach()
+                    if value.is_contiguous() and grad.is_contiguous():
+                        torch.dot(value.reshape(-1), grad.reshape(-1))
+                    else:  # another memory layout: read each once where it lies, copying neither
+                        value.sum()
+                        grad.sum()
 
             output.register_hook(release)
 
@@ -152,6 +168,36 @@ def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int =
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _bulk_read_floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int,
+                     layers: Sequence[torch.nn.Module]) -> None:  # fmt: skip
+    """The batched floor that also reads every layer's output and its gradient once, with no Python per layer
+    in the backward pass: the outputs are kept in a list, one ``autograd.grad`` call returns their gradients
+    with the input's (autograd captures them in C++ and holds them to the end of the pass), and two
+    multi-tensor norms read the values and the gradients."""
+    alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
+    outputs: List[torch.Tensor] = []
+
+    def keep(module, args, output) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            outputs.append(output)
+
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        for chunk in alphas.split(steps_per_pass):
+            outputs.clear()
+            point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
+            out = forward(point)
+            out = out if target is None else out[:, target]
+            grads = torch.autograd.grad(out.sum(), [point, *outputs], allow_unused=True)[1:]
+            read = [(value.detach(), grad) for value, grad in zip(outputs, grads) if grad is not None]
+            torch._foreach_norm([value for value, _ in read])
+            torch._foreach_norm([grad for _, grad in read])
+    finally:
+        for handle in handles:
+            handle.remove()
+        outputs.clear()
 
 
 def _automatic_steps(forward, x: torch.Tensor) -> int:
@@ -238,6 +284,8 @@ def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
         _floor(forward, target, x, n_steps, config["floor_steps"], layers)
     elif method == "read_floor":
         _floor(forward, target, x, n_steps, config["floor_steps"], layers, read=True)
+    elif method == "bulk_read_floor":
+        _bulk_read_floor(forward, target, x, n_steps, config["floor_steps"], layers)
     elif method == "accumulate":
         _accumulate(config["values"], config["grads"], n_steps, config["floor_steps"])
     elif method in ("captum", "captum_gl"):
@@ -340,7 +388,7 @@ def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
     layer values and gradients the accumulation alone is timed on."""
     if config["method"] in ("captum", "captum_gl"):
         config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
-    if config["method"] in ("batched_floor", "held_floor", "read_floor", "accumulate"):
+    if config["method"] in ("batched_floor", "held_floor", "read_floor", "bulk_read_floor", "accumulate"):
         config["floor_steps"] = _automatic_steps(forward, x)
     if config["method"] == "accumulate":
         config["values"] = _captured_pass(forward, layers, x, config["floor_steps"])
@@ -391,7 +439,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def timing_worker(config: Dict[str, Any]) -> List[Dict[str, float]]:
+def timing_worker(config: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Best time of each of ``config["runs"]`` (method settings), run interleaved in this process, and the
     median number of minor page faults of its timed repetitions.
 
@@ -404,7 +452,10 @@ def timing_worker(config: Dict[str, Any]) -> List[Dict[str, float]]:
     cuda = config["device"].startswith("cuda")
     times: List[List[float]] = [[] for _ in runs]
     faults: List[List[int]] = [[] for _ in runs]
-    accumulation = fused_accumulation()() if config.get("fused_accumulation") else contextlib.nullcontext()
+    accumulation = contextlib.nullcontext()
+    if config.get("fused_accumulation"):
+        make_fused = fused_accumulation()
+        accumulation = make_fused()
     with accumulation, torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
         for run in runs:
             _prepare(run, forward, target, layers, x)
@@ -418,7 +469,7 @@ def timing_worker(config: Dict[str, Any]) -> List[Dict[str, float]]:
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 times[i].append(_run_timed(runs[i], forward, target, layers, x))
                 faults[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return [dict(time_s=min(t[1:]), minor_faults=sorted(f[1:])[len(f[1:]) // 2]) for t, f in zip(times, faults)]
+    return [dict(time_s=min(t[1:]), minor_faults=statistics.median_high(f[1:])) for t, f in zip(times, faults)]
 
 
 def _in_fresh_process(mode: str, config: Dict[str, Any]) -> Any:
@@ -450,8 +501,10 @@ def measure(
                 raise
             print(f"{name}: failed ({str(error).splitlines()[-1]})")
     runs = {name: run for name, run in runs.items() if name in results}
-    short = {name: dict(run, captum_internal_batch_size=results[name]["captum_internal_batch_size"])
-             for name, run in runs.items() if results[name]["time_s"] < LONG_RUN_S}  # fmt: skip
+    fused = FUSED_METHODS if common.get("fused_accumulation") else ()  # the memory run did not fuse: time them
+    timed = [name for name, run in runs.items() if results[name]["time_s"] < LONG_RUN_S or run["method"] in fused]
+    short = {name: dict(runs[name], captum_internal_batch_size=results[name]["captum_internal_batch_size"])
+             for name in timed}  # fmt: skip
     if short and common["reps"] > 0:
         best = _in_fresh_process("timing", dict(common, runs=list(short.values())))
         for name, timing in zip(short, best):
@@ -496,6 +549,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         batched_floor_s=batched["time_s"],
         held_floor_s=results["held_floor"]["time_s"],
         read_floor_s=results["read_floor"]["time_s"],
+        bulk_read_floor_s=results["bulk_read_floor"]["time_s"],
         accumulate_s=results["accumulate"]["time_s"],
         captum_s=captum,
         captum_gl_s=captum_all("captum_gl"),
@@ -507,6 +561,7 @@ def run_row(row: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
         mac_over_batched=mac["time_s"] / batched["time_s"],
         held_over_batched=results["held_floor"]["time_s"] / batched["time_s"],
         read_over_batched=results["read_floor"]["time_s"] / batched["time_s"],
+        bulk_over_batched=results["bulk_read_floor"]["time_s"] / batched["time_s"],
         accumulate_over_batched=results["accumulate"]["time_s"] / batched["time_s"],
         allowance_us=1e6 * (TIME_TARGET - 1) * batched["time_s"] / (layers * len(_passes(row["n_steps"], steps))),
         mac_mb=mac["peak_mb"],
@@ -553,9 +608,9 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 ROW_HEADER = (
     f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'held s':>7s} {'read s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} "
+    f"{'batched':>8s} {'held s':>7s} {'read s':>7s} {'bulk s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} "
     f"{'RAM ref s':>9s} {'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} "
-    f"{'read/bat':>8s} {'acc/bat':>7s} "
+    f"{'read/bat':>8s} {'bulk/bat':>8s} {'acc/bat':>7s} "
     f"{'allow µs':>8s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} "
     f"{'MB bound':>8s} {'time':>4s} {'mem':>4s}"
 )
@@ -566,9 +621,11 @@ def format_row(r: Dict[str, Any]) -> str:
     return (
         f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
         f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['held_floor_s']:7.2f} "
-        f"{r['read_floor_s']:7.2f} {r['accumulate_s']:7.2f} {r['captum_s']:9.2f} {r['captum_gl_s']:9.2f} "
+        f"{r['read_floor_s']:7.2f} {r['bulk_read_floor_s']:7.2f} {r['accumulate_s']:7.2f} {r['captum_s']:9.2f} "
+        f"{r['captum_gl_s']:9.2f} "
         f"{r['ram_reference_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} {r['speedup_bound']:6.1f} "
         f"{r['mac_over_batched']:9.3f} {r['held_over_batched']:8.3f} {r['read_over_batched']:8.3f} "
+        f"{r['bulk_over_batched']:8.3f} "
         f"{r['accumulate_over_batched']:7.3f} {r['allowance_us']:8.1f} "
         f"{r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} {r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} "
         f"{r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
@@ -589,9 +646,9 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
     print(f"targets: MAC/batch <= {TIME_TARGET} and sp/bound >= {BOUND_TARGET} (time); "
           f"MB ratio (MAC / batched floor) <= {MEMORY_TARGET} (mem); MB bound = (batched floor + held) / batched "
-          "floor, the least MB ratio of any exact all-layer method at this pass size; read/bat above "
-          f"{TIME_TARGET}: no exact method that sums g * dy outside autograd's kernels meets the time target at "
-          "this pass size")  # fmt: skip
+          "floor, the least MB ratio of any exact all-layer method at this pass size; read/bat and bulk/bat: "
+          "the least MAC/batch of a method that reads every layer's value and gradient once outside autograd's "
+          "kernels, from tensor hooks (read) or all at the pass's end (bulk)")  # fmt: skip
     if memory:
         print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s} "
               f"{'<= ' + str(GROWTH_TARGET):>7s}")  # fmt: skip
@@ -719,7 +776,7 @@ def scaling(folder: Path, threads: int) -> Dict[str, Any]:
 # --allocator → (the library's name, the Debian package that installs it)
 ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
 # glibc's malloc keeping what it frees: no mmap for large blocks, no trimming of the heap's top
-GLIBC_KEPT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+GLIBC_KEPT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000", "LD_PRELOAD": ""}
 
 
 def _allocator() -> str:
@@ -744,7 +801,7 @@ def _allocator_environment(allocator: str) -> Dict[str, str]:
 
 
 def _run_under(allocator: str, argv: List[str]) -> None:
-    """Re-run this script on ``allocator`` unless it already runs there (every worker inherits it)."""
+    """Re-run this script on ``allocator`` (no return) unless it already runs there; every worker inherits it."""
     wanted = _allocator_environment(allocator)
     if any(os.environ.get(key, "") != value for key, value in wanted.items()):
         os.execve(sys.executable, [sys.executable, __file__, *argv], dict(os.environ, **wanted))
@@ -777,6 +834,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "kernel (memory columns stay the plain engine's)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.fused_accumulation and (args.scaling or args.paper_swinir):
+        parser.error("--fused-accumulation: only for the main table, not with --scaling or --paper-swinir")
     if args.allocator != "system":
         _run_under(args.allocator, sys.argv[1:] if argv is None else argv)
     if args.worker:
