@@ -128,6 +128,15 @@ def _setup(config: Dict[str, Any]):
     return forward, target, layers, x
 
 
+def _grid_passes(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int):
+    """Per pass of ``steps_per_pass`` of the N + 1 grid points: its input points (requiring grad) and the
+    summed target score of their forward pass."""
+    for chunk in torch.linspace(0, 1, n_steps + 1, device=x.device).split(steps_per_pass):
+        point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
+        out = forward(point)
+        yield point, (out if target is None else out[:, target]).sum()
+
+
 def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int = 1,
            layers: Sequence[torch.nn.Module] = (), read: bool = False) -> None:  # fmt: skip
     """(N + 1) grid points of forward + backward to the input, ``steps_per_pass`` per pass.
@@ -137,7 +146,6 @@ def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int =
     then read the value and the gradient once, a dot product of the two (the read floor; a sum of each
     where one of them is not contiguous).
     """
-    alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
     held: Dict[int, torch.Tensor] = {}
 
     def hold(module, args, output) -> None:
@@ -159,11 +167,8 @@ def _floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_pass: int =
 
     handles = [layer.register_forward_hook(hold) for layer in layers]
     try:
-        for chunk in alphas.split(steps_per_pass):
-            point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
-            out = forward(point)
-            out = out if target is None else out[:, target]
-            torch.autograd.grad(out.sum(), point)
+        for point, score in _grid_passes(forward, target, x, n_steps, steps_per_pass):
+            torch.autograd.grad(score, point)
             held.clear()
     finally:
         for handle in handles:
@@ -176,7 +181,6 @@ def _bulk_read_floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_p
     in the backward pass: the outputs are kept in a list, one ``autograd.grad`` call returns their gradients
     with the input's (autograd captures them in C++ and holds them to the end of the pass), and two
     multi-tensor norms read the values and the gradients."""
-    alphas = torch.linspace(0, 1, n_steps + 1, device=x.device)
     outputs: List[torch.Tensor] = []
 
     def keep(module, args, output) -> None:
@@ -185,15 +189,12 @@ def _bulk_read_floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_p
 
     handles = [layer.register_forward_hook(keep) for layer in layers]
     try:
-        for chunk in alphas.split(steps_per_pass):
-            outputs.clear()
-            point = (chunk.reshape(-1, 1, 1, 1, 1) * x).flatten(0, 1).requires_grad_()
-            out = forward(point)
-            out = out if target is None else out[:, target]
-            grads = torch.autograd.grad(out.sum(), [point, *outputs], allow_unused=True)[1:]
+        for point, score in _grid_passes(forward, target, x, n_steps, steps_per_pass):
+            grads = torch.autograd.grad(score, [point, *outputs], allow_unused=True)[1:]
             read = [(value.detach(), grad) for value, grad in zip(outputs, grads) if grad is not None]
             torch._foreach_norm([value for value, _ in read])
             torch._foreach_norm([grad for _, grad in read])
+            outputs.clear()
     finally:
         for handle in handles:
             handle.remove()

@@ -59,7 +59,8 @@ def _prepare(variant: str, model: torch.nn.Module, kind: str, x: torch.Tensor):
 
 def fused_accumulation() -> Callable[[], ContextManager]:
     """A maker of contexts in which ``ConductanceSum.update`` is one compiled function per pass and layer shape
-    (compiled on first use, then reused by every context of this maker)."""
+    (compiled on first use, then reused by every context of this maker). Raises dynamo's recompile limit for
+    the process, so that each layer shape gets its own compilation instead of falling back to eager."""
 
     def step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,
              grads: torch.Tensor) -> None:  # fmt: skip
