@@ -4,12 +4,16 @@
 ``train_mode=True``, in the mode it was in) and puts back, also when the body
 raises: each module's train/eval flag, each parameter's ``requires_grad`` and
 ``.grad``, and, in train mode, every buffer (BatchNorm's running statistics).
+Nested inside another ``preserved_state`` it leaves the modules the outer one
+already keeps to it, so a ranking saves and restores the model once, not once
+per batch.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator, List, Optional
+from contextvars import ContextVar
+from typing import FrozenSet, Iterable, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -31,10 +35,14 @@ def modules_of(forward_func: object) -> List[nn.Module]:
     return list(owner.modules()) if owner is not None else []
 
 
+_PRESERVED: ContextVar[FrozenSet[int]] = ContextVar("macattr_preserved_modules", default=frozenset())
+
+
 @contextmanager
 def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> Iterator[None]:
     """Eval mode inside (unless ``train_mode``); modes, ``requires_grad``, ``.grad`` and buffers restored on exit."""
-    modules = list(dict.fromkeys(modules))
+    outer = _PRESERVED.get()
+    modules = [m for m in dict.fromkeys(modules) if id(m) not in outer]
     parameters = list(dict.fromkeys(p for m in modules for p in m.parameters(recurse=False)))
     buffers = list(dict.fromkeys(b for m in modules for b in m.buffers(recurse=False))) if train_mode else []
     training = [m.training for m in modules]
@@ -42,12 +50,14 @@ def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> I
     grads = [p.grad for p in parameters]
     with torch.no_grad():
         saved_buffers = [b.clone() for b in buffers]
+    token = _PRESERVED.set(outer | {id(m) for m in modules})
     try:
         if not train_mode:
             for module in modules:
                 module.training = False
         yield
     finally:
+        _PRESERVED.reset(token)
         for module, mode in zip(modules, training):
             module.training = mode
         for parameter, flag, grad in zip(parameters, flags, grads):

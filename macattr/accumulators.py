@@ -168,3 +168,11 @@ class ScoreSum:
             raise ValueError("the checkpoint was written for other layers")
         self.sums = np.asarray(state["sums"], dtype=np.float64)
         self.images = int(state["images"])
+
+
+__all__ = [
+    "Accumulator",
+    "ConductanceSum",
+    "GradientSum",
+    "ScoreSum",
+]

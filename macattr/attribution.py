@@ -181,10 +181,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                 stacklevel=3,
             )
         self.layers, self.layer_names, self.train_mode = layers, names, train_mode
-        self.path = LinearPath() if path is None else path
-        if not callable(getattr(self.path, "bind", None)):
-            raise TypeError(f"path must be a path object with interval() and bind(), got {type(self.path).__name__}")
-        interval_of(self.path)
+        self.path = LinearPath()
+        self.path = self._path_or_own(path)
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -205,6 +203,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        *,
+        path: Optional[IntegrationPath] = None,
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         """Attributions in the shape of each layer's output (or input), (N, ...).
 
@@ -231,6 +231,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             return_convergence_delta: also return, per sample,
                 ``Σ attributions − (F(X(end)) − F(X(start)))`` at the ends of the path.
             attribute_to_layer_input: attribute to the layers' inputs instead.
+            path: integrate along this path in this call instead of the constructor's.
 
         Returns:
             per layer a tensor (a tuple for layers with several output tensors);
@@ -238,9 +239,17 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             the delta (N,) (a list for a list of layers).
         """
         return self._attribute_along(
-            self.path, inputs, baselines, target, additional_forward_args, n_steps, method,
+            self._path_or_own(path), inputs, baselines, target, additional_forward_args, n_steps, method,
             internal_batch_size, return_convergence_delta, attribute_to_layer_input,
         )  # fmt: skip
+
+    def _path_or_own(self, path: Optional[IntegrationPath]) -> IntegrationPath:
+        if path is None:
+            return self.path
+        if not callable(getattr(path, "bind", None)):
+            raise TypeError(f"path must be a path object with interval() and bind(), got {type(path).__name__}")
+        interval_of(path)
+        return path
 
     def _attribute_along(
         self,
@@ -339,11 +348,13 @@ class LayerPathInternalInfluence(LayerPathConductance):
         method: str = "riemann_left",
         internal_batch_size: Optional[int] = None,
         attribute_to_layer_input: bool = False,
+        *,
+        path: Optional[IntegrationPath] = None,
     ) -> Union[Attribution, List[Attribution]]:
         """Internal influence (N, ...) per layer; arguments as in
         [`LayerPathConductance.attribute()`][macattr.attribution.LayerPathConductance.attribute]."""
         return self._attribute_along(
-            self.path, inputs, baselines, target, additional_forward_args, n_steps, method,
+            self._path_or_own(path), inputs, baselines, target, additional_forward_args, n_steps, method,
             internal_batch_size, False, attribute_to_layer_input,
         )  # fmt: skip
 
@@ -422,3 +433,10 @@ class LayerMAC(LayerPathConductance):
             path, inputs, baselines, target, additional_forward_args, n_steps, method,
             internal_batch_size, return_convergence_delta, attribute_to_layer_input,
         )  # fmt: skip
+
+
+__all__ = [
+    "LayerMAC",
+    "LayerPathConductance",
+    "LayerPathInternalInfluence",
+]

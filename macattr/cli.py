@@ -16,22 +16,26 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from macattr import __version__
 from macattr.layers import candidate_layers
-from macattr.plots import KINDS
-from macattr.ranking import METHODS, rank_layers
+from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
+from macattr.plots import COMPARE_KINDS, KINDS
+from macattr.ranking import rank_layers
 from macattr.ranking.distributed import RankFailed, finish, init_from_environment, is_main_process
+from macattr.ranking.methods import get_method, methods
+from macattr.ranking.methods import names as method_names
 from macattr.ranking.settings import RankSettings
 from macattr.restoration.data import degraded_batches
 from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
 from macattr.restoration.images import center_crop, image_files, read_image
 from macattr.restoration.ram_files import write_ram_files
 from macattr.restoration.train import load_weights
-from macattr.scores import LayerScores, agreement, resolve_k
+from macattr.scores import LayerScores, agreement, check_k, resolve_k
+from macattr.seeds import derive_seed
 from macattr.targets import NAMED_TARGETS
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -74,12 +78,9 @@ def _positive_float(text: str) -> float:
 def _parse_k(text: str) -> Union[int, float]:
     """ "0.1" → 0.1 (a fraction in (0, 1]), "3" → 3 (a count >= 1)."""
     try:
-        value: Union[int, float] = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+        return check_k(int(text) if text.strip().lstrip("+-").isdigit() else float(text))
     except ValueError:
-        value = math.nan
-    if (isinstance(value, int) and value < 1) or (isinstance(value, float) and not 0 < value <= 1):
-        raise argparse.ArgumentTypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {text!r}") from None
 
 
 def _parse_tasks(text: str) -> List[str]:
@@ -114,12 +115,12 @@ def _parse_target(text: str) -> Union[str, int]:
     return index
 
 
-def _import_factory_module(target: str):
+def _import_factory_module(target: str, option: str):
     """A module by dotted name (the current folder on the import path, as for ``python -m``) or by file path."""
     if target.endswith(".py") or "/" in target or os.sep in target:
         file = Path(target)
         if not file.is_file():
-            raise _CommandError(f"--model names the file {file}, which does not exist")
+            raise _CommandError(f"{option} names the file {file}, which does not exist")
         sys.path.insert(0, str(file.resolve().parent))  # so that the file's own imports of its neighbours work
         spec = importlib.util.spec_from_file_location(file.stem, file)
         module = importlib.util.module_from_spec(spec)
@@ -128,6 +129,30 @@ def _import_factory_module(target: str):
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     return importlib.import_module(target)
+
+
+def _import_attribute(spec: str, option: str) -> Callable:
+    """The callable ``module:name`` or ``path/to/file.py:name`` that ``option`` names."""
+    target, _, attribute = spec.rpartition(":")
+    if not target or not attribute:
+        raise _CommandError(f"{option} must look like package.module:name or path/to/file.py:name, got {spec!r}")
+    try:
+        module = _import_factory_module(target, option)
+    except _CommandError:
+        raise
+    except Exception as error:  # the user's module may raise anything while it is imported
+        raise _CommandError(f"cannot import {target!r} for {option}: {type(error).__name__}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise _CommandError(f"{target!r} has no callable {attribute!r} for {option}")
+    return factory
+
+
+def _call(factory: Callable, spec: str, option: str) -> object:
+    try:
+        return factory()
+    except Exception as error:  # the user's factory may raise anything
+        raise _CommandError(f"{option} {spec} raised {type(error).__name__}: {error}") from None
 
 
 def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
@@ -142,27 +167,21 @@ def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
         >>> load_model(os.path.join(folder, "nets.py") + ":build", weights=None)
         Conv2d(3, 3, kernel_size=(1, 1), stride=(1, 1))
     """
-    target, _, attribute = spec.rpartition(":")
-    if not target or not attribute:
-        raise _CommandError(f"--model must look like package.module:factory or path/to/file.py:factory, got {spec!r}")
-    try:
-        module = _import_factory_module(target)
-    except _CommandError:
-        raise
-    except Exception as error:  # the user's module may raise anything while it is imported
-        raise _CommandError(f"cannot import {target!r} for --model: {type(error).__name__}: {error}") from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise _CommandError(f"{target!r} has no callable {attribute!r} for --model")
-    try:
-        model = factory()
-    except Exception as error:  # the user's factory may raise anything
-        raise _CommandError(f"--model {spec} raised {type(error).__name__}: {error}") from None
+    model = _call(_import_attribute(spec, "--model"), spec, "--model")
     if not isinstance(model, torch.nn.Module):
         raise _CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
+
+
+def load_loader(spec: str) -> Iterable:
+    """The batches of ``module:function`` (called with no arguments): any iterable of batches that
+    ``rank_layers`` reads (tensors, ``(x, y)`` pairs, dicts with ``"lq"`` or ``"input"``)."""
+    loader = _call(_import_attribute(spec, "--loader"), spec, "--loader")
+    if isinstance(loader, (str, bytes)) or not isinstance(loader, (Iterable, torch.Tensor)):
+        raise _CommandError(f"--loader {spec} returned {type(loader).__name__}, not an iterable of batches")
+    return loader
 
 
 def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int) -> list:
@@ -172,7 +191,7 @@ def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed:
         clean = read_image(file)
         clean = (center_crop(clean, size) if size else clean)[None]
         if tasks:
-            batches += degraded_batches(clean, tasks, seed=seed + 1000 * index)
+            batches += degraded_batches(clean, tasks, seed=derive_seed(seed, "image", index))
         else:
             batches.append({"lq": clean, "gt": clean, "task": ["clean"]})
     return batches
@@ -185,21 +204,54 @@ def _demo(args: argparse.Namespace) -> None:
              progress=not args.no_progress)  # fmt: skip
 
 
+_MASK_OPTIONS = {"mask_ratio": "--mask-ratio", "sharpness": "--sharpness", "patch_size": "--patch-size"}
+
+
+def _path(args: argparse.Namespace) -> Tuple[Optional[IntegrationPath], Dict[str, object]]:
+    """``--path`` and its options: (the path, or None for the method's own; the mask options for the settings)."""
+    mask = {name: getattr(args, name) for name in _MASK_OPTIONS if getattr(args, name) is not None}
+    if args.path in ("linear", "blur") and mask:
+        given = ", ".join(_MASK_OPTIONS[name] for name in mask)
+        raise _CommandError(f"{given} belong to --path mask, not --path {args.path}")
+    if args.blur_sigma is not None and args.path != "blur":
+        raise _CommandError("--blur-sigma belongs to --path blur")
+    if args.path == "mask":
+        return MaskAttributionPath(**mask), {}
+    if args.path == "linear":
+        return LinearPath(), {}
+    if args.path == "blur":
+        return BlurPath(4.0 if args.blur_sigma is None else args.blur_sigma), {}
+    return None, mask
+
+
+def _batches(args: argparse.Namespace) -> Iterable:
+    """The analysed batches: the ``--images`` folder (degraded with ``--degrade``) or the ``--loader``'s."""
+    if (args.images is None) == (args.loader is None):
+        raise _CommandError("pass one of --images (a folder of images) or --loader (module:function)")
+    if args.loader is not None:
+        given = [option for option, value in (("--degrade", args.degrade), ("--size", args.size)) if value]
+        if given:
+            raise _CommandError(f"{', '.join(given)} work on --images; a --loader yields its batches as they are")
+        return load_loader(args.loader)
+    return _image_batches(args.images, args.size, args.degrade, args.seed)
+
+
 def _rank(args: argparse.Namespace) -> None:
-    if args.method == "gradnorm" and not args.degrade:
-        raise _CommandError("--method gradnorm needs --degrade: it scores the loss between restored degraded "
-                           "images and the clean ones")  # fmt: skip
+    if get_method(args.method).needs_ground_truth and not (args.degrade or args.loader):
+        raise _CommandError(f"--method {args.method} needs ground truth: --degrade (it scores the loss between "
+                            "restored degraded images and the clean ones) or a --loader of (input, truth) "
+                            "batches")  # fmt: skip
+    path, mask = _path(args)
     settings = RankSettings(
-        args.method, target=args.target, n_steps=args.n_steps, mask_ratio=args.mask_ratio, sharpness=args.sharpness,
-        patch_size=args.patch_size, seed=args.seed, samples_per_group=args.per_task,
-        internal_batch_size=args.internal_batch_size,
+        args.method, target=args.target, n_steps=args.n_steps, path=path, baselines=args.baseline, seed=args.seed,
+        samples_per_group=args.per_task, internal_batch_size=args.internal_batch_size, **mask,
     )  # fmt: skip
     model = load_model(args.model, args.weights)
     resolve_k(args.k, len(candidate_layers(model)))
-    batches = _image_batches(args.images, args.size, args.degrade, args.seed)
+    batches = _batches(args)
     device = init_from_environment(args.backend, args.device)  # under torchrun: the process group, cuda:LOCAL_RANK
     try:
-        scores = rank_layers(model, batches, args.method, settings=settings, group="task" if args.per_task else None,
+        scores = rank_layers(model, batches, settings=settings, group="task" if args.per_task else None,
                              device=device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
     finally:
         main_process = is_main_process()
@@ -270,12 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
 
-    rank = commands.add_parser("rank", help="rank the layers of your model over a folder of images")
+    rank = commands.add_parser("rank", help="rank the layers of your model over a folder of images or a loader")
     rank.add_argument("--model", required=True, help="package.module:factory or path/to/file.py:factory")
     rank.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
-    rank.add_argument("--images", required=True, help="folder of PNG/JPEG images")
+    rank.add_argument("--images", help="folder of PNG/JPEG images")
+    rank.add_argument("--loader", help="package.module:function returning an iterable of batches (any model)")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
-    rank.add_argument("--method", choices=METHODS, default="mac", help="gradnorm needs --degrade")
+    rank.add_argument("--method", choices=method_names(aliases=True), default="mac",
+                      help="; ".join(f"{m.name}: {m.summary}" for m in methods()))  # fmt: skip
     rank.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
     rank.add_argument("--degrade", type=_parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
     rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
@@ -283,9 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--target", type=_parse_target, default="gradient_magnitude",
                       help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
     rank.add_argument("--n-steps", type=_positive_int, default=200)
-    rank.add_argument("--mask-ratio", type=_positive_float, default=0.5)
-    rank.add_argument("--sharpness", type=_positive_float, default=1e4, help="δ; 'inf' for the hard path")
-    rank.add_argument("--patch-size", type=_positive_int, default=1)
+    rank.add_argument("--path", choices=["mask", "linear", "blur"],
+                      help="the path of mac, conductance or internal_influence (default: the method's own, the mask "
+                      "path for mac, the linear path for the others)")  # fmt: skip
+    rank.add_argument("--mask-ratio", type=_positive_float, help="r of the mask path (default 0.5)")
+    rank.add_argument("--sharpness", type=_positive_float, help="δ of the mask path (default 1e4; 'inf': hard)")
+    rank.add_argument("--patch-size", type=_positive_int, help="cell size of the mask path (default 1)")
+    rank.add_argument("--blur-sigma", type=_positive_float, help="σ of --path blur at its start (default 4)")
+    rank.add_argument("--baseline", type=float, default=0.0, help="the baseline x' of the path (default 0)")
     rank.add_argument("--seed", type=int, default=0)
     rank.add_argument("--device", help="cpu, cuda, cuda:1, ... (under torchrun on GPUs: cuda:LOCAL_RANK)")
     rank.add_argument("--backend", choices=["nccl", "gloo"], help="under torchrun (default: NCCL on CUDA, Gloo on CPU)")
@@ -307,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="two or more scores files: their figures and rank agreement")
     compare.add_argument("scores", nargs="+", help="two or more scores files of the same model")
     compare.add_argument("--out", default="comparison.png", help="PNG, SVG or PDF, by extension")
-    compare.add_argument("--kind", choices=["heatmap", "profile"], default="heatmap")
+    compare.add_argument("--kind", choices=list(COMPARE_KINDS), default="heatmap")
     compare.add_argument("--top-k", type=_parse_k, default=0.1)
     compare.add_argument("--allow-partial", action="store_true", help="compare files sharing under half their layers")
     compare.add_argument("--dpi", type=_positive_int, default=120)
@@ -342,3 +401,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+__all__ = [
+    "build_parser",
+    "load_loader",
+    "load_model",
+    "main",
+]

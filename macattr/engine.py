@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_int
 from macattr.accumulators import ConductanceSum, GradientSum
-from macattr.paths import QUADRATURES, IntegrationPath, interval_of, quadrature
+from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
 from macattr.targets import TargetIndex, expand_target, select_target
 
 LayerTensors = Tuple[Tensor, ...]
@@ -278,9 +278,9 @@ def saved_activation_bytes(run: Callable[[], object]) -> int:
     return total
 
 
-CPU_PASS_BYTES = 128 * 2**20
-CPU_MAX_STEPS = 8
-CUDA_MAX_STEPS = 64
+_CPU_PASS_BYTES = 128 * 2**20
+_CPU_MAX_STEPS = 8
+_CUDA_MAX_STEPS = 64
 
 
 def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
@@ -301,11 +301,11 @@ def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
         2
     """
     if bytes_per_step <= 0:
-        return CPU_MAX_STEPS if device.type != "cuda" else CUDA_MAX_STEPS
+        return _CPU_MAX_STEPS if device.type != "cuda" else _CUDA_MAX_STEPS
     if device.type != "cuda":
-        return max(1, min(CPU_MAX_STEPS, CPU_PASS_BYTES // bytes_per_step))
+        return max(1, min(_CPU_MAX_STEPS, _CPU_PASS_BYTES // bytes_per_step))
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(CUDA_MAX_STEPS, int(0.25 * free) // (3 * bytes_per_step)))
+    return max(1, min(_CUDA_MAX_STEPS, int(0.25 * free) // (3 * bytes_per_step)))
 
 
 @dataclass(frozen=True)
@@ -339,9 +339,7 @@ class SweepPlan:
 
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
         """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
-        nodes, weights = quadrature(self.method, self.n_steps + (self.rule == "conductance"))
-        start, end = interval_of(path)
-        return start + (end - start) * nodes, (end - start) * weights
+        return rule_on(path, self.method, self.n_steps + (self.rule == "conductance"))
 
 
 def _evaluate(forward_func: Callable[..., Tensor], points: Tuple[Tensor, ...], target: TargetIndex,
@@ -431,3 +429,13 @@ def sweep(
     points = points_at(torch.tensor([start, end], dtype=torch.float64))
     ends = _evaluate(forward_func, points, target, additional_forward_args, n_samples, track=False)
     return SweepResult(attributions, *ends.reshape(2, n_samples))
+
+
+__all__ = [
+    "LayerRecorder",
+    "SweepPlan",
+    "SweepResult",
+    "automatic_steps_per_pass",
+    "saved_activation_bytes",
+    "sweep",
+]

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, List, Tuple
 
 from torch import nn
 
-SMALL_SHARE = 0.01
+_SMALL_SHARE = 0.01
 
 
 @dataclass
@@ -129,12 +129,18 @@ def _warn_small_owners(modules: dict, names: List[str]) -> None:
     for name in names:
         own = sum(p.numel() for p in modules[name].parameters(recurse=False))
         below = sum(p.numel() for p in modules[name].parameters())
-        if own < SMALL_SHARE * below:
+        if own < _SMALL_SHARE * below:
             small.append(f"{name} ({own:,} of {below:,})")
     if small:
         warnings.warn(
-            f"selected layers own under {SMALL_SHARE:.0%} of the parameters below them: {', '.join(small)}; "
+            f"selected layers own under {_SMALL_SHARE:.0%} of the parameters below them: {', '.join(small)}; "
             "fine-tuning a layer trains only its own parameters, not its sub-modules' (name those to train them)",
             UserWarning,
             stacklevel=3,
         )
+
+
+__all__ = [
+    "TrainableLayers",
+    "freeze_except",
+]

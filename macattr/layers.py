@@ -152,3 +152,11 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
         for handle in handles:
             handle.remove()
     return ExecutionOrder(order, calls)
+
+
+__all__ = [
+    "ExecutionOrder",
+    "LayerSpecs",
+    "candidate_layers",
+    "execution_order",
+]

@@ -16,22 +16,24 @@ Paths here:
   to whole (RAM's mask attribute path).
 
 [`quadrature()`][macattr.paths.quadrature] gives Captum's approximation rules (``riemann_*``,
-``gausslegendre``) and [`grid()`][macattr.paths.grid] maps them onto a path's interval.
+``gausslegendre``), [`rule_on()`][macattr.paths.rule_on] maps one onto a path's interval and
+[`grid()`][macattr.paths.grid] gives conductance's grid of N + 1 points.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int, check_real
+from macattr._records import json_value
 
 PointsFn = Callable[[Tensor], Tuple[Tensor, ...]]
 
@@ -89,6 +91,20 @@ def quadrature(method: str, count: int) -> Tuple[Tensor, Tensor]:
     return (torch.arange(count, dtype=torch.float64) + offset) / count, weights
 
 
+def rule_on(path: IntegrationPath, method: str, count: int) -> Tuple[Tensor, Tensor]:
+    """The ``count`` nodes and weights of ``method`` (see [`quadrature()`][macattr.paths.quadrature]) mapped
+    onto the path's interval: ``α`` float64 (count,) and weights summing to the interval's length.
+
+    Examples:
+        >>> alphas, weights = rule_on(MaskAttributionPath(mask_ratio=0.5), "riemann_left", 2)
+        >>> alphas.tolist(), weights.tolist()
+        ([0.5, 0.75], [0.25, 0.25])
+    """
+    nodes, weights = quadrature(method, count)
+    start, end = interval_of(path)
+    return start + (end - start) * nodes, (end - start) * weights
+
+
 def grid(path: IntegrationPath, n_steps: int, method: str = "riemann_trapezoid") -> Tensor:
     """The ``n_steps + 1`` points of ``method`` on the path's interval, float64 (n_steps + 1,).
 
@@ -101,34 +117,42 @@ def grid(path: IntegrationPath, n_steps: int, method: str = "riemann_trapezoid")
         >>> grid(MaskAttributionPath(mask_ratio=0.5), 2).tolist()
         [0.5, 0.75, 1.0]
     """
-    n_steps = check_int("n_steps", n_steps, 1)
-    nodes, _ = quadrature(method, n_steps + 1)
-    start, end = interval_of(path)
-    return start + (end - start) * nodes
+    return rule_on(path, method, check_int("n_steps", n_steps, 1) + 1)[0]
 
 
 def interval_of(path: IntegrationPath) -> Tuple[float, float]:
-    """``path.interval()``, checked; paths written for macattr 0.1 (``start``/``end`` attributes) still work.
+    """``path.interval()``, checked: a path object with ``start < end``.
 
     Examples:
         >>> interval_of(MaskAttributionPath(mask_ratio=0.25))
         (0.75, 1.0)
     """
-    if not callable(getattr(path, "interval", None)):
-        if not hasattr(path, "start") or not hasattr(path, "end"):
-            raise TypeError(f"path must have interval() and bind() (see IntegrationPath), got {type(path).__name__}")
-        warnings.warn(
-            "a path with start/end attributes and no interval() is deprecated; add interval() -> (start, end)",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        start, end = path.start, path.end
-    else:
-        start, end = path.interval()
-    start, end = float(start), float(end)
+    if not callable(getattr(path, "interval", None)) or not callable(getattr(path, "bind", None)):
+        raise TypeError(f"path must have interval() and bind() (see IntegrationPath), got {type(path).__name__}")
+    start, end = (float(v) for v in path.interval())
     if not start < end:
         raise ValueError(f"a path's interval must have start < end, got ({start}, {end})")
     return start, end
+
+
+def describe_path(path: IntegrationPath) -> Dict[str, Any]:
+    """The JSON record of a path, as scores files and checkpoints hold it: ``{"type": class name, option:
+    value, ...}``. A path class of one's own may define ``config()`` to give its record; otherwise a
+    dataclass is recorded by its fields and any other object by its attributes.
+
+    Examples:
+        >>> describe_path(BlurPath(2.0))
+        {'type': 'BlurPath', 'sigma': 2.0, 'size': None}
+    """
+    own = getattr(path, "config", None)
+    if callable(own):
+        record = own()
+        if not isinstance(record, dict):
+            raise TypeError(f"{type(path).__name__}.config() must return a dict, got {type(record).__name__}")
+        return {"type": type(path).__name__, **json_value(record)}
+    if dataclasses.is_dataclass(path):
+        return json_value(path)
+    return {"type": type(path).__name__, **json_value(dict(vars(path)))}
 
 
 def _stack_points(baseline: Tensor, delta: Tensor, weight: Tensor) -> Tensor:
@@ -176,7 +200,7 @@ class LinearPath:
         return points
 
 
-LAYOUTS: Dict[str, Tuple[int, Tuple[int, ...]]] = {
+_LAYOUTS: Dict[str, Tuple[int, Tuple[int, ...]]] = {
     "image": (4, (2, 3)),  # (N, C, H, W): a pixel covers all channels
     "sequence": (3, (1,)),  # (N, T, D): a token covers its whole embedding
     "volume": (5, (2, 3, 4)),  # (N, C, D, H, W): a voxel covers all channels
@@ -268,7 +292,7 @@ class MaskAttributionPath:
             for value in seeds:
                 check_int("seed", value, 0)
         if isinstance(self.mask_dims, str):
-            check_choice("mask_dims", self.mask_dims, list(LAYOUTS))
+            check_choice("mask_dims", self.mask_dims, list(_LAYOUTS))
         elif not self.mask_dims or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
                                        for d in self.mask_dims):  # fmt: skip
             raise ValueError(f"mask_dims must be a layout name or dimension indices >= 1, got {self.mask_dims!r}")
@@ -295,10 +319,36 @@ class MaskAttributionPath:
     def interval(self) -> Tuple[float, float]:
         return 1.0 - float(self.mask_ratio), 1.0
 
+    def for_images(self, seeds: Sequence[int]) -> MaskAttributionPath:
+        """This path with one threshold seed per image (a ranking seeds every image on its own, so that its
+        scores do not depend on how the images are batched).
+
+        A path shared by the images of a ranking must leave ``seed`` unset and give its ``thresholds``,
+        ``order`` and ``exclude`` maps without a sample dimension (one map for every image).
+
+        Examples:
+            >>> MaskAttributionPath().for_images([4, 7]).seed
+            [4, 7]
+        """
+        if self.seed is not None:
+            raise ValueError(
+                f"this MaskAttributionPath has seed={self.seed!r}, but a ranking seeds every image from its own "
+                "seed= setting; build the path with seed=None and pass seed= to rank_layers"
+            )
+        masked = len(self._dims_of(None))
+        for name in ("thresholds", "order", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, Tensor) and value.dim() > masked:
+                raise ValueError(
+                    f"the path's {name} has shape {tuple(value.shape)}, one map per sample; a path shared by the "
+                    f"images of a ranking needs one map for all of them ({masked} dimensions)"
+                )
+        return dataclasses.replace(self, seed=[int(s) for s in seeds])
+
     def _dims_of(self, x: Optional[Tensor]) -> Tuple[int, ...]:
         """The masked dimensions; checks that ``x`` has the layout's number of dimensions."""
         if isinstance(self.mask_dims, str):
-            rank, dims = LAYOUTS[self.mask_dims]
+            rank, dims = _LAYOUTS[self.mask_dims]
             if x is not None and x.dim() != rank:
                 shapes = {"image": "(N, C, H, W)", "sequence": "(N, T, D)", "volume": "(N, C, D, H, W)"}
                 raise ValueError(f"mask_dims={self.mask_dims!r} needs inputs of shape {shapes[self.mask_dims]}, "
@@ -501,12 +551,16 @@ class BlurPath:
         return points
 
 
-def __getattr__(name: str) -> object:
-    if name == "Path":
-        warnings.warn(
-            "macattr.paths.Path is deprecated; use macattr.paths.IntegrationPath (it no longer shadows pathlib.Path)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return IntegrationPath
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "QUADRATURES",
+    "BlurPath",
+    "IntegrationPath",
+    "LinearPath",
+    "MaskAttributionPath",
+    "describe_path",
+    "gaussian_kernel1d",
+    "grid",
+    "interval_of",
+    "quadrature",
+    "rule_on",
+]

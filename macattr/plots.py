@@ -25,10 +25,11 @@ and the Okabe–Ito palette for methods).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from macattr.ranking.methods import get_method, label_of
 from macattr.scores import LayerScores, agreement
 
 if TYPE_CHECKING:
@@ -36,11 +37,10 @@ if TYPE_CHECKING:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-KINDS = ("profile", "heatmap", "bar")
-BAR_LIMIT = 60
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")  # Okabe–Ito
-MARK = "#D55E00"
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "xtick.labelsize": 8,
+_BAR_LIMIT = 60
+_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")  # Okabe–Ito
+_MARK = "#D55E00"
+_STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "xtick.labelsize": 8,
          "ytick.labelsize": 8, "svg.fonttype": "none", "pdf.fonttype": 42}  # fmt: skip
 TopK = Union[None, int, float]
 
@@ -95,16 +95,24 @@ def describe(scores: LayerScores) -> str:
     """The method and the settings that matter, for titles: ``MAC, 70 images, N = 200, r = 0.5``.
 
     Examples:
-        >>> describe(LayerScores({"a": 1.0}, "mac", {"n_steps": 200, "mask_ratio": 0.5}, images=70))
+        >>> config = {"n_steps": 200, "path": {"type": "MaskAttributionPath", "mask_ratio": 0.5}}
+        >>> describe(LayerScores({"a": 1.0}, "mac", config, images=70))
         'MAC, 70 images, N = 200, r = 0.5'
+        >>> describe(LayerScores({"a": 1.0}, "conductance", {"n_steps": 50, "path": {"type": "BlurPath"}}))
+        'conductance, N = 50, BlurPath'
     """
-    parts = [scores.method.upper() if scores.method in ("mac", "ig") else scores.method]
+    parts = [label_of(scores.method)]
     if scores.images:
         parts.append(f"{scores.images} image{'s' if scores.images != 1 else ''}")
-    if "n_steps" in scores.config and scores.method not in ("random", "uniform", "last", "gradnorm"):
+    if "n_steps" in scores.config:
         parts.append(f"N = {scores.config['n_steps']}")
-    if "mask_ratio" in scores.config and scores.method == "mac":
-        parts.append(f"r = {scores.config['mask_ratio']:g}")
+    path = scores.config.get("path")
+    if path is None and scores.method == "mac" and "mask_ratio" in scores.config:  # a file of macattr 0.2
+        path = {"type": "MaskAttributionPath", "mask_ratio": scores.config["mask_ratio"]}
+    if isinstance(path, dict) and path.get("type") == "MaskAttributionPath":
+        parts.append(f"r = {path['mask_ratio']:g}")
+    elif isinstance(path, dict) and path.get("type") not in (None, "LinearPath"):
+        parts.append(str(path["type"]))
     return ", ".join(parts)
 
 
@@ -115,11 +123,10 @@ def score_label(scores: LayerScores) -> str:
         >>> score_label(LayerScores({"a": 1.0}, "gradnorm"))
         'score (sum over images of ‖∇θ L‖ / ‖θ‖)'
     """
-    if scores.method == "gradnorm":
-        return "score (sum over images of ‖∇θ L‖ / ‖θ‖)"
-    if scores.method in ("random", "uniform", "last"):
-        return f"score ({scores.method} order)"
-    return "score (sum over images of mean |attribution|)"
+    try:
+        return f"score ({get_method(scores.method).score})"
+    except ValueError:  # a method not registered here
+        return "score"
 
 
 def wants_log(values: np.ndarray) -> bool:
@@ -184,7 +191,7 @@ def plot_layer_importance(
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     if len(sets) > 1 and kind != "profile":
         raise ValueError(f"several scorings go on one figure only with kind='profile', got kind={kind!r}")
-    if kind == "bar" and len(sets[0]) > BAR_LIMIT:
+    if kind == "bar" and len(sets[0]) > _BAR_LIMIT:
         warnings.warn(f"a bar chart of {len(sets[0])} layers cannot be read; drawing the depth profile instead",
                       UserWarning, stacklevel=2)  # fmt: skip
         kind = "profile"
@@ -194,15 +201,16 @@ def plot_layer_importance(
         log = wants_log(values)
     if log and values.min() <= 0:
         raise ValueError("log=True needs scores > 0")
-    with rc_context(STYLE):
-        if kind == "profile":
-            return _profile(sets, marked, ax, log, title)
-        if kind == "heatmap":
-            return _heatmap(sets[0], set(marked[0]), ax, log, title)
-        return _bars(sets[0], set(marked[0]), ax, log, title)
+    with rc_context(_STYLE):
+        return KINDS[kind](sets, marked, ax, log, title)
 
 
-def _heatmap(
+def _heatmap(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes], log: bool,
+             title: Optional[str]) -> Figure:  # fmt: skip
+    return _draw_heatmap(sets[0], set(marked[0]), ax, log, title)
+
+
+def _draw_heatmap(
     scores: LayerScores, marked: set, ax: Optional[Axes], log: bool, title: Optional[str],
     norm: Optional[Normalize] = None, colorbar: bool = True,
 ) -> Figure:  # fmt: skip
@@ -222,7 +230,7 @@ def _heatmap(
     ax.set_ylabel("block (in depth order)")
     for name in marked:
         block, role = block_and_role(name)
-        ax.add_patch(Rectangle((cols.index(role) - 0.5, rows.index(block) - 0.5), 1, 1, fill=False, edgecolor=MARK,
+        ax.add_patch(Rectangle((cols.index(role) - 0.5, rows.index(block) - 0.5), 1, 1, fill=False, edgecolor=_MARK,
                                lw=1.6))  # fmt: skip
     if colorbar:
         fig.colorbar(image, ax=ax, label=score_label(scores))
@@ -232,10 +240,12 @@ def _heatmap(
     return fig
 
 
-def _bars(scores: LayerScores, marked: set, ax: Optional[Axes], log: bool, title: Optional[str]) -> Figure:
+def _bars(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes], log: bool,
+          title: Optional[str]) -> Figure:  # fmt: skip
+    scores, marked = sets[0], set(marked[0])
     names = scores.names
     fig, ax = _new_axes(ax, 7, min(1.6 + 0.16 * len(names), 11))
-    colours = [MARK if name in marked else PALETTE[0] for name in names]
+    colours = [_MARK if name in marked else _PALETTE[0] for name in names]
     ax.barh(range(len(names)), [scores[n] for n in names], color=colours, log=log)
     ax.set_yticks(range(len(names)), names, fontsize=max(5, min(8, 500 / len(names))))
     ax.invert_yaxis()
@@ -244,7 +254,7 @@ def _bars(scores: LayerScores, marked: set, ax: Optional[Axes], log: bool, title
     if marked:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=MARK, label=f"top {len(marked)}"), Patch(color=PALETTE[0], label="other")],
+        ax.legend(handles=[Patch(color=_MARK, label=f"top {len(marked)}"), Patch(color=_PALETTE[0], label="other")],
                   loc="lower right")  # fmt: skip
     ax.set_title(title or f"{describe(scores)} layer importance")
     return fig
@@ -278,7 +288,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     size = 14 if count <= 60 else 6
     handles = []
     for index, (scores, top) in enumerate(zip(sets, marked)):
-        colour = PALETTE[index % len(PALETTE)]
+        colour = _PALETTE[index % len(_PALETTE)]
         y = np.array([scores.get(n, np.nan) for n in names], dtype=float)
         if several:
             y = y / (np.nanmax(y) or 1.0)
@@ -287,12 +297,12 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
         ax.scatter(x, y, s=size, color=colour, zorder=3, label=describe(scores))
         handles.append(Line2D([], [], color=colour, marker="o", lw=0.9, label=describe(scores)))
         where = [depth[n] for n in top if n in depth]
-        ring = colour if several else MARK
+        ring = colour if several else _MARK
         ax.scatter(x[where], y[where], s=size * 4, facecolors="none", edgecolors=ring, linewidths=1.4, zorder=4)
         if not several:
             for rank, name in enumerate(top, start=1):
                 ax.annotate(str(rank), (depth[name], y[depth[name]]), xytext=(0, 5), textcoords="offset points",
-                            ha="center", fontsize=7, color=MARK)  # fmt: skip
+                            ha="center", fontsize=7, color=_MARK)  # fmt: skip
     if log:
         ax.set_yscale("log")
     ax.set_xlim(-1, count)
@@ -305,7 +315,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     elif marked[0]:
         from matplotlib.patches import Patch
 
-        ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor=MARK, linestyle="none")
+        ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor=_MARK, linestyle="none")
         entries = [Patch(visible=False, label=f"{rank}. {name}") for rank, name in enumerate(marked[0], start=1)]
         fig.legend(handles=[ring, *entries], labels=[f"top {len(marked[0])}", *(e.get_label() for e in entries)],
                    loc="outside lower center", ncol=4, handlelength=1.0, handletextpad=0.4, fontsize=7,
@@ -313,6 +323,13 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     label = title or (f"{describe(sets[0])} layer importance by depth" if not several else "layer importance by depth")
     ax.set_title(label + ("; shaded: alternate residual groups" if len(_group_spans(names)) > 2 else ""))
     return fig
+
+
+KINDS: Dict[str, Callable[..., Figure]] = {"profile": _profile, "heatmap": _heatmap, "bar": _bars}
+"""Figure kinds of ``plot_layer_importance``: name → drawing function ``(sets, marked, ax, log, title) → Figure``
+(only ``"profile"`` draws several scorings)."""
+COMPARE_KINDS = ("heatmap", "profile")
+"""Figure kinds of ``plot_comparison``."""
 
 
 def plot_comparison(
@@ -353,8 +370,8 @@ def plot_comparison(
     sets = _sets(scores[0] if len(scores) == 1 else list(scores))
     if len(sets) < 2:
         raise ValueError("plot_comparison needs at least two scorings")
-    if kind not in ("heatmap", "profile"):
-        raise ValueError(f"kind must be 'heatmap' or 'profile', got {kind!r}")
+    if kind not in COMPARE_KINDS:
+        raise ValueError(f"kind must be one of {list(COMPARE_KINDS)}, got {kind!r}")
     if not allow_partial:
         check_common(sets, labels or [s.method for s in sets])
     result = agreement(sets, top_k if top_k is not None else 0.1, labels)
@@ -362,7 +379,7 @@ def plot_comparison(
                 for s in sets]  # fmt: skip
     values = np.concatenate([np.asarray(list(s.values())) for s in relative])
     positive = values[values > 0]
-    with rc_context(STYLE):
+    with rc_context(_STYLE):
         columns = min(len(sets), 3) if kind == "heatmap" else 1
         rows = -(-len(sets) // columns) if kind == "heatmap" else 1
         fig = Figure(figsize=(min(4.2 * max(columns, 3), 13), 3.6 * rows + 3.2), layout="constrained")
@@ -374,7 +391,7 @@ def plot_comparison(
             norm: Normalize = LogNorm(positive.min(), 1.0) if log else Normalize(0.0, 1.0)
             axes = top.subplots(rows, columns, squeeze=False).flatten()
             for ax, scores_, label in zip(axes, relative, result.labels):
-                _heatmap(scores_, set(scores_.top_k(top_k)) if top_k else set(), ax, log, label, norm, False)
+                _draw_heatmap(scores_, set(scores_.top_k(top_k)) if top_k else set(), ax, log, label, norm, False)
             for ax in axes[len(sets) :]:
                 ax.set_visible(False)
             top.colorbar(axes[0].images[0], ax=list(axes[: len(sets)]), label="score / highest score of its method")
@@ -413,3 +430,18 @@ def _agreement_matrices(fig: Any, result: Any) -> None:
     counts = sorted({int(result.compared[i, j]) for i in range(n) for j in range(n) if i != j})
     shared = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     fig.suptitle(f"agreement over the layers each pair shares ({shared} layers compared)", fontsize=10)
+
+
+__all__ = [
+    "COMPARE_KINDS",
+    "KINDS",
+    "block_and_role",
+    "check_common",
+    "describe",
+    "group_of",
+    "layer_grid",
+    "plot_comparison",
+    "plot_layer_importance",
+    "score_label",
+    "wants_log",
+]

@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -16,6 +15,24 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from macattr._files import PathLike, write_text_atomic
+
+
+def check_k(k: object) -> Union[int, float]:
+    """``k`` if it is a fraction in (0, 1] or a count >= 1 (before the number of layers is known).
+
+    Examples:
+        >>> check_k(0.1), check_k(3)
+        (0.1, 3)
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise TypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {k!r}")
+    if isinstance(k, numbers.Integral):
+        if k < 1:
+            raise ValueError(f"k must be a fraction in (0, 1] or a count >= 1, got {k}")
+        return int(k)
+    if not 0 < k <= 1:  # NaN fails too
+        raise ValueError(f"k must be a fraction in (0, 1] or an integer count >= 1, got {k}")
+    return float(k)
 
 
 def resolve_k(k: Union[int, float], n_layers: int) -> int:
@@ -28,14 +45,11 @@ def resolve_k(k: Union[int, float], n_layers: int) -> int:
         >>> resolve_k(0.1, 176), resolve_k(0.3, 10), resolve_k(3, 10)
         (18, 3, 3)
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Real):
-        raise TypeError(f"k must be a fraction in (0, 1] or a count in [1, {n_layers}], got {k!r}")
-    if isinstance(k, numbers.Integral):
-        if not 1 <= k <= n_layers:
+    k = check_k(k)
+    if isinstance(k, int):
+        if k > n_layers:
             raise ValueError(f"k must be a count in [1, {n_layers}] (the number of candidate layers), got {k}")
-        return int(k)
-    if not 0 < k <= 1:
-        raise ValueError(f"k must be a fraction in (0, 1] or an integer count in [1, {n_layers}], got {k}")
+        return k
     return max(1, math.ceil(k * n_layers - 1e-9))
 
 
@@ -90,26 +104,20 @@ class LayerScores(Mapping[str, float]):
         return f"LayerScores(method={self.method!r}, layers={len(self)}, images={self.images}, top: {top})"
 
     def _repr_html_(self) -> str:
-        """A notebook's view: a summary, the ten best layers, and a small depth profile."""
-        import base64
+        """A notebook's view: a summary and the ten best layers, each with a bar of its score."""
         import html
 
-        from macattr.plots import describe, plot_layer_importance
-
+        best = max((abs(score) for _, score in self.ranked()[:1]), default=0.0) or 1.0
         rows = "".join(
             f"<tr><td>{rank}</td><td><code>{html.escape(name)}</code></td><td>{score:.4g}</td>"
-            f"<td>{self.depth_index(name)}</td></tr>"
+            f"<td>{self.depth_index(name)}</td><td><div style='background:#0072B2;height:0.8em;"
+            f"width:{100 * abs(score) / best:.0f}px'></div></td></tr>"
             for rank, (name, score) in enumerate(self.ranked()[:10], start=1)
         )
-        buffer = io.BytesIO()
-        figure = plot_layer_importance(self, kind="profile", top_k=min(10, len(self)))
-        figure.set_size_inches(7, 2.8)
-        figure.savefig(buffer, format="png", dpi=72)
-        image = base64.b64encode(buffer.getvalue()).decode()
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
-        return (f"<p><b>LayerScores</b>: {html.escape(describe(self))}, {len(self)} layers{skipped}</p>"
-                "<table><tr><th>rank</th><th>layer</th><th>score</th><th>depth</th></tr>"
-                f"{rows}</table><img src='data:image/png;base64,{image}'/>")  # fmt: skip
+        return (f"<p><b>LayerScores</b>: {html.escape(self.method)}, {self.images} images, {len(self)} layers"
+                f"{skipped}</p><table><tr><th>rank</th><th>layer</th><th>score</th><th>depth</th><th></th></tr>"
+                f"{rows}</table>")  # fmt: skip
 
     @property
     def names(self) -> List[str]:
@@ -183,17 +191,6 @@ class LayerScores(Mapping[str, float]):
         if path is not None:
             write_text_atomic(path, buffer.getvalue())
         return buffer.getvalue()
-
-    def to_ram_files(self, directory: PathLike) -> List[Path]:
-        """Deprecated: use ``macattr.restoration.write_ram_files(scores, directory)``."""
-        warnings.warn(
-            "LayerScores.to_ram_files is deprecated; use macattr.restoration.write_ram_files(scores, directory)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from macattr.restoration.ram_files import write_ram_files
-
-        return write_ram_files(self, directory)
 
     # agreement ----------------------------------------------------------------
 
@@ -309,3 +306,12 @@ def agreement(
                                 ("overlap", sets[i].overlap(sets[j], k))):  # fmt: skip
                 tables[name][i, j] = tables[name][j, i] = value
     return Agreement(labels, tables["spearman"], tables["kendall"], tables["overlap"], compared, k)
+
+
+__all__ = [
+    "Agreement",
+    "LayerScores",
+    "agreement",
+    "check_k",
+    "resolve_k",
+]

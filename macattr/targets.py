@@ -5,7 +5,8 @@
 whose forward returns one value per sample, shape (N,). The wrapper is an
 ``nn.Module`` holding the model, so ``wrapper.modules()`` contains the model's
 layers and attribution classes can check that a layer belongs to it.
-``NAMED_TARGETS`` maps the names ``rank_layers`` and the command accept to them.
+``NAMED_TARGETS`` maps the names ``rank_layers`` and the command accept to their
+reductions (N, ...) → (N,); ``named(model, name)`` wraps a model with one.
 
 Captum's ``target`` (class index, tuple, or per-sample list/tensor; the type
 ``TargetIndex``) is applied by [`select_target()`][macattr.targets.select_target] for models that already
@@ -15,8 +16,7 @@ output a score per class.
 from __future__ import annotations
 
 import numbers
-import warnings
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -94,25 +94,15 @@ class ReducedModel(nn.Module):
         return f"target={self.name}"
 
 
-def gradient_magnitude(model: Callable[..., Tensor], window: Optional[tuple] = None) -> ReducedModel:
+def gradient_magnitude(model: Callable[..., Tensor]) -> ReducedModel:
     """``F`` = gradient magnitude of the output (the LAM/RAM target), see
     [`gradient_magnitude_of()`][macattr.targets.gradient_magnitude_of].
-
-    ``window`` is deprecated: use ``window(model, top, left, size, of="gradient_magnitude")``.
 
     Examples:
         >>> F = gradient_magnitude(nn.Conv2d(3, 3, 1))
         >>> F(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2])
     """
-    if window is not None:
-        warnings.warn(
-            "gradient_magnitude(model, window=(top, left, size)) is deprecated; use "
-            "targets.window(model, top, left, size, of='gradient_magnitude')",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return ReducedModel(model, _cropped(gradient_magnitude_of, *window), "window_gradient_magnitude")
     return ReducedModel(model, gradient_magnitude_of, "gradient_magnitude")
 
 
@@ -136,16 +126,28 @@ def output_mean(model: Callable[..., Tensor]) -> ReducedModel:
     return ReducedModel(model, output_mean_of, "mean")
 
 
-NAMED_TARGETS: Dict[str, Callable[[Callable[..., Tensor]], ReducedModel]] = {
-    "gradient_magnitude": gradient_magnitude,
-    "sum": output_sum,
-    "mean": output_mean,
+NAMED_TARGETS: Dict[str, Callable[[Tensor], Tensor]] = {
+    "gradient_magnitude": gradient_magnitude_of,
+    "sum": output_sum_of,
+    "mean": output_mean_of,
 }
-_REDUCTIONS = {"sum": output_sum_of, "mean": output_mean_of, "gradient_magnitude": gradient_magnitude_of}
+"""The targets ``rank_layers`` and the command accept by name: name → reduction (N, ...) → (N,)."""
+
+
+def named(model: Callable[..., Tensor], name: str) -> ReducedModel:
+    """``model`` followed by the reduction ``NAMED_TARGETS[name]``.
+
+    Examples:
+        >>> named(nn.Identity(), "mean")(torch.ones(2, 4)).tolist()
+        [1.0, 1.0]
+    """
+    if name not in NAMED_TARGETS:
+        raise ValueError(f"target must be one of {sorted(NAMED_TARGETS)}, got {name!r}")
+    return ReducedModel(model, NAMED_TARGETS[name], name)
 
 
 def window(model: Callable[..., Tensor], top: int, left: int, size: int, of: str = "sum") -> ReducedModel:
-    """``F`` = ``of`` ("sum", "mean" or "gradient_magnitude") of the output window
+    """``F`` = ``of`` (a name in ``NAMED_TARGETS``) of the output window
     ``[top : top + size, left : left + size]`` (pixels of the output image).
 
     Examples:
@@ -153,12 +155,9 @@ def window(model: Callable[..., Tensor], top: int, left: int, size: int, of: str
         >>> F(torch.ones(1, 3, 4, 4)).tolist()  # 3 channels × 2 × 2 pixels
         [12.0]
     """
-    if of not in _REDUCTIONS:
-        raise ValueError(f"of must be one of {sorted(_REDUCTIONS)}, got {of!r}")
-    return ReducedModel(model, _cropped(_REDUCTIONS[of], top, left, size), f"window_{of}")
-
-
-def _cropped(reduce: Callable[[Tensor], Tensor], top: int, left: int, size: int) -> Callable[[Tensor], Tensor]:
+    if of not in NAMED_TARGETS:
+        raise ValueError(f"of must be one of {sorted(NAMED_TARGETS)}, got {of!r}")
+    reduce = NAMED_TARGETS[of]
     top, left = check_int("top", top, 0), check_int("left", left, 0)
     size = check_int("size", size, 1)
 
@@ -170,28 +169,7 @@ def _cropped(reduce: Callable[[Tensor], Tensor], top: int, left: int, size: int)
             )
         return reduce(images[..., top : top + size, left : left + size])
 
-    return crop_then_reduce
-
-
-def from_name(model: Callable[..., Tensor], name: str) -> ReducedModel:
-    """Deprecated: use ``NAMED_TARGETS[name](model)`` or the function of that name.
-
-    Examples:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     from_name(nn.Identity(), "sum")(torch.ones(1, 4)).tolist()
-        [4.0]
-    """
-    warnings.warn(
-        "targets.from_name(model, name) is deprecated; use targets.NAMED_TARGETS[name](model) or "
-        "targets.gradient_magnitude / output_sum / output_mean",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    if name not in NAMED_TARGETS:
-        raise ValueError(f"target must be one of {sorted(NAMED_TARGETS)}, got {name!r}")
-    return NAMED_TARGETS[name](model)
+    return ReducedModel(model, crop_then_reduce, f"window_{of}")
 
 
 def expand_target(target: TargetIndex, n_samples: int, repeats: int) -> TargetIndex:
@@ -262,9 +240,9 @@ __all__ = [
     "ReducedModel",
     "TargetIndex",
     "expand_target",
-    "from_name",
     "gradient_magnitude",
     "gradient_magnitude_of",
+    "named",
     "output_mean",
     "output_mean_of",
     "output_sum",

@@ -61,6 +61,12 @@ def workspace(tmp_path_factory) -> Path:
         "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
         "                         nn.Linear(4, 5))\n"
     )
+    (root / "batches.py").write_text(
+        "import torch\n"
+        "def pairs():\n    g = torch.Generator().manual_seed(0)\n"
+        "    return [(torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)) for _ in range(2)]\n"
+        "def nothing():\n    return 3\n"
+    )
     package = root / "mypkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -107,18 +113,49 @@ def test_rank_then_plot_and_compare(workspace: Path) -> None:
     assert result.returncode == 2 and "two or more" in result.stderr
 
 
+def test_rank_any_model_from_a_loader_along_a_chosen_path(workspace: Path) -> None:
+    common = ["rank", "--model", "tinynet:build", "--loader", "batches:pairs", "--n-steps", "3", "--no-progress"]
+    result = _run(*common, "--method", "conductance", "--path", "blur", "--blur-sigma", "1.5", "--out", "b.json",
+                  cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads((workspace / "b.json").read_text())
+    assert document["images"] == 4 and document["config"]["path"] == {"type": "BlurPath", "sigma": 1.5, "size": None}
+    result = _run(*common, "--method", "gradnorm", "--out", "g2.json", cwd=workspace)  # the loader's pairs: truth
+    assert result.returncode == 0, result.stderr
+    result = _run(*common, "--path", "mask", "--mask-ratio", "0.25", "--out", "m.json", cwd=workspace)
+    assert json.loads((workspace / "m.json").read_text())["config"]["path"]["mask_ratio"] == 0.25
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--path", "blur", "--mask-ratio", "0.3"], "--mask-ratio belong to --path mask"),
+        (["--blur-sigma", "2"], "--blur-sigma belongs to --path blur"),
+        (["--path", "linear"], "integrates along a MaskAttributionPath"),
+        (["--method", "conductance", "--sharpness", "10"], "does not use it"),
+        (["--images", "images"], "pass one of --images"),
+        (["--size", "8"], "--size work on --images"),
+    ],
+)
+def test_path_and_loader_options_that_do_not_fit_are_refused(workspace: Path, args: list, words: str) -> None:
+    result = _run("rank", "--model", "tinynet:build", "--loader", "batches:pairs", *args, cwd=workspace)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    result = _run("rank", "--model", "tinynet:build", "--loader", "batches:nothing", cwd=workspace)
+    assert result.returncode == 2 and "returned int, not an iterable of batches" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
         (["rank", "--model", "tinynet:build", "--weights", "missing.pth", "--images", "images"], "does not exist"),
         (["rank", "--model", "no_such_module:build", "--images", "images"], "cannot import"),
-        (["rank", "--model", "tinynet", "--images", "images"], "package.module:factory"),
+        (["rank", "--model", "tinynet", "--images", "images"], "package.module:name"),
         (["rank", "--model", "tinynet:nothing", "--images", "images"], "no callable"),
         (["rank", "--model", "tinynet:build", "--images", "empty"], "holds no images"),
         (["rank", "--model", "tinynet:build", "--images", "nowhere"], "does not exist"),
         (["rank", "--model", "tinynet:build", "--images", "images", "--k", "5", "--n-steps", "1"], "k must be"),
         (["plot", "missing.json"], "does not exist"),
-        (["rank", "--model", "tinynet:build", "--images", "images", "--method", "gradnorm"], "needs --degrade"),
+        (["rank", "--model", "tinynet:build", "--images", "images", "--method", "gradnorm"], "needs ground truth"),
         (["demo", "--k", "0"], "k must be"),
         (["rank", "--model", "tinynet:build", "--weights", "code.pth", "--images", "images"], "code.pth"),
         (["rank", "--model", "tinynet:build", "--images", "broken"], "b.png"),

@@ -140,7 +140,7 @@ def test_checkpoints_without_a_suffix_and_tuple_patches_resume(tmp_path: Path) -
     x = torch.rand(2, 3, 4, 6, dtype=torch.float64)
     kwargs = dict(n_steps=3, patch_size=(2, 3), progress=False, checkpoint=tmp_path / "run.json")
     first = rank_layers(model, [x], **kwargs)
-    assert json.loads((tmp_path / "run.json").read_text())["config"]["patch_size"] == [2, 3]
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["path"]["patch_size"] == [2, 3]
     assert dict(rank_layers(model, [x], **kwargs)) == dict(first)  # resumed: complete, same settings
 
 

@@ -1,7 +1,8 @@
-"""The package's shape: no import side effects, a core that knows nothing of restoration, deprecated names."""
+"""The package's shape: no import side effects, a core that knows nothing of plots or restoration, no 0.1 names."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -9,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 import macattr
-from macattr import LayerScores, targets
+from macattr import LayerScores
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("attribution", "paths", "engine", "targets", "layers", "scores", "finetune", "accumulators", "ranking")
@@ -35,9 +35,54 @@ def test_import_macattr_leaves_matplotlib_alone_and_loads_neither_pyplot_nor_sci
     assert result.returncode == 0, result.stderr
 
 
+EXTRAS = ("plots", "cli", "restoration", "peft", "__main__", "__init__")  # the layers above the core, the facade
+
+
+def _core_modules() -> list:
+    package = ROOT / "macattr"
+    return [p for p in package.rglob("*.py") if p.relative_to(package).parts[0].removesuffix(".py") not in EXTRAS]
+
+
+def _imported_modules(path: Path) -> set:
+    """Every module a file imports, at its top or inside functions, as absolute dotted names."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_core_module_imports_plots_or_restoration_even_inside_functions() -> None:
+    assert len(_core_modules()) > 15
+    for path in _core_modules():
+        back = sorted(m for m in _imported_modules(path) if m.startswith(("macattr.plots", "macattr.restoration",
+                                                                         "macattr.cli")))  # fmt: skip
+        assert not back, f"{path.relative_to(ROOT)} imports {back}"
+
+
+def test_the_scan_sees_imports_inside_functions(tmp_path: Path) -> None:
+    (tmp_path / "macattr").mkdir()
+    module = tmp_path / "macattr" / "bad.py"
+    module.write_text("def f():\n    from macattr.plots import describe\n    from . import restoration\n")
+    global ROOT
+    root, ROOT = ROOT, tmp_path
+    try:
+        assert {"macattr.plots.describe", "macattr.restoration"} <= _imported_modules(module)
+    finally:
+        ROOT = root
+
+
 def test_the_core_never_imports_the_restoration_subpackage() -> None:
     code = "import sys; " + "; ".join(f"import macattr.{m}" for m in CORE)
-    code += "; bad = [m for m in sys.modules if m.startswith('macattr.restoration')]; assert not bad, bad"
+    code += "; bad = [m for m in sys.modules if m.startswith(('macattr.restoration', 'macattr.plots'))]; "
+    code += "assert not bad, bad"
     result = _python(code)
     assert result.returncode == 0, result.stderr
 
@@ -66,34 +111,17 @@ def test_every_public_name_resolves() -> None:
         macattr.nope  # noqa: B018
 
 
-def test_deprecated_names_still_work_and_warn(tmp_path) -> None:
-    model = nn.Identity()
-    images = torch.rand(2, 3, 8, 8)
-    with pytest.warns(DeprecationWarning, match="IntegrationPath"):
-        from macattr.paths import Path as OldPath
-    assert OldPath is macattr.IntegrationPath
-    with pytest.warns(DeprecationWarning, match="NAMED_TARGETS"):
-        torch.testing.assert_close(targets.from_name(model, "mean")(images), images.mean((1, 2, 3)))
-    with pytest.warns(DeprecationWarning, match="targets.window"):
-        old = targets.gradient_magnitude(model, window=(0, 0, 4))(images)
-    torch.testing.assert_close(old, targets.window(model, 0, 0, 4, of="gradient_magnitude")(images))
-    scores = LayerScores({"a": 1.0, "b": 2.0}, "mac")
-    with pytest.warns(DeprecationWarning, match="write_ram_files"):
-        files = scores.to_ram_files(tmp_path)
-    assert files[0].read_text() == "b\na\n"
+def test_the_names_of_macattr_0_1_are_gone() -> None:
+    with pytest.raises(ImportError):
+        from macattr.paths import Path  # noqa: F401
+    assert not hasattr(macattr.targets, "from_name") and not hasattr(LayerScores, "to_ram_files")
 
-
-def test_a_path_written_for_the_old_protocol_still_runs_with_a_warning() -> None:
-    class OldLinear:
+    class OldLinear:  # the 0.1 path protocol: start/end attributes, no interval()
         start, end = 0.0, 1.0
 
         def bind(self, inputs, baselines):
             return macattr.LinearPath().bind(inputs, baselines)
 
     model = nn.Sequential(nn.Linear(3, 2))
-    x = torch.rand(2, 3, dtype=torch.float64)
-    model.double()
-    with pytest.warns(DeprecationWarning, match="interval"):
-        old = macattr.LayerPathConductance(model, model[0], path=OldLinear()).attribute(x, target=0, n_steps=4)
-    new = macattr.LayerPathConductance(model, model[0]).attribute(x, target=0, n_steps=4)
-    torch.testing.assert_close(old, new)
+    with pytest.raises(TypeError, match="interval"):
+        macattr.LayerPathConductance(model, model[0], path=OldLinear())

@@ -156,7 +156,7 @@ def test_transformer_blocks_are_ranked_over_embeddings_with_a_mask_token_baselin
     scores = rank_layers(model, batches, layers=re.compile(r"blocks\.\d"), target=2, mask_dims="sequence",
                          baselines=mask_token, n_steps=6, seed=0, progress=False)  # fmt: skip
     assert scores.names == ["blocks.0", "blocks.1"] and scores.images == 4 and all(v > 0 for v in scores.values())
-    assert scores.config["mask_dims"] == "sequence"
+    assert scores.config["path"]["mask_dims"] == "sequence"
     with macattr.freeze_except(model, scores.top_k(1), recurse=True) as trainable:
         block = dict(model.named_modules())[scores.top_k(1)[0]]
         assert {id(p) for p in trainable} == {id(p) for p in block.parameters()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,8 +93,8 @@ def test_several_scorings_on_one_profile_each_relative_to_its_best() -> None:
     mac_points, ig_points = collections[0], collections[2]
     np.testing.assert_allclose(mac_points.get_offsets()[:, 1], [mac[n] / max(mac.values()) for n in mac.names])
     np.testing.assert_allclose(ig_points.get_offsets()[:, 1], [ig[n] / max(ig.values()) for n in mac.names])
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["MAC, 70 images, N = 200, r = 0.5",
-                                                                    "IG, 70 images, N = 200"]  # fmt: skip
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["MAC, 70 images, N = 200, r = 0.5", "internal influence, 70 images, N = 200"]
     with pytest.raises(ValueError, match="only with kind='profile'"):
         plot_layer_importance([mac, ig], kind="heatmap")
 
@@ -151,11 +152,13 @@ def test_figures_save_by_extension_and_never_touch_the_backend(tmp_path: Path) -
     assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF" and b"<svg" in (tmp_path / "f.svg").read_bytes()
 
 
-def test_notebooks_show_a_table_and_a_small_profile() -> None:
+def test_notebooks_show_the_ten_best_layers_with_bars_of_their_scores() -> None:
     scores = _swin_like(1, 2)
     page = scores._repr_html_()
     assert page.count("<tr>") == 1 + 10 and scores.top_k(1)[0] in page
-    assert "data:image/png;base64," in page
+    widths = [int(w) for w in re.findall(r"width:(\d+)px", page)]
+    best = scores.ranked()[0][1]
+    assert widths == [round(100 * s / best) for _, s in scores.ranked()[:10]]
 
 
 def test_bad_plot_arguments_are_refused() -> None:

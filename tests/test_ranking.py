@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from macattr import LayerScores, candidate_layers, freeze_except, rank_layers, select_top_k
-from macattr.ranking.scorers import structural_scores
+from macattr.ranking.scorers import uniform_order
 from macattr.restoration import write_ram_files
 from macattr.scores import resolve_k
 
@@ -255,7 +255,7 @@ def test_random_is_seeded_and_uniform_spreads_every_top_k() -> None:
     assert dict(a) == dict(b) and a.ranked() != c.ranked()
     for count in (7, 18, 50, 64, 300):
         names = [f"layer.{i}" for i in range(count)]
-        uniform = structural_scores("uniform", names, 0)
+        uniform = uniform_order(names, 0)
         order = [n for n, _ in LayerScores(uniform, "uniform").ranked()]
         assert sorted(order) == sorted(names)
         for k in range(2, count + 1, max(1, count // 7)):

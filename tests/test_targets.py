@@ -53,7 +53,8 @@ def test_wrapped_targets_and_windows() -> None:
         targets.window(model, 0, 0, 4, of="gradient_magnitude")(images),
         targets.gradient_magnitude_of(images[:, :, :4, :4]),
     )
-    torch.testing.assert_close(targets.NAMED_TARGETS["mean"](model)(images), images.mean((1, 2, 3)))
+    torch.testing.assert_close(targets.named(model, "mean")(images), images.mean((1, 2, 3)))
+    torch.testing.assert_close(targets.NAMED_TARGETS["mean"](images), images.mean((1, 2, 3)))
     assert any(m is model for m in targets.output_sum(model).modules())
 
 

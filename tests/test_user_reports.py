@@ -235,7 +235,7 @@ def test_attribute_takes_captums_arguments_in_captums_order() -> None:
     for cls in (LayerPathConductance, LayerMAC):
         assert list(inspect.signature(cls.attribute).parameters)[: len(shared)] == shared, cls
     influence = [p for p in inspect.signature(InternalInfluence.attribute).parameters if p != "grad_kwargs"]
-    assert list(inspect.signature(LayerPathInternalInfluence.attribute).parameters) == influence
+    assert list(inspect.signature(LayerPathInternalInfluence.attribute).parameters) == [*influence, "path"]
     options = inspect.signature(LayerMAC.attribute).parameters
     assert options["path"].kind is inspect.Parameter.KEYWORD_ONLY
 

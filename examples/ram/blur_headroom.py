@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import stages
-from macattr.restoration.data import fixed_crops, seeded, synthetic_test_set
+from macattr.restoration.data import fixed_crops, synthetic_test_set
 from macattr.restoration.degradations import gaussian_blur, random_level
 from macattr.restoration.evaluate import per_image_quality, restore
 from macattr.restoration.images import photographs, random_crop
 from macattr.restoration.masking import whole_image_l1
 from macattr.restoration.networks import ARCHITECTURES
 from macattr.restoration.train import save_atomic, train, write_text
+from macattr.seeds import seeded_generator
 from presets import PRESETS, preset, set_finetune_lr
 
 CHUNK = 64  # crops per least-squares chunk: (64 · 3 · 32²) rows × K² columns in float64
@@ -75,7 +76,7 @@ def blur_batch(photos: List[Tensor], size: int, batch: int, sigma: Optional[floa
                step: int) -> Dict[str, Tensor]:  # fmt: skip
     """Training batch ``step``, ``{"lq", "gt"}`` (B, 3, size, size): random crops of ``photos`` blurred with
     σ = ``sigma``, or each with σ drawn from the training range when ``sigma`` is None."""
-    generator = seeded(seed, step)
+    generator = seeded_generator(seed, "blur", step)
     picks = torch.randint(len(photos), (batch,), generator=generator).tolist()
     clean = torch.stack([random_crop(photos[i], size, generator) for i in picks])
     levels = [random_level("blur", generator) if sigma is None else sigma for _ in picks]
@@ -110,7 +111,7 @@ def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[st
     ``network`` and ``weights``, the network fine-tuned for ``steps`` steps on blur σ 2 and on blind blur."""
     test = synthetic_test_set("blur2", photographs("test"), size, seed)
     clean = fixed_crops(photographs("train"), 32, crops, seed)
-    generator = seeded(seed, crops)
+    generator = seeded_generator(seed, "blur levels", crops)
     levels = [random_level("blur", generator) for _ in range(crops)]
     filters = {
         "non-blind linear filter (sigma 2)": fit_filter(clean, lambda crop, _: gaussian_blur(crop, 2.0), kernel),

@@ -22,6 +22,7 @@ import torch
 
 import stages
 from macattr.restoration.networks import ARCHITECTURES
+from macattr.scores import check_k
 from presets import ABLATION, PRESETS, preset, set_finetune_lr
 
 STAGES = {
@@ -81,9 +82,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"--n-steps must be >= 1, got {args.n_steps}")
         settings["analyze"]["n_steps"] = args.n_steps
     if args.k is not None:
-        if not 0 < args.k <= 1:
-            parser.error(f"--k must be a fraction in (0, 1], got {args.k}")
-        settings["k"][args.arch] = args.k
+        try:
+            settings["k"][args.arch] = check_k(args.k)
+        except ValueError as error:
+            parser.error(f"--{error}")
     for stage, steps in (("pretrain", args.pretrain_steps), ("finetune", args.finetune_steps)):
         if steps is not None:
             if steps < 1:

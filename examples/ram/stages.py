@@ -34,10 +34,10 @@ from macattr.restoration.masking import mask_pretraining_loss, relative_l1, whol
 from macattr.restoration.networks import ARCHITECTURES
 from macattr.restoration.train import load_weights, save_atomic, train, write_text
 from macattr.scores import LayerScores, resolve_k
+from macattr.seeds import derive_seed
 
 LOSSES: Dict[str, Callable] = {"l1": whole_image_l1, "relative_l1": relative_l1}
 RANKED = ("mac", "ig", "conductance", "gradnorm", "last", "uniform", "random")  # methods that choose k layers
-FINETUNE_OFFSET = 10_000_019  # fine-tuning batches differ from pre-training ones
 EVAL_PIXELS = 16 * 48 * 48  # pixels per evaluation pass: larger passes are slower on a CPU (measured)
 
 
@@ -237,7 +237,7 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
     with macattr.freeze_except(model, names) as trainable:
         run.log(f"{folder.relative_to(run.out)}: {len(names)} layers, {trainable.trainable:,} of "
                 f"{trainable.total:,} parameters trainable ({100 * trainable.fraction:.1f} %)")  # fmt: skip
-        train(model, trainable, lambda t: training_batch(photos, size, batch, FINETUNE_OFFSET + seed, t),
+        train(model, trainable, lambda t: training_batch(photos, size, batch, derive_seed(seed, "finetune"), t),
               LOSSES[cfg["loss"]], steps=cfg["steps"], lr=cfg["lr"], lr_min=cfg["lr_min"],
               checkpoint=folder / "checkpoint.pt", device=run.device, bf16=run.bf16, progress=run.progress,
               log=run.log, name=str(folder.relative_to(run.out)))  # fmt: skip
@@ -252,7 +252,7 @@ def finetune(run: Run, names: Optional[List[str]] = None, folder: Optional[Path]
 def _evaluation_sets(run: Run) -> Dict[str, Dict[str, Tensor]]:
     cfg = run.settings["evaluate"]
     sets, notes = evaluation_sets(run.settings["tasks"], photographs("test"), run.data_root, cfg["size"],
-                                  cfg["count"], run.seed + 12345)  # fmt: skip
+                                  cfg["count"], derive_seed(run.seed, "evaluate"))  # fmt: skip
     run.notes.extend(notes)
     return sets
 

@@ -30,18 +30,19 @@ from macattr.layers import LayerSpecs, candidate_layers, execution_order
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor
 from macattr.ranking.distributed import Shard, current_shard
-from macattr.ranking.scorers import Scorer, attribution_scorer, gradnorm_scorer, structural_scores
-from macattr.ranking.settings import ATTRIBUTION_METHODS, METHODS, STRUCTURAL_METHODS, RankSettings
+from macattr.ranking.methods import Method, ScoringContext
+from macattr.ranking.scorers import Scorer
+from macattr.ranking.settings import RankSettings
 from macattr.scores import LayerScores, resolve_k
-from macattr.targets import NAMED_TARGETS, ReducedModel
+from macattr.targets import ReducedModel, named
 
-__all__ = ["METHODS", "RankSettings", "rank_layers", "select_top_k"]
+__all__ = ["RankSettings", "rank_layers", "select_top_k"]
 
 
 def rank_layers(
     model: nn.Module,
     loader: Optional[Iterable[Any]] = None,
-    method: str = "mac",
+    method: Optional[str] = None,
     *,
     settings: Optional[RankSettings] = None,
     layers: Optional[LayerSpecs] = None,
@@ -63,8 +64,10 @@ def rank_layers(
             first item is the input, or dicts with ``"lq"`` (BasicSR/RAM) or
             ``"input"``. Not needed for "random", "uniform" and "last" (which
             then follow registration order instead of depth).
-        method: "mac", "ig", "conductance", "gradnorm", "random", "uniform" or
-            "last" (see [`RankSettings`][macattr.ranking.settings.RankSettings]).
+        method: a registered method ([`macattr.ranking.methods`][macattr.ranking.methods]): "mac",
+            "conductance", "internal_influence" (alias "ig"), "gradnorm", "random", "uniform" or "last".
+            ``None``: the method of ``settings`` ("mac" without settings); a method that differs from
+            ``settings.method`` is refused.
         settings: a [`RankSettings`][macattr.ranking.settings.RankSettings]; ``options`` override its fields.
         layers: which modules are candidates (see [`candidate_layers()`][macattr.layers.candidate_layers]).
         exclude: modules to leave out of the candidates.
@@ -82,9 +85,9 @@ def rank_layers(
             False: never). Every process gets the same loader and returns the
             same scores; see [`macattr.ranking.distributed`][macattr.ranking.distributed].
         **options: fields of [`RankSettings`][macattr.ranking.settings.RankSettings] (``target``, ``n_steps``,
-            ``mask_ratio``, ``sharpness``, ``patch_size``, ``mask_dims``,
-            ``baselines``, ``seed``, ``samples_per_group``, ``max_images``,
-            ``internal_batch_size``, ``train_mode``).
+            ``path`` (any [`IntegrationPath`][macattr.paths.IntegrationPath], e.g. ``BlurPath(2.0)``),
+            ``mask_ratio``, ``sharpness``, ``patch_size``, ``mask_dims``, ``baselines``, ``seed``,
+            ``samples_per_group``, ``max_images``, ``internal_batch_size``, ``train_mode``).
 
     Returns:
         [`LayerScores`][macattr.scores.LayerScores] in depth order (the order in which the
@@ -103,7 +106,7 @@ def rank_layers(
     settings = RankSettings.from_options(method, settings, options)
     candidates = candidate_layers(model, layers, exclude)
     device, shard = check_device("device", device), current_shard(distributed)
-    if settings.method in STRUCTURAL_METHODS and loader is None:
+    if not settings.method_record.needs_loader and loader is None:
         return _in_registration_order(settings, list(candidates))
     batches = _nonempty(loader, settings.method)
     with _on_device(model, device) as run_device, preserved_state(model.modules(), settings.train_mode):
@@ -164,16 +167,16 @@ def _prepare(
     scores themselves for the structural methods."""
     first, batches = _peek(batches)
     device = next(model.parameters(), torch.empty(0)).device
-    names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(device), settings.method)
+    method = settings.method_record
+    names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(device), method)
     config = _config(settings, names)
-    if settings.method in STRUCTURAL_METHODS:
-        scores = structural_scores(settings.method, names, settings.seed)
-        return LayerScores(scores, settings.method, config, 0, skipped)
+    if not method.needs_loader:
+        return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
     total = ScoreSum(names)
     record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world)
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
-    score = _scorer(settings, model, [candidates[n] for n in names], loss)
+    score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss))
     return _Scoring(settings, batches, config, skipped, total, record, done, score)
 
 
@@ -187,7 +190,8 @@ def _pending(
     that the checkpoint's samples are the same images.
     """
     selection = Selection(settings.samples_per_group, settings.max_images, {})
-    for batch in analysed_batches(batches, group, selection, settings.method == "gradnorm"):
+    need_target = settings.method if settings.method_record.needs_ground_truth else None
+    for batch in analysed_batches(batches, group, selection, need_target):
         already = cursor.advance(batch.x)
         mine = shard.owns(batch.number)
         todo = [(row, index) for row, index in zip(batch.keep, batch.indices) if row >= already and mine]
@@ -197,12 +201,11 @@ def _pending(
 
 
 def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerScores:
-    """``random``, ``uniform`` or ``last`` without a loader: the layers in the order the model registers them."""
+    """A method that needs no images, without a loader: the layers in the order the model registers them."""
     if settings.method != "random":
         warnings.warn(f"method={settings.method!r} without a loader orders the layers as they are registered, not "
                       "as they run; pass a loader to order them by depth", UserWarning, stacklevel=3)  # fmt: skip
-    scores = structural_scores(settings.method, names, settings.seed)
-    return LayerScores(scores, settings.method, _config(settings, names))
+    return LayerScores(settings.method_record.order(names, settings.seed), settings.method, _config(settings, names))
 
 
 def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:
@@ -242,12 +245,12 @@ def _on_device(model: nn.Module, device: Optional[torch.device]) -> Iterator[tor
 
 
 def _layers_to_score(
-    model: nn.Module, candidates: Dict[str, nn.Module], example: Tensor, method: str
+    model: nn.Module, candidates: Dict[str, nn.Module], example: Tensor, method: Method
 ) -> Tuple[List[str], Dict[str, str]]:
     """Candidates in execution order, and those to skip (name → why), from one forward pass of ``example``."""
     ran = execution_order(model, lambda: model(example))
     skipped = {name: "did not run in a forward pass" for name in candidates if name not in ran.calls}
-    if method in ATTRIBUTION_METHODS:
+    if method.uses_path:
         skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
                               "between calls is not defined"
                         for name in candidates if ran.calls.get(name, 0) > 1})  # fmt: skip
@@ -260,15 +263,18 @@ def _layers_to_score(
     return names, skipped
 
 
-def _scorer(settings: RankSettings, model: nn.Module, modules: List[nn.Module], loss: Optional[Callable]) -> Scorer:
-    if settings.method == "gradnorm":
-        return gradnorm_scorer(model, modules, loss or (lambda out, gt: (out - gt).abs().mean()))
+def _context(settings: RankSettings, model: nn.Module, modules: List[nn.Module], names: List[str],
+             loss: Optional[Callable]) -> ScoringContext:  # fmt: skip
+    """What the method's scorer is built from: the target applied to the model, the layers, the path."""
     target = settings.target
     if isinstance(target, str):
-        return attribution_scorer(settings, NAMED_TARGETS[target](model), None, modules)
-    if callable(target):
-        return attribution_scorer(settings, ReducedModel(model, target, settings.target_name), None, modules)
-    return attribution_scorer(settings, model, target, modules)  # a Captum class index for classifiers
+        forward, index = named(model, target), None
+    elif callable(target):
+        forward, index = ReducedModel(model, target, settings.target_name), None
+    else:  # a Captum class index for classifiers
+        forward, index = model, target
+    loss = loss or (lambda output, truth: (output - truth).abs().mean())
+    return ScoringContext(settings, model, forward, index, modules, names, settings.integration_path(), loss)
 
 
 def select_top_k(

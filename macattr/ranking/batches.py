@@ -15,15 +15,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from macattr.seeds import derive_seed
 
 Group = Union[None, str, Callable[[Any], Sequence[Hashable]]]
 
 
-def batch_pair(batch: Any, need_target: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
-    """(input, ground truth or None) of a batch.
+def batch_pair(batch: Any, need_target: Optional[str] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """(input, ground truth or None) of a batch; ``need_target``: the name of a method that needs the ground
+    truth (a batch without it is refused, naming the method).
 
     Examples:
         >>> import torch
@@ -47,7 +49,7 @@ def batch_pair(batch: Any, need_target: bool = False) -> Tuple[Tensor, Optional[
     if not isinstance(x, Tensor) or x.dim() == 0:
         raise TypeError(f"a batch's input must be a tensor (B, ...), got {type(x).__name__}")
     if need_target and not isinstance(y, Tensor):
-        raise TypeError("method='gradnorm' needs (input, ground truth) batches: (x, y) or {'lq': x, 'gt': y}")
+        raise TypeError(f"method={need_target!r} needs (input, ground truth) batches: (x, y) or {{'lq': x, 'gt': y}}")
     return x, y
 
 
@@ -69,7 +71,7 @@ def image_seed(seed: int, index: int) -> int:
         >>> image_seed(0, 5) == image_seed(0, 5) != image_seed(0, 6)
         True
     """
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    return derive_seed(seed, index)
 
 
 def fingerprint(previous: str, sample: Tensor) -> str:
@@ -94,7 +96,7 @@ class Selected:
     ``indices`` their indices among all analysed images.
 
     Examples:
-        >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None, {}), need_target=False))
+        >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None, {}), need_target=None))
         >>> selected.keep, selected.indices
         ([0, 1], [0, 1])
     """
@@ -140,7 +142,7 @@ class Selection:
 
 
 def analysed_batches(
-    loader: Iterable[Any], group: Group, selection: Selection, need_target: bool
+    loader: Iterable[Any], group: Group, selection: Selection, need_target: Optional[str]
 ) -> Iterator[Selected]:
     """Walk the loader and say, batch by batch, which samples are analysed; stops once ``max_images`` are chosen.
 
@@ -149,7 +151,7 @@ def analysed_batches(
 
     Examples:
         >>> batches = [{"lq": torch.rand(2, 3), "task": ["a", "b"]}, {"lq": torch.rand(2, 3), "task": ["a", "b"]}]
-        >>> [s.keep for s in analysed_batches(batches, "task", Selection(1, None, {}), need_target=False)]
+        >>> [s.keep for s in analysed_batches(batches, "task", Selection(1, None, {}), need_target=None)]
         [[0, 1], []]
     """
     position = 0
@@ -162,3 +164,14 @@ def analysed_batches(
         position += x.shape[0]
         if selection.done:
             return
+
+
+__all__ = [
+    "Group",
+    "Selected",
+    "Selection",
+    "analysed_batches",
+    "batch_pair",
+    "fingerprint",
+    "image_seed",
+]

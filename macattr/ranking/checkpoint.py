@@ -158,3 +158,10 @@ class Checkpoint:
             "world": self.world,
         }
         write_text_atomic(self.path, json.dumps(document) + "\n")
+
+
+__all__ = [
+    "Checkpoint",
+    "Progress",
+    "StreamCursor",
+]

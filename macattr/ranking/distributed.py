@@ -22,7 +22,7 @@ import torch
 from macattr.accumulators import ScoreSum
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
-T = TypeVar("T")
+_T = TypeVar("_T")
 _END = object()
 
 
@@ -74,7 +74,7 @@ class Shard:
         first = next(rank for rank, text in enumerate(messages) if text is not None)
         raise RankFailed(f"rank {first} of {self.world} failed: {messages[first]}")
 
-    def guard(self, step: Callable[[], T]) -> T:
+    def guard(self, step: Callable[[], _T]) -> _T:
         """``step()``; if it raises, the others hear of it at their next error check (and so does this one)."""
         try:
             return step()
@@ -82,7 +82,7 @@ class Shard:
             self.check(error)  # raises: this error here, RankFailed in the others
             raise
 
-    def run_rounds(self, items: Iterable[T], work: Callable[[T], int], finish: Callable[[], None]) -> None:
+    def run_rounds(self, items: Iterable[_T], work: Callable[[_T], int], finish: Callable[[], None]) -> None:
         """``work(item)`` for every item (it returns the item's batch number), then ``finish()``; an error check
         after every round of ``world`` batches and one at the end, so an error anywhere stops every process."""
         iterator = iter(items)
@@ -175,3 +175,14 @@ def finish() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RankFailed",
+    "Shard",
+    "current_shard",
+    "finish",
+    "init_from_environment",
+    "is_main_process",
+]

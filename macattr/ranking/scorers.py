@@ -1,25 +1,23 @@
-"""Per-image layer scores, one maker per family of methods.
+"""The scorers of the registered methods ([`macattr.ranking.methods`][macattr.ranking.methods]).
 
-A scorer takes the analysed images of a batch and returns a (B, L) tensor: one
-score per image and layer. Attribution scorers (``mac``, ``ig``,
-``conductance``) score a layer by the mean over its neurons of ``|attribution|``;
-``gradnorm`` by the relative gradient norm of its own parameters. ``random``,
-``uniform`` and ``last`` need no data
-([`structural_scores()`][macattr.ranking.scorers.structural_scores]).
+A scorer takes the analysed images of a batch, their ground truth (or ``None``) and their indices among the
+analysed images, and returns a (B, L) float64 tensor: one score per image and layer. Attribution scorers score a
+layer by the mean over its neurons of ``|attribution|``; ``gradnorm`` by the relative gradient norm of its own
+parameters. The orders (``random_order``, ``uniform_order``, ``last_order``) need no data.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from macattr.attribution import LayerMAC, LayerPathConductance, LayerPathInternalInfluence
 from macattr.ranking.batches import image_seed
-from macattr.ranking.settings import RankSettings
-from macattr.targets import TargetIndex
+
+if TYPE_CHECKING:
+    from macattr.ranking.methods import ScoringContext
 
 Scorer = Callable[[Tensor, Optional[Tensor], List[int]], Tensor]
 
@@ -42,65 +40,109 @@ def neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
     return torch.stack(columns, dim=1)
 
 
-def attribution_scorer(
-    settings: RankSettings, forward: Callable[..., Tensor], target: TargetIndex, layers: List[nn.Module]
-) -> Scorer:
-    """Mean |attribution| per layer for ``mac`` (thresholds of image ``i`` from ``(seed, i)``), ``ig`` or
-    ``conductance`` along the linear path; all layers in one sweep per batch.
+def _sweep_arguments(context: ScoringContext) -> Dict[str, Any]:
+    """The arguments of an attribution method's ``attribute`` call that are the same for every batch."""
+    settings = context.settings
+    return dict(target=context.target, n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
+
+
+def _seeded(path: Any, indices: List[int], seed: int) -> Any:
+    """The path with one threshold seed per analysed image when it takes them (``for_images``)."""
+    for_images = getattr(path, "for_images", None)
+    return for_images([image_seed(seed, i) for i in indices]) if callable(for_images) else path
+
+
+def attribution_scorer(context: ScoringContext) -> Scorer:
+    """Mean |conductance| per layer along the context's path, all layers in one sweep per batch; a path with
+    ``for_images`` (the mask path) gets the seeds of images ``(seed, i)`` for the analysed images ``i``.
 
     Examples:
         >>> from macattr import targets
+        >>> from macattr.paths import MaskAttributionPath
+        >>> from macattr.ranking.methods import ScoringContext
+        >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
-        >>> score = attribution_scorer(RankSettings(n_steps=8), targets.output_sum(model), None, [model[0], model[2]])
-        >>> score(torch.rand(2, 3, 8, 8), None, [0, 1]).shape  # (images, layers)
+        >>> context = ScoringContext(RankSettings(n_steps=8), model, targets.output_sum(model), None,
+        ...                          [model[0], model[2]], ["0", "2"], MaskAttributionPath(), None)
+        >>> attribution_scorer(context)(torch.rand(2, 3, 8, 8), None, [0, 1]).shape  # (images, layers)
         torch.Size([2, 2])
     """
-    common = dict(target=target, n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
-    if settings.method == "ig":
-        ig = LayerPathInternalInfluence(forward, layers, train_mode=settings.train_mode)
-        return lambda x, y, indices: neuron_means(ig.attribute(x, settings.baselines, **common), x.shape[0])
-    if settings.method == "conductance":
-        conductance = LayerPathConductance(forward, layers, train_mode=settings.train_mode)
-        return lambda x, y, indices: neuron_means(conductance.attribute(x, settings.baselines, **common), x.shape[0])
-    mac = LayerMAC(forward, layers, train_mode=settings.train_mode)
+    from macattr.attribution import LayerPathConductance
+
+    settings = context.settings
+    conductance = LayerPathConductance(context.forward, context.layers, train_mode=settings.train_mode)
+    common = _sweep_arguments(context)
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
-        path = settings.mask_path(seeds=[image_seed(settings.seed, i) for i in indices])
-        return neuron_means(mac.attribute(x, settings.baselines, **common, path=path), x.shape[0])
+        path = _seeded(context.path, indices, settings.seed)
+        return neuron_means(conductance.attribute(x, settings.baselines, **common, path=path), x.shape[0])
 
     return score
 
 
-def gradnorm_scorer(model: nn.Module, layers: List[nn.Module], loss: Callable[[Tensor, Tensor], Tensor]) -> Scorer:
-    """Per image, the relative gradient norm ``‖∇_θ L‖ / ‖θ‖`` of each layer's own parameters θ under ``loss``
-    of (restored image, ground truth); the criterion of surgical fine-tuning (Lee et al., 2023).
+def influence_scorer(context: ScoringContext) -> Scorer:
+    """Mean |internal influence| per layer along the context's path (left Riemann sum of ∂F/∂y), all layers
+    in one sweep per batch."""
+    from macattr.attribution import LayerPathInternalInfluence
+
+    settings = context.settings
+    influence = LayerPathInternalInfluence(context.forward, context.layers, train_mode=settings.train_mode)
+    common = _sweep_arguments(context)
+
+    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
+        path = _seeded(context.path, indices, settings.seed)
+        return neuron_means(influence.attribute(x, settings.baselines, **common, path=path), x.shape[0])
+
+    return score
+
+
+def gradnorm_scorer(context: ScoringContext) -> Scorer:
+    """Per image, the relative gradient norm ``‖∇_θ L‖ / ‖θ‖`` of each layer's own parameters θ under the
+    context's ``loss`` of (output, ground truth); the criterion of surgical fine-tuning (Lee et al., 2023).
 
     Examples:
+        >>> from macattr.ranking.methods import ScoringContext
+        >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
-        >>> score = gradnorm_scorer(model, [model[0], model[2]], lambda out, gt: (out - gt).abs().mean())
-        >>> score(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), [0, 1]).shape
+        >>> context = ScoringContext(RankSettings("gradnorm"), model, model, None, [model[0], model[2]], ["0", "2"],
+        ...                          None, lambda out, gt: (out - gt).abs().mean())
+        >>> gradnorm_scorer(context)(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), [0, 1]).shape
         torch.Size([2, 2])
     """
-    params = [list(m.parameters(recurse=False)) for m in layers]
-    if any(not p for p in params):
-        raise ValueError("method='gradnorm' needs layers that own parameters")
-    flat = [p for group in params for p in group]
+    params = _own_parameters(context)
     weight_norms = [math.sqrt(sum(float(p.detach().double().square().sum()) for p in group)) for group in params]
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
-        rows = []
-        for one_x, one_y in zip(x.split(1), y.split(1)):
-            with torch.enable_grad():
-                for p in flat:
-                    p.requires_grad_(True)
-                grads = torch.autograd.grad(loss(model(one_x), one_y), flat, allow_unused=True)
-            by_id = {id(p): g for p, g in zip(flat, grads)}
-            norms = [math.sqrt(sum(float(by_id[id(p)].double().square().sum()) for p in group
-                                   if by_id[id(p)] is not None)) for group in params]  # fmt: skip
-            rows.append([g / max(w, 1e-12) for g, w in zip(norms, weight_norms)])
-        return torch.tensor(rows, dtype=torch.float64)
+        squares = _squared_gradients(context, params, x, y)  # (B, L): Σ over each layer's parameters of g²
+        return squares.sqrt() / torch.tensor(weight_norms, dtype=torch.float64).clamp(min=1e-12)
 
     return score
+
+
+def _own_parameters(context: ScoringContext) -> List[List[nn.Parameter]]:
+    """Each layer's own parameters; refuses a layer that owns none (it has nothing to take a gradient of)."""
+    params = [list(m.parameters(recurse=False)) for m in context.layers]
+    empty = [name for name, group in zip(context.names, params) if not group]
+    if empty:
+        raise ValueError(f"method={context.settings.method!r} needs layers that own parameters; {empty} own none")
+    return params
+
+
+def _squared_gradients(context: ScoringContext, params: List[List[nn.Parameter]], x: Tensor,
+                       y: Optional[Tensor]) -> Tensor:  # fmt: skip
+    """Per image and layer, ``Σ_θ (∂L/∂θ)²`` over the layer's own parameters, with ``L = loss(model(x_i), y_i)``
+    of that image alone: (B, L) float64."""
+    flat = [p for group in params for p in group]
+    rows = []
+    for one_x, one_y in zip(x.split(1), y.split(1)):
+        with torch.enable_grad():
+            for p in flat:
+                p.requires_grad_(True)
+            grads = torch.autograd.grad(context.loss(context.model(one_x), one_y), flat, allow_unused=True)
+        by_id = {id(p): g for p, g in zip(flat, grads)}
+        rows.append([sum(float(by_id[id(p)].double().square().sum()) for p in group if by_id[id(p)] is not None)
+                     for group in params])  # fmt: skip
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def _van_der_corput(i: int) -> float:
@@ -111,22 +153,50 @@ def _van_der_corput(i: int) -> float:
     return position
 
 
-def structural_scores(method: str, names: List[str], seed: int) -> Dict[str, float]:
-    """``random``: seeded uniform scores. ``uniform``: van der Corput order through depth (``names`` in depth
-    order), so that every top-k is spread evenly. ``last``: the deepest layers first.
+def random_order(names: List[str], seed: int) -> Dict[str, float]:
+    """Seeded uniform scores in [0, 1).
 
     Examples:
-        >>> scores = structural_scores("uniform", [f"layer{i}" for i in range(8)], seed=0)
+        >>> random_order(["a", "b"], seed=0) == random_order(["a", "b"], seed=0)
+        True
+    """
+    values = torch.rand(len(names), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+    return dict(zip(names, values))
+
+
+def uniform_order(names: List[str], seed: int) -> Dict[str, float]:
+    """Scores in van der Corput order through depth (``names`` in depth order), so that every top-k is spread
+    evenly; ``seed`` plays no part.
+
+    Examples:
+        >>> scores = uniform_order([f"layer{i}" for i in range(8)], seed=0)
         >>> sorted(scores, key=scores.get, reverse=True)[:4]  # every top-k spread through depth
         ['layer4', 'layer2', 'layer6', 'layer1']
     """
     count = len(names)
-    if method == "last":
-        return {name: (index + 1) / count for index, name in enumerate(names)}
-    if method == "random":
-        values = torch.rand(count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
-        return dict(zip(names, values))
     # points i < 2^(m+1) with 2^m >= count land in every one of the count buckets of [0, 1)
     buckets = (int(_van_der_corput(i) * count) for i in range(1, 2 ** (count.bit_length() + 1)))
     rank_of = {index: rank for rank, index in enumerate(dict.fromkeys(buckets))}
     return {name: 1.0 - rank_of[index] / count for index, name in enumerate(names)}
+
+
+def last_order(names: List[str], seed: int) -> Dict[str, float]:
+    """The deepest layers first (``names`` in depth order); ``seed`` plays no part.
+
+    Examples:
+        >>> last_order(["a", "b", "c"], seed=0)
+        {'a': 0.3333333333333333, 'b': 0.6666666666666666, 'c': 1.0}
+    """
+    return {name: (index + 1) / len(names) for index, name in enumerate(names)}
+
+
+__all__ = [
+    "Scorer",
+    "attribution_scorer",
+    "gradnorm_scorer",
+    "influence_scorer",
+    "last_order",
+    "neuron_means",
+    "random_order",
+    "uniform_order",
+]

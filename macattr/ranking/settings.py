@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-import torch
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int
-from macattr.paths import MaskAttributionPath
+from macattr._records import json_value
+from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
+from macattr.ranking.methods import Method, get_method, methods
 from macattr.targets import NAMED_TARGETS
 
-ATTRIBUTION_METHODS = ("mac", "ig", "conductance")
-STRUCTURAL_METHODS = ("random", "uniform", "last")
-METHODS = ATTRIBUTION_METHODS + ("gradnorm",) + STRUCTURAL_METHODS
-
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
+_MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims")
 
 
 @dataclass(frozen=True)
@@ -26,23 +22,29 @@ class RankSettings:
     """The settings of [`rank_layers()`][macattr.ranking.rank_layers] that decide the scores.
 
     Args:
-        method: "mac" (conductance along the mask attribute path), "ig"
-            (internal influence along the linear path), "conductance" (linear
-            path), "gradnorm" (relative gradient norm of each layer's own
-            parameters under the fine-tuning loss, on (input, ground truth)
-            pairs), "random" (seeded), "uniform" (spread evenly through depth)
-            or "last" (the deepest layers first).
+        method: a registered method ([`macattr.ranking.methods`][macattr.ranking.methods]): "mac"
+            (conductance along the mask attribute path), "conductance" (along ``path``, default the linear
+            path), "internal_influence" (alias "ig", RAM's IG baseline), "gradnorm" (relative gradient norm of
+            each layer's own parameters under the fine-tuning loss, on (input, ground truth) pairs), "random"
+            (seeded), "uniform" (spread evenly through depth) or "last" (the deepest layers first). An alias
+            is stored as the method's name.
         target: a name in ``macattr.targets.NAMED_TARGETS`` ("gradient_magnitude",
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
             index or index tuple for classifiers, or a callable reducing the
             model output (N, ...) to (N,).
         n_steps: grid intervals N of the path (≥ 1).
+        path: the [`IntegrationPath`][macattr.paths.IntegrationPath] of a method that integrates along one
+            (``None``: the method's own, the mask attribute path built from the four mask options for "mac",
+            the linear path for the others). A path with ``for_images(seeds)`` (the mask path) gets one
+            threshold seed per analysed image.
         mask_ratio: the mask attribute path's r (see [`MaskAttributionPath`][macattr.paths.MaskAttributionPath]).
         sharpness: the mask attribute path's δ.
         patch_size: positions per masked cell along each masked dimension.
         mask_dims: what the mask path masks cell by cell: "image" (pixels of
             (N, C, H, W)), "sequence" (tokens of (N, T, D) embeddings), "volume"
-            (voxels of (N, C, D, H, W)) or a tuple of dimensions.
+            (voxels of (N, C, D, H, W)) or a tuple of dimensions. The four mask
+            options build the default path of "mac" and are refused with
+            ``path=`` or with a method that does not use the mask path.
         baselines: the baseline ``x'``: a number or a tensor broadcastable to each batch.
         seed: image ``i`` (counted over the analysed images) gets the pixel
             thresholds of seed ``(seed, i)``: scores do not depend on batching.
@@ -56,17 +58,20 @@ class RankSettings:
 
     Examples:
         >>> settings = RankSettings(n_steps=50, seed=3)
-        >>> settings.to_config()["n_steps"], settings.to_config()["sharpness"]
+        >>> settings.to_config()["n_steps"], settings.to_config()["path"]["sharpness"]
         (50, 10000.0)
+        >>> RankSettings(method="ig").method
+        'internal_influence'
         >>> RankSettings(method="shap")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: method must be one of ['mac', 'ig', ..., 'last'], got 'shap'
+        ValueError: method must be one of ['mac', 'conductance', ..., 'ig'], got 'shap'
     """
 
     method: str = "mac"
     target: TargetSpec = "gradient_magnitude"
     n_steps: int = 200
+    path: Optional[IntegrationPath] = None
     mask_ratio: float = 0.5
     sharpness: float = 1e4
     patch_size: Union[int, Tuple[int, ...]] = 1
@@ -79,10 +84,11 @@ class RankSettings:
     train_mode: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("method", self.method, METHODS)
+        object.__setattr__(self, "method", get_method(self.method).name)  # an alias is stored as the name
         check_int("n_steps", self.n_steps, 1)
         check_int("seed", self.seed, 0)
-        self.mask_path()  # checks mask_ratio, sharpness and patch_size once, where they are used
+        self.mask_path()  # checks mask_ratio, sharpness, patch_size and mask_dims once, where they are used
+        self._check_path()
         for name in ("samples_per_group", "max_images", "internal_batch_size"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
@@ -101,22 +107,69 @@ class RankSettings:
         if not isinstance(self.train_mode, bool):
             raise TypeError(f"train_mode must be True or False, got {self.train_mode!r}")
 
+    def _check_path(self) -> None:
+        """The path and the mask options fit the method: one way to give the path, a path type it takes."""
+        record = self.method_record
+        changed = [name for name in _MASK_OPTIONS if getattr(self, name) != _DEFAULTS[name]]
+        if self.path is not None:
+            if not record.uses_path:
+                raise ValueError(f"method={self.method!r} integrates along no path; path= is for "
+                                 f"{[m.name for m in methods() if m.uses_path]}")  # fmt: skip
+            if not callable(getattr(self.path, "bind", None)):
+                raise TypeError(f"path must be an IntegrationPath (interval() and bind()), "
+                                f"got {type(self.path).__name__}")  # fmt: skip
+            interval_of(self.path)
+            if record.path_types and not isinstance(self.path, record.path_types):
+                kinds = ", ".join(t.__name__ for t in record.path_types)
+                raise ValueError(f"method={self.method!r} integrates along a {kinds}, got a "
+                                 f"{type(self.path).__name__}; use method='conductance' for conductance along another "
+                                 "path")  # fmt: skip
+            if changed:
+                raise ValueError(f"pass either path= or the mask options {changed}, not both (the mask options "
+                                 "build the default path of method='mac')")  # fmt: skip
+        elif changed and not (record.uses_path and isinstance(record.default_path(self), MaskAttributionPath)):
+            raise ValueError(f"the mask options {changed} build the mask attribute path of method='mac'; "
+                             f"method={self.method!r} does not use it")  # fmt: skip
+
+    @property
+    def method_record(self) -> Method:
+        """The registered [`Method`][macattr.ranking.methods.Method] of these settings."""
+        return get_method(self.method)
+
     @classmethod
-    def from_options(cls, method: str, settings: Optional[RankSettings], options: Mapping[str, Any]) -> RankSettings:
-        """``settings`` (or the defaults) with ``method`` and ``options`` (field name → value) applied."""
+    def from_options(cls, method: Optional[str], settings: Optional[RankSettings],
+                     options: Mapping[str, Any]) -> RankSettings:  # fmt: skip
+        """``settings`` (or the defaults) with ``method`` and ``options`` (field name → value) applied.
+
+        ``method=None`` keeps the settings' method; a ``method`` that differs from ``settings.method`` is a
+        ``ValueError`` naming both.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"rank_layers got unknown options {unknown}; settings are {sorted(known - {'method'})}")
         if settings is not None and not isinstance(settings, RankSettings):
             raise TypeError(f"settings must be RankSettings or None, got {type(settings).__name__}")
-        base = asdict(settings) if settings is not None else {}
-        return cls(**{**base, "method": method, **options})
+        base = {f.name: getattr(settings, f.name) for f in fields(cls)} if settings is not None else {}
+        if method is not None and settings is not None and get_method(method).name != settings.method:
+            raise ValueError(f"method={method!r} conflicts with settings.method={settings.method!r}; pass one of "
+                             "them (or dataclasses.replace(settings, method=...))")  # fmt: skip
+        if method is not None:
+            base["method"] = method
+        return cls(**{**base, **options})
 
     def mask_path(self, seeds: Optional[List[int]] = None) -> MaskAttributionPath:
-        """The mask attribute path of these settings, with one threshold seed per image when given."""
+        """The mask attribute path of the four mask options, with one threshold seed per image when given."""
         return MaskAttributionPath(self.mask_ratio, self.sharpness, self.patch_size, seed=seeds,
                                    mask_dims=self.mask_dims)  # fmt: skip
+
+    def integration_path(self) -> Optional[IntegrationPath]:
+        """The path the method integrates along: ``path``, or the method's default; ``None`` for a method
+        without a path."""
+        record = self.method_record
+        if not record.uses_path:
+            return None
+        return self.path if self.path is not None else record.default_path(self)
 
     @property
     def target_name(self) -> Union[str, int, list]:
@@ -128,19 +181,24 @@ class RankSettings:
         return getattr(self.target, "__name__", "custom")
 
     def to_config(self) -> Dict[str, Any]:
-        """The JSON record of the settings that decide the scores (what a checkpoint must match to resume)."""
-        left_out = ("method", "internal_batch_size")  # the method is recorded beside; batching does not change scores
-        config = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in left_out}
-        config["target"] = self.target_name
-        config["mask_dims"] = self.mask_dims if isinstance(self.mask_dims, str) else list(self.mask_dims)
-        config["patch_size"] = self.patch_size if isinstance(self.patch_size, int) else list(self.patch_size)
-        config["sharpness"] = "inf" if math.isinf(self.sharpness) else float(self.sharpness)
-        base = self.baselines
-        config["baselines"] = float(base) if not isinstance(base, Tensor) else _tensor_label(base)
+        """The JSON record of the settings that decide the scores (what a checkpoint must match to resume).
+
+        The method is recorded beside it, batching (``internal_batch_size``) is left out (it does not change
+        scores), and so are the settings the method does not read: a method without a path has no ``path``,
+        ``n_steps`` or ``baselines``, and the mask options are recorded as the mask path they build.
+        """
+        config: Dict[str, Any] = {"target": self.target_name}
+        path = self.integration_path()
+        if path is not None:
+            config.update(n_steps=self.n_steps, path=describe_path(path), baselines=json_value(self.baselines))
+        config.update(seed=self.seed, samples_per_group=self.samples_per_group, max_images=self.max_images,
+                      train_mode=self.train_mode)  # fmt: skip
         return config
 
 
-def _tensor_label(tensor: Tensor) -> str:
-    """A tensor baseline as a checkpoint records it: its shape and a fingerprint of its values."""
-    data = tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
-    return f"tensor{tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
+_DEFAULTS = {f.name: f.default for f in fields(RankSettings)}
+
+__all__ = [
+    "RankSettings",
+    "TargetSpec",
+]

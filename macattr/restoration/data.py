@@ -1,7 +1,9 @@
 """Batches for training, analysis and testing, synthesised on photographs or read from paired data sets.
 
 Every function here is a pure function of its arguments and seeds, so a run
-that is interrupted and resumed sees the same data.
+that is interrupted and resumed sees the same data. Each draws from its own
+named stream of its seed (``seeded_generator(seed, "test", task)``, ...): no two
+tasks, steps or purposes share one.
 
 - [`training_batch()`][macattr.restoration.data.training_batch]: random crops, each with a random training degradation.
 - [`degraded_batches()`][macattr.restoration.data.degraded_batches]: the analysis batches ``rank_layers`` reads:
@@ -18,12 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from macattr.restoration.degradations import KINDS, STAND_IN_TASKS, degrade, degrade_task, random_level
 from macattr.restoration.images import image_files, random_crop, read_image
+from macattr.seeds import seeded_generator
 
 # task → (low-quality folder, ground-truth folder) under a data root
 PAIRED_LAYOUTS: Dict[str, Tuple[str, str]] = {
@@ -32,20 +34,6 @@ PAIRED_LAYOUTS: Dict[str, Tuple[str, str]] = {
     "lowlight": ("LOL/eval15/low", "LOL/eval15/high"),
     "motionblur": ("GoPro/test/blur", "GoPro/test/sharp"),
 }
-
-
-def seeded(*parts: int) -> torch.Generator:
-    """A generator seeded from several integers (seed, step, ...), each combination its own stream.
-
-    Examples:
-        >>> torch.rand(1, generator=seeded(0, 5)).item() == torch.rand(1, generator=seeded(0, 5)).item()
-        True
-    """
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
-
-
-def _task_seed(task: str) -> int:
-    return sum(map(ord, task))
 
 
 def training_batch(
@@ -60,7 +48,7 @@ def training_batch(
         >>> pair["lq"].shape, torch.equal(pair["lq"], training_batch(photos, 16, 2, 0, 3)["lq"])
         (torch.Size([2, 3, 16, 16]), True)
     """
-    generator = seeded(seed, step)
+    generator = seeded_generator(seed, "train", step)
     kinds = KINDS + (STAND_IN_TASKS if stand_ins else ())
     picks = torch.randint(len(photos), (batch,), generator=generator).tolist()
     clean = torch.stack([random_crop(photos[i], size, generator) for i in picks])
@@ -81,7 +69,7 @@ def fixed_crops(photos: Sequence[Tensor], size: int, count: int, seed: int) -> T
         >>> fixed_crops([torch.rand(3, 40, 40)], size=16, count=3, seed=0).shape
         torch.Size([3, 3, 16, 16])
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed, "crops")
     return torch.stack([random_crop(photos[i % len(photos)], size, generator) for i in range(count)])
 
 
@@ -101,7 +89,7 @@ def degraded_batches(
     size = batch_size or len(clean)
     batches = []
     for task in tasks:
-        lq = degrade_task(clean, task, torch.Generator().manual_seed(seed + _task_seed(task)))
+        lq = degrade_task(clean, task, seeded_generator(seed, "degrade", task))
         for first in range(0, len(clean), size):
             rows = slice(first, first + size)
             batches.append({"lq": lq[rows], "gt": clean[rows], "task": [task] * len(lq[rows])})
@@ -140,7 +128,7 @@ def synthetic_test_set(task: str, photos: Sequence[Tensor], size: int, seed: int
         torch.Size([6, 3, 32, 32])
     """
     clean = tiles(photos, size)
-    generator = torch.Generator().manual_seed(seed * 1000 + _task_seed(task))
+    generator = seeded_generator(seed, "test", task)
     return {"lq": degrade_task(clean, task, generator), "gt": clean}
 
 
@@ -222,5 +210,18 @@ def analysis_batches(
             if found is not None:
                 batches.append({"lq": found["lq"], "gt": found["gt"], "task": [task] * len(found["lq"])})
             continue
-        batches += degraded_batches(fixed_crops(photos, size, per_task, seed + 7), [task], seed)
+        batches += degraded_batches(fixed_crops(photos, size, per_task, seed), [task], seed)
     return batches
+
+
+__all__ = [
+    "PAIRED_LAYOUTS",
+    "analysis_batches",
+    "degraded_batches",
+    "evaluation_sets",
+    "fixed_crops",
+    "paired_test_set",
+    "synthetic_test_set",
+    "tiles",
+    "training_batch",
+]

@@ -201,3 +201,21 @@ def degrade_task(clean: Tensor, task: str, generator: torch.Generator) -> Tensor
         return synthetic_low_light(clean, generator)
     kind, level = parse_task(task)
     return degrade(clean, kind, level, generator)
+
+
+__all__ = [
+    "KINDS",
+    "STAND_IN_TASKS",
+    "TEST_TASKS",
+    "TRAIN_RANGES",
+    "degrade",
+    "degrade_task",
+    "gaussian_blur",
+    "gaussian_kernel",
+    "gaussian_noise",
+    "jpeg",
+    "parse_task",
+    "random_level",
+    "synthetic_haze",
+    "synthetic_low_light",
+]

@@ -26,6 +26,7 @@ from macattr.restoration.networks import SwinIRStyle
 from macattr.restoration.ram_files import write_ram_files
 from macattr.restoration.train import save_atomic, train
 from macattr.scores import LayerScores, resolve_k
+from macattr.seeds import derive_seed
 
 DEMO_NETWORK = {"dim": 16, "depths": (2, 2), "heads": 2, "window": 4}
 DEMO_TASKS = ("noise25", "blur2", "jpeg50")
@@ -50,7 +51,7 @@ def demo_batches(seed: int = 0) -> List[Dict[str, object]]:
         >>> [batch["task"][0] for batch in demo_batches()]
         ['noise25', 'blur2', 'jpeg50']
     """
-    return degraded_batches(torch.stack(sample_images(48))[:2], DEMO_TASKS, seed=seed + 1)
+    return degraded_batches(torch.stack(sample_images(48))[:2], DEMO_TASKS, seed=derive_seed(seed, "demo analysis"))
 
 
 def run_demo(
@@ -106,3 +107,12 @@ def run_demo(
     print(f"wrote {out}/model.pt, scores.json, scores.csv, heatmap.png, profile.png, filter_name.txt, "
           "filter_cond.txt, filter_index.txt")  # fmt: skip
     return scores
+
+
+__all__ = [
+    "DEMO_NETWORK",
+    "DEMO_TASKS",
+    "demo_batches",
+    "demo_network",
+    "run_demo",
+]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from macattr.restoration.masking import random_pixel_mask
+from macattr.seeds import seeded_generator
 
 
 @torch.no_grad()
@@ -45,7 +46,7 @@ def restore_with_twin_masks(model: nn.Module, lq: Tensor, device: torch.device, 
         True
     """
     n, _, h, w = lq.shape
-    mask = random_pixel_mask(n, h, w, ratio, generator=torch.Generator().manual_seed(seed))
+    mask = random_pixel_mask(n, h, w, ratio, generator=seeded_generator(seed, "twin masks"))
     first = restore(model, lq, device, mask, bf16)
     second = restore(model, lq, device, 1 - mask, bf16)
     return first * mask + second * (1 - mask)
@@ -106,3 +107,12 @@ def paired_bootstrap(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return {"mean": float(differences.mean()), "low": float(low), "high": float(high)}
+
+
+__all__ = [
+    "paired_bootstrap",
+    "per_image_quality",
+    "quality",
+    "restore",
+    "restore_with_twin_masks",
+]

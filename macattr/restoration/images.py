@@ -150,3 +150,17 @@ def photographs(split: str) -> List[Tensor]:
         array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
         out.append(torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous())
     return out
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "TEST_PHOTOS",
+    "TRAIN_PHOTOS",
+    "center_crop",
+    "image_files",
+    "photographs",
+    "random_crop",
+    "read_image",
+    "sample_images",
+    "save_image",
+]

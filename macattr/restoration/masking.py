@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_int, check_real
+from macattr.seeds import seeded_generator
 
 
 def random_pixel_mask(
@@ -69,7 +70,7 @@ def mask_pretraining_loss(
 
     def loss_of(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Tensor:
         n, _, h, w = batch["lq"].shape
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        generator = seeded_generator(seed, "mask", step)
         mask = random_pixel_mask(n, h, w, ratio, patch_size, generator).to(batch["lq"].device)
         return masked_l1(model(batch["lq"], mask).float(), batch["gt"], mask)
 
@@ -98,3 +99,12 @@ def relative_l1(model: nn.Module, batch: Dict[str, Tensor], step: int) -> Tensor
     error = (model(batch["lq"]).float() - batch["gt"]).abs().flatten(1).mean(1)
     scale = (batch["lq"] - batch["gt"]).abs().flatten(1).mean(1).clamp(min=0.01)
     return (error / scale).mean()
+
+
+__all__ = [
+    "mask_pretraining_loss",
+    "masked_l1",
+    "random_pixel_mask",
+    "relative_l1",
+    "whole_image_l1",
+]

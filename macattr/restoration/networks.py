@@ -370,3 +370,22 @@ class PromptIRStyle(nn.Module):
 
 
 ARCHITECTURES = {"swinir": SwinIRStyle, "promptir": PromptIRStyle}
+
+__all__ = [
+    "ARCHITECTURES",
+    "ChannelAttention",
+    "GatedFeedForward",
+    "LayerNorm2d",
+    "Mlp",
+    "PromptBlock",
+    "PromptIRStyle",
+    "ResidualGroup",
+    "SwinBlock",
+    "SwinIRStyle",
+    "TransformerBlock",
+    "WindowAttention",
+    "relative_position_index",
+    "shifted_window_mask",
+    "window_merge",
+    "window_partition",
+]

@@ -28,3 +28,8 @@ def write_ram_files(scores: LayerScores, directory: PathLike) -> List[Path]:
         "filter_index.txt": [str(scores.depth_index(name)) for name, _ in ranked],
     }
     return [write_text_atomic(folder / file, "\n".join(lines) + "\n") for file, lines in contents.items()]
+
+
+__all__ = [
+    "write_ram_files",
+]

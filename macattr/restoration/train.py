@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from macattr._files import PathLike, write_atomic, write_text_atomic
 
 Batch = Dict[str, Tensor]
-STATE_KEYS = ("params_ema", "params", "state_dict", "model")  # BasicSR / RAM / Lightning layouts
+_STATE_KEYS = ("params_ema", "params", "state_dict", "model")  # BasicSR / RAM / Lightning layouts
 
 
 def save_atomic(path: PathLike, state: dict) -> None:
@@ -55,7 +55,7 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"cannot load weights {path} (read with weights_only=True, so files that hold code or "
                          f"objects other than tensors are refused): {first}") from None  # fmt: skip
-    for key in STATE_KEYS:
+    for key in _STATE_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
@@ -143,3 +143,11 @@ def write_text(path: PathLike, text: str) -> Path:
         '# results\\n'
     """
     return write_text_atomic(path, text)
+
+
+__all__ = [
+    "load_weights",
+    "save_atomic",
+    "train",
+    "write_text",
+]

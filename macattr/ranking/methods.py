@@ -1,0 +1,214 @@
+"""The ranking methods: one record per method, and the table that holds them.
+
+[`rank_layers()`][macattr.ranking.rank_layers], the plots, the ``macattr`` command, the RAM example and the
+benchmarks all read this table, so a method is added in one place: a [`Method`][macattr.ranking.methods.Method]
+record and its scorer, passed to [`register()`][macattr.ranking.methods.register].
+
+A method either scores images (``scorer``: a function of the [`ScoringContext`][macattr.ranking.methods.ScoringContext]
+returning a scorer, one score per image and layer, summed over the images) or
+orders the layers without data (``order``: layer names in depth order and a seed → name → score).
+
+Examples:
+    >>> [m.name for m in methods()]
+    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'random', 'uniform', 'last']
+    >>> get_method("ig").name  # RAM's IG baseline is internal influence
+    'internal_influence'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+from torch import Tensor, nn
+
+from macattr.paths import IntegrationPath, LinearPath, MaskAttributionPath
+from macattr.ranking import scorers
+from macattr.targets import TargetIndex
+
+if TYPE_CHECKING:
+    from macattr.ranking.settings import RankSettings
+
+_Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """What a method's scorer is built from.
+
+    Attributes:
+        settings: the ranking's settings.
+        model: the network being ranked.
+        forward: the function attributed, ``forward(x)`` → ``F`` (N,), or per-class scores picked by ``target``.
+        target: Captum's class index for classifiers (``None`` when ``forward`` gives one value per sample).
+        layers: the modules to score, in depth order; ``names`` are their names in the model.
+        path: the integration path of a method that uses one (``None`` otherwise).
+        loss: ``loss(output, ground_truth)`` for methods that need ground truth (default: L1).
+    """
+
+    settings: RankSettings
+    model: nn.Module
+    forward: Callable[..., Tensor]
+    target: TargetIndex
+    layers: List[nn.Module]
+    names: List[str]
+    path: Optional[IntegrationPath]
+    loss: _Loss
+
+
+@dataclass(frozen=True)
+class Method:
+    """One ranking method.
+
+    Attributes:
+        name: what ``rank_layers(..., method=name)``, ``RankSettings(method=name)`` and ``--method`` take.
+        label: the method in figure titles and tables.
+        score: what one layer's score is, for axis labels.
+        scorer: builds the per-image scorer from a [`ScoringContext`][macattr.ranking.methods.ScoringContext]
+            (methods that read images).
+        order: layer names in depth order and a seed → scores (methods that need no images: given a loader
+            they use it only to order the layers by depth).
+        needs_ground_truth: the batches must carry the clean image or label (``(x, y)``, ``{"lq", "gt"}``).
+        default_path: the path the method integrates along unless ``path=`` is given (``None``: no path, and
+            ``n_steps``, ``rule`` and ``baselines`` play no part).
+        path_types: the path classes it accepts (empty: any [`IntegrationPath`][macattr.paths.IntegrationPath]).
+        aliases: other names that select it.
+        summary: one line for the method tables of the docs and ``--help``.
+    """
+
+    name: str
+    label: str
+    score: str
+    scorer: Optional[Callable[[ScoringContext], scorers.Scorer]] = None
+    order: Optional[Callable[[List[str], int], Dict[str, float]]] = None
+    needs_ground_truth: bool = False
+    default_path: Optional[Callable[[RankSettings], IntegrationPath]] = None
+    path_types: Tuple[type, ...] = ()
+    aliases: Tuple[str, ...] = ()
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"a method's name must be an identifier such as 'my_method', got {self.name!r}")
+        if (self.scorer is None) == (self.order is None):
+            raise ValueError(f"method {self.name!r} needs exactly one of scorer= (scores images) or order= (no data)")
+        if self.order is not None and (self.needs_ground_truth or self.default_path is not None):
+            raise ValueError(f"method {self.name!r} orders layers without data: it cannot need ground truth or a path")
+
+    @property
+    def needs_loader(self) -> bool:
+        """Whether the method reads images (else a loader only orders the layers by depth)."""
+        return self.scorer is not None
+
+    @property
+    def uses_path(self) -> bool:
+        """Whether the method integrates along a path (``path``, ``n_steps``, ``rule`` and ``baselines`` matter)."""
+        return self.default_path is not None
+
+
+_TABLE: Dict[str, Method] = {}
+_ALIASES: Dict[str, str] = {}
+
+
+def register(method: Method, replace: bool = False) -> Method:
+    """Add ``method`` to the table (``replace=True`` to change an existing entry); returns it.
+
+    Examples:
+        >>> from macattr.ranking.scorers import last_order
+        >>> register(Method("first", "first", "score (first-layers order)",
+        ...                 order=lambda names, seed: last_order(names[::-1], seed)))  # doctest: +ELLIPSIS
+        Method(name='first', ...)
+        >>> get_method("first").needs_loader
+        False
+        >>> unregister("first")
+    """
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a Method record, got {type(method).__name__}")
+    taken = [n for n in (method.name, *method.aliases) if (n in _TABLE or n in _ALIASES) and not replace]
+    if taken:
+        raise ValueError(f"method name {taken[0]!r} is taken; pass replace=True to change its entry")
+    _TABLE[method.name] = method
+    _ALIASES.update({alias: method.name for alias in method.aliases})
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove the method ``name`` (and its aliases) from the table."""
+    method = get_method(name)
+    del _TABLE[method.name]
+    for alias in method.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def get_method(name: str) -> Method:
+    """The record of method ``name`` (or of the method it is an alias of); a ``ValueError`` lists the names."""
+    if isinstance(name, str) and name in _TABLE:
+        return _TABLE[name]
+    if isinstance(name, str) and name in _ALIASES:
+        return _TABLE[_ALIASES[name]]
+    raise ValueError(f"method must be one of {names(aliases=True)}, got {name!r}")
+
+
+def methods() -> List[Method]:
+    """Every method, in the order they were registered."""
+    return list(_TABLE.values())
+
+
+def names(aliases: bool = False) -> List[str]:
+    """The methods' names (and their aliases after them, with ``aliases=True``)."""
+    return [*_TABLE, *(_ALIASES if aliases else ())]
+
+
+def label_of(name: str) -> str:
+    """The figure label of method ``name``; an unknown name (a scores file of a method not registered here)
+    is its own label."""
+    try:
+        return get_method(name).label
+    except ValueError:
+        return str(name)
+
+
+def _mask_path(settings: RankSettings) -> IntegrationPath:
+    return settings.mask_path()
+
+
+def _linear_path(settings: RankSettings) -> IntegrationPath:
+    return LinearPath()
+
+
+_ATTRIBUTION = "sum over images of mean |attribution|"
+
+register(Method(
+    "mac", "MAC", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_mask_path,
+    path_types=(MaskAttributionPath,),
+    summary="conductance along the mask attribute path (RAM's Mask Attribute Conductance)",
+))  # fmt: skip
+register(Method(
+    "conductance", "conductance", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_linear_path,
+    summary="conductance along any path (default: the linear path from the baseline)",
+))  # fmt: skip
+register(Method(
+    "internal_influence", "internal influence", "sum over images of mean |internal influence|",
+    scorer=scorers.influence_scorer, default_path=_linear_path, aliases=("ig",),
+    summary="internal influence along a path, without conductance's (y - y') factor; 'ig' is RAM's IG baseline",
+))  # fmt: skip
+register(Method(
+    "gradnorm", "gradnorm", "sum over images of ‖∇θ L‖ / ‖θ‖", scorer=scorers.gradnorm_scorer,
+    needs_ground_truth=True,
+    summary="relative gradient norm of each layer's own parameters under the fine-tuning loss",
+))  # fmt: skip
+register(Method("random", "random", "random order", order=scorers.random_order, summary="seeded random scores"))
+register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,
+                summary="spread evenly through depth (every top k)"))  # fmt: skip
+register(Method("last", "last", "deepest-first order", order=scorers.last_order, summary="the deepest layers first"))
+
+__all__ = [
+    "Method",
+    "ScoringContext",
+    "get_method",
+    "label_of",
+    "methods",
+    "names",
+    "register",
+    "unregister",
+]
