@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int, check_real
-from macattr._records import json_value
+from macattr.records import json_value
 
 PointsFn = Callable[[Tensor], Tuple[Tensor, ...]]
 

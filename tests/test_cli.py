@@ -1,8 +1,11 @@
-"""The macattr command end to end, in a subprocess, with its errors."""
+"""The macattr command end to end, with its errors (in this process; the entry point and Ctrl-C in subprocesses)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import pickle
 import re
 import signal
@@ -10,18 +13,37 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from macattr.cli import main
 from macattr.restoration.images import sample_images, save_image
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "macattr.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(*args: str, cwd: Path) -> Result:
+    """The command in this process, from the folder ``cwd`` (the process-level behaviour, signals and the
+    entry point, is tested in subprocesses below)."""
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse's errors and --version
+                code = exit.code
+    finally:
+        os.chdir(previous)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

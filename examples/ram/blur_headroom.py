@@ -5,15 +5,15 @@ neighbourhood to the clean pixel, twice: for blur σ = 2 only (non-blind: the te
 the training range (blind: what a network fine-tuned on the RAM mix of degradations sees). Prints the mean
 PSNR over the test tiles of the blurred input and of each filter's output.
 
-With ``--network`` (a pre-trained ``model.pt`` of ``run.py``), it also fine-tunes every layer of that network
-on blur-only batches, the same two ways, for ``--steps`` steps with the preset's learning rates (``--lr``
+With ``--network`` (a pre-trained ``model.pt`` of ``python -m examples.ram``), it also fine-tunes every layer of
+that network on blur-only batches, the same two ways, for ``--steps`` steps with the preset's learning rates (``--lr``
 sets the peak rate) and the L1 loss, and reports the two networks beside the filters: whether the network can
 learn the task when blur is all it sees. Checkpoints and finished networks go to ``--out`` (reruns resume;
 other settings are refused).
 
-    python examples/ram/blur_headroom.py                  # 11 × 11 filters, 512 crops: about a minute
-    python examples/ram/blur_headroom.py --kernel 5 --crops 64 --json headroom.json
-    python examples/ram/blur_headroom.py --network runs/medium/pretrain/model.pt --steps 2000 \
+    python -m examples.ram.blur_headroom                  # 11 × 11 filters, 512 crops: about a minute
+    python -m examples.ram.blur_headroom --kernel 5 --crops 64 --json headroom.json
+    python -m examples.ram.blur_headroom --network runs/medium/pretrain/model.pt --steps 2000 \
         --out runs/medium/blur_only --threads 1       # two 2000-step fine-tunes: about 16 minutes
 """
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import stages
+from macattr.records import read_record
 from macattr.restoration.data import fixed_crops, synthetic_test_set
 from macattr.restoration.degradations import gaussian_blur, random_level
 from macattr.restoration.evaluate import per_image_quality, restore
@@ -39,7 +39,10 @@ from macattr.restoration.masking import whole_image_l1
 from macattr.restoration.networks import ARCHITECTURES
 from macattr.restoration.train import save_atomic, train, write_text
 from macattr.seeds import seeded_generator
-from presets import PRESETS, preset, set_finetune_lr
+
+from . import pipeline
+from .presets import PRESETS, preset
+from .records import finished
 
 CHUNK = 64  # crops per least-squares chunk: (64 · 3 · 32²) rows × K² columns in float64
 MAX_KERNEL = 31  # a chunk's rows then take 1.5 GB
@@ -83,29 +86,29 @@ def blur_batch(photos: List[Tensor], size: int, batch: int, sigma: Optional[floa
     return {"lq": torch.cat([gaussian_blur(clean[i : i + 1], level) for i, level in enumerate(levels)]), "gt": clean}
 
 
-def network_on_blur(run: stages.Run, weights: Path, sigma: Optional[float], steps: int, test: Tensor) -> Tensor:
+def network_on_blur(run: pipeline.Run, weights: Path, sigma: Optional[float], steps: int, test: Tensor) -> Tensor:
     """The network ``weights`` fine-tuned (every layer, L1, the preset's batch, crop size and learning rates)
     for ``steps`` steps on blur-only batches, applied to ``test`` (N, 3, H, W); the network is kept in
     OUT/sigma<σ>|blind/model.pt and resumed from its checkpoint there."""
-    cfg = run.settings["finetune"]
-    size, batch = run.settings["size"][run.arch], run.settings["batch"]
+    cfg = run.preset.finetune
+    size, batch = run.architecture.size, run.preset.batch
     folder = run.out / ("blind" if sigma is None else f"sigma{sigma:g}")
     final = folder / "model.pt"
-    made_with = {"pretrained": stages.settings_of(weights) or {"file": str(weights.resolve())}, "sigma": sigma,
-                 "steps": steps, "lr": cfg["lr"], "lr_min": cfg["lr_min"], "size": size, "batch": batch,
+    made_with = {"pretrained": read_record(weights) or {"file": str(weights.resolve())}, "sigma": sigma,
+                 "steps": steps, "lr": cfg.lr, "lr_min": cfg.lr_min, "size": size, "batch": batch,
                  "seed": run.seed}  # fmt: skip
-    if stages.reusable(final, made_with):
-        return restore(stages.load_model(run, final), test, run.device, batch=16)
-    model = stages.load_model(run, weights)
+    if finished(final, made_with):
+        return restore(pipeline.load_model(run, final), test, run.device, batch=16)
+    model = pipeline.load_model(run, weights)
     photos = photographs("train")
     train(model, model.parameters(), lambda step: blur_batch(photos, size, batch, sigma, run.seed, step),
-          whole_image_l1, steps=steps, lr=cfg["lr"], lr_min=cfg["lr_min"], checkpoint=folder / "checkpoint.pt",
+          whole_image_l1, steps=steps, lr=cfg.lr, lr_min=cfg.lr_min, checkpoint=folder / "checkpoint.pt",
           device=run.device, progress=run.progress, log=run.log, name=folder.name)  # fmt: skip
     save_atomic(final, model.state_dict())
     return restore(model, test, run.device, batch=16)
 
 
-def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[stages.Run] = None,
+def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[pipeline.Run] = None,
              weights: Optional[Path] = None, steps: int = 0) -> Dict[str, float]:  # fmt: skip
     """Mean PSNR (dB) over the blur2 test tiles of the input, the non-blind and blind linear filters and, with
     ``network`` and ``weights``, the network fine-tuned for ``steps`` steps on blur σ 2 and on blind blur."""
@@ -132,14 +135,14 @@ def headroom(kernel: int, crops: int, size: int, seed: int, network: Optional[st
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.ram.blur_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", type=int, default=11, help="filter size, odd (default 11)")
     parser.add_argument("--crops", type=int, default=512, help="32 × 32 training crops to fit on (default 512)")
     parser.add_argument("--size", type=int, default=48, help="test tile size, as the presets' evaluation (48)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--network", type=Path, help="a pre-trained model.pt of run.py to fine-tune on blur alone")
+    parser.add_argument("--network", type=Path, help="a pre-trained model.pt of the pipeline, fine-tuned on blur alone")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="medium", help="the network's preset (medium)")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="swinir", help="the network (swinir)")
     parser.add_argument("--steps", type=int, default=2000, help="blur-only fine-tuning steps (default 2000)")
@@ -163,19 +166,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = preset(args.preset)
     if args.lr is not None:
         try:
-            set_finetune_lr(settings, args.lr, "--lr")
+            settings = settings.with_finetune_lr(args.lr, "--lr")
         except ValueError as error:
             parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
     network = None
     if args.network is not None:
-        network = stages.Run(out=args.out, arch=args.arch, settings=settings, preset_name=args.preset,
-                             device=torch.device("cpu"), seed=args.seed, progress=False)  # fmt: skip
+        network = pipeline.Run(out=args.out, arch=args.arch, preset=settings, device=torch.device("cpu"),
+                               seed=args.seed, progress=False)  # fmt: skip
     try:
         psnr = headroom(args.kernel, args.crops, args.size, args.seed, network, args.network, args.steps)
     except ValueError as error:  # weights that do not fit --preset/--arch, or --out made with other settings
-        print(f"blur_headroom.py: error: {error}", file=sys.stderr)
+        print(f"python -m examples.ram.blur_headroom: error: {error}", file=sys.stderr)
         return 2
     for name, value in psnr.items():
         gain = f"  ({value - psnr['input']:+.2f} dB)" if name != "input" else ""

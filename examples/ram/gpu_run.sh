@@ -14,7 +14,7 @@ else
   common=(--preset small --device cuda)
 fi
 started=$(date +%s)
-python examples/ram/run.py all "${common[@]}" --out "$out" --no-progress
-python examples/ram/run.py ablate "${common[@]}" --seeds 3 --out "$out" --no-progress
+python -m examples.ram all "${common[@]}" --out "$out" --no-progress
+python -m examples.ram ablate "${common[@]}" --seeds 3 --out "$out" --no-progress
 if [ "${1:-}" != "--dry-run" ]; then cp "$out/results.json" docs/results/ram_small_gpu.json; fi
 echo "gpu_run: $(( $(date +%s) - started )) s"

@@ -1,5 +1,10 @@
 """Presets of the RAM example: network sizes, step counts, learning rates, analysis and ablation settings.
 
+Every preset is a frozen record; a variant is made with ``dataclasses.replace`` (or the helpers below), never by
+changing a preset in place.
+
+- ``test``: the test suite's size: the ``tiny`` networks with a few dozen steps and small test tiles, so that the
+  whole pipeline and its studies run in seconds (its numbers say only that the pipeline works).
 - ``tiny``: finishes ``all`` on a 2-core CPU in a few minutes (a 35-layer network,
   larger learning rates than the paper so that a few hundred steps learn something).
 - ``medium``: the evidence preset for a 2-core CPU: a SwinIR-style network with
@@ -9,9 +14,7 @@
   degraded input on every task (blur needs it); ``ablate --seeds 3`` pre-trains
   once and fine-tunes every method three times, about 2.5 hours of one core
   (350–500 s per fine-tuning). Fine-tuning uses the L1 loss on whole images
-  (``--finetune-loss relative_l1`` divides each sample's L1 by its input's:
-  0.02–0.24 dB more on blur and JPEG, 1.2–5.6 dB less on noise, measured after
-  400 and 2000 steps at 1e-3).
+  (``--finetune-loss relative_l1`` divides each sample's L1 by its input's).
 - ``small``: one GPU in a few minutes (SwinIR-light's size, bf16 autocast).
 - ``paper``: the paper's settings as far as the paper states them (input 64 for
   SwinIR and 128 for PromptIR, 50 % pixel masks, Adam with cosine schedules
@@ -24,105 +27,194 @@
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-SYNTHETIC = ["noise15", "noise25", "noise50", "blur2", "jpeg50"]
-ANALYSIS = {"per_task": 10, "size": 32, "n_steps": 200, "mask_ratio": 0.5, "sharpness": 1e4}
-ABLATION = ["mac", "ig", "conductance", "gradnorm", "last", "uniform", "random", "full", "none"]
+from macattr.ranking.methods import names as method_names
 
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "tiny": {
-        "networks": {
-            "swinir": {"dim": 16, "depths": (2, 2), "heads": 2, "window": 4},
-            "promptir": {"dim": 8, "blocks": (1, 1, 1), "heads": (1, 1, 2)},
+SYNTHETIC = ("noise15", "noise25", "noise50", "blur2", "jpeg50")
+ABLATION = (*method_names(), "full", "none")  # every ranking method, every layer, no fine-tuning
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """Mask pre-training: Adam with a cosine schedule from ``lr`` to ``lr_min`` over ``steps`` steps, a fraction
+    ``mask_ratio`` of the pixels masked in cells of ``patch_size``."""
+
+    steps: int
+    lr: float
+    lr_min: float
+    mask_ratio: float = 0.5
+    patch_size: int = 1
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """Fine-tuning of the chosen layers on whole images: Adam, cosine from ``lr`` to ``lr_min``, loss ``loss``."""
+
+    steps: int
+    lr: float
+    lr_min: float
+    loss: str = "l1"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The MAC analysis: ``per_task`` crops of ``size`` pixels per task, N = ``n_steps``, r, δ."""
+
+    per_task: int = 10
+    size: int = 32
+    n_steps: int = 200
+    mask_ratio: float = 0.5
+    sharpness: float = 1e4
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Test tiles of ``size`` pixels: every textured tile of the test photographs (or the first ``tiles`` of
+    them), and up to ``count`` images of a paired data set."""
+
+    size: int = 48
+    count: int = 100
+    tiles: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """The variations of the MAC ranking that ``robustness`` compares with the analysis."""
+
+    seeds: Tuple[int, ...] = (1, 2)
+    per_task: Tuple[int, ...] = (2, 5)
+    n_steps: Tuple[int, ...] = (50, 100)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network of a preset: its constructor's arguments, its training crop size and its share ``k`` of
+    layers to fine-tune."""
+
+    network: Mapping[str, Any]
+    size: int
+    k: float
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a pipeline run is made with, apart from its device, seeds and folders."""
+
+    name: str
+    architectures: Mapping[str, Architecture]
+    batch: int
+    pretrain: Pretraining
+    finetune: FineTuning
+    analyze: Analysis = field(default_factory=Analysis)
+    evaluate: Evaluation = field(default_factory=Evaluation)
+    tasks: Tuple[str, ...] = SYNTHETIC
+    ablation: Tuple[str, ...] = ABLATION
+    ratios: Tuple[float, ...] = (0.25, 0.5, 0.75)
+    robustness: Robustness = field(default_factory=Robustness)
+    bf16: bool = False
+
+    def scaled(self, steps_scale: float) -> Preset:
+        """Every step count multiplied by ``steps_scale`` (at least 1 step)."""
+        if not steps_scale > 0:
+            raise ValueError(f"--steps-scale must be > 0, got {steps_scale}")
+
+        def scale(stage: Any) -> Any:
+            return replace(stage, steps=max(1, round(stage.steps * steps_scale)))
+
+        return replace(self, pretrain=scale(self.pretrain), finetune=scale(self.finetune))
+
+    def with_k(self, arch: str, k: float) -> Preset:
+        """The share of layers ``arch`` fine-tunes set to ``k``."""
+        architectures = {**self.architectures, arch: replace(self.architectures[arch], k=k)}
+        return replace(self, architectures=architectures)
+
+    def with_finetune_lr(self, lr: float, option: str = "--finetune-lr") -> Preset:
+        """The peak fine-tuning rate set to ``lr``; the cosine schedule still ends at the final rate. Raises
+        ValueError naming ``option`` when ``lr`` is not above that final rate (nan included)."""
+        if not lr > self.finetune.lr_min:
+            raise ValueError(f"{option} must be above the preset's final learning rate {self.finetune.lr_min:g}, "
+                             f"got {lr:g}")  # fmt: skip
+        return replace(self, finetune=replace(self.finetune, lr=lr))
+
+
+def _swinir(dim: int, depths: Tuple[int, ...], heads: int, window: int) -> Dict[str, Any]:
+    return {"dim": dim, "depths": depths, "heads": heads, "window": window}
+
+
+def _promptir(dim: int, blocks: Tuple[int, ...], heads: Tuple[int, ...]) -> Dict[str, Any]:
+    return {"dim": dim, "blocks": blocks, "heads": heads}
+
+
+_TINY = {
+    "swinir": Architecture(_swinir(16, (2, 2), 2, 4), 32, 0.1),
+    "promptir": Architecture(_promptir(8, (1, 1, 1), (1, 1, 2)), 32, 0.3),
+}
+PRESETS: Dict[str, Preset] = {
+    "test": Preset(
+        "test",
+        _TINY,
+        batch=4,
+        pretrain=Pretraining(150, 2e-3, 2e-4),
+        finetune=FineTuning(200, 2e-3, 1e-7),
+        analyze=Analysis(per_task=2, size=16, n_steps=6),
+        evaluate=Evaluation(size=32, count=8, tiles=64),
+        tasks=("noise25", "jpeg50"),
+        robustness=Robustness(seeds=(1,), per_task=(1,), n_steps=(3,)),
+    ),  # fmt: skip
+    "tiny": Preset(
+        "tiny",
+        _TINY,
+        batch=8,
+        pretrain=Pretraining(500, 2e-3, 2e-4),
+        finetune=FineTuning(300, 1e-3, 1e-7),
+        analyze=Analysis(per_task=2),
+        robustness=Robustness(seeds=(1, 2), per_task=(1,), n_steps=(25, 50)),
+    ),  # fmt: skip
+    "medium": Preset(
+        "medium",
+        {
+            "swinir": Architecture(_swinir(16, (4, 4, 4, 4), 2, 4), 32, 0.1),
+            "promptir": Architecture(_promptir(12, (2, 2, 2), (1, 2, 2)), 32, 0.3),
         },
-        "size": {"swinir": 32, "promptir": 32},
-        "batch": 8,
-        "pretrain": {"steps": 500, "lr": 2e-3, "lr_min": 2e-4, "mask_ratio": 0.5, "patch_size": 1},
-        "finetune": {"steps": 300, "lr": 1e-3, "lr_min": 1e-7, "loss": "l1"},
-        "analyze": {**ANALYSIS, "per_task": 2},
-        "evaluate": {"size": 48, "count": 100},
-        "k": {"swinir": 0.1, "promptir": 0.3},
-        "tasks": SYNTHETIC,
-        "ablation": ABLATION,
-        "ratios": [0.25, 0.5, 0.75],
-        "robustness": {"seeds": [1, 2], "per_task": [1], "n_steps": [25, 50]},
-        "bf16": False,
-    },
-    "medium": {
-        "networks": {
-            "swinir": {"dim": 16, "depths": (4, 4, 4, 4), "heads": 2, "window": 4},
-            "promptir": {"dim": 12, "blocks": (2, 2, 2), "heads": (1, 2, 2)},
+        batch=8,
+        pretrain=Pretraining(4000, 2e-3, 2e-4),
+        finetune=FineTuning(4000, 3e-3, 1e-6),
+    ),  # fmt: skip
+    "small": Preset(
+        "small",
+        {
+            "swinir": Architecture(_swinir(60, (6, 6, 6, 6), 6, 8), 64, 0.1),
+            "promptir": Architecture(_promptir(24, (2, 2, 3), (1, 2, 4)), 64, 0.3),
         },
-        "size": {"swinir": 32, "promptir": 32},
-        "batch": 8,
-        "pretrain": {"steps": 4000, "lr": 2e-3, "lr_min": 2e-4, "mask_ratio": 0.5, "patch_size": 1},
-        "finetune": {"steps": 4000, "lr": 3e-3, "lr_min": 1e-6, "loss": "l1"},
-        "analyze": ANALYSIS,
-        "evaluate": {"size": 48, "count": 100},
-        "k": {"swinir": 0.1, "promptir": 0.3},
-        "tasks": SYNTHETIC,
-        "ablation": ABLATION,
-        "ratios": [0.25, 0.5, 0.75],
-        "robustness": {"seeds": [1, 2], "per_task": [2, 5], "n_steps": [50, 100]},
-        "bf16": False,
-    },
-    "small": {
-        "networks": {
-            "swinir": {"dim": 60, "depths": (6, 6, 6, 6), "heads": 6, "window": 8},
-            "promptir": {"dim": 24, "blocks": (2, 2, 3), "heads": (1, 2, 4)},
+        batch=16,
+        pretrain=Pretraining(2000, 5e-4, 5e-5),
+        finetune=FineTuning(800, 2e-4, 1e-7),
+        analyze=Analysis(size=64),
+        evaluate=Evaluation(size=128),
+        tasks=(*SYNTHETIC, "haze-synthetic", "lowlight-synthetic"),
+        bf16=True,
+    ),  # fmt: skip
+    "paper": Preset(
+        "paper",
+        {
+            "swinir": Architecture(_swinir(180, (6,) * 6, 6, 8), 64, 0.1),
+            "promptir": Architecture(_promptir(48, (4, 6, 6), (1, 2, 4)), 128, 0.3),
         },
-        "size": {"swinir": 64, "promptir": 64},
-        "batch": 16,
-        "pretrain": {"steps": 2000, "lr": 5e-4, "lr_min": 5e-5, "mask_ratio": 0.5, "patch_size": 1},
-        "finetune": {"steps": 800, "lr": 2e-4, "lr_min": 1e-7, "loss": "l1"},
-        "analyze": {**ANALYSIS, "size": 64},
-        "evaluate": {"size": 128, "count": 100},
-        "k": {"swinir": 0.1, "promptir": 0.3},
-        "tasks": SYNTHETIC + ["haze-synthetic", "lowlight-synthetic"],
-        "ablation": ABLATION,
-        "ratios": [0.25, 0.5, 0.75],
-        "robustness": {"seeds": [1, 2], "per_task": [2, 5], "n_steps": [50, 100]},
-        "bf16": True,
-    },
-    "paper": {
-        "networks": {
-            "swinir": {"dim": 180, "depths": (6, 6, 6, 6, 6, 6), "heads": 6, "window": 8},
-            "promptir": {"dim": 48, "blocks": (4, 6, 6), "heads": (1, 2, 4)},
-        },
-        "size": {"swinir": 64, "promptir": 128},
-        "batch": 32,
-        "pretrain": {"steps": 200_000, "lr": 1e-4, "lr_min": 6e-5, "mask_ratio": 0.5, "patch_size": 1},
-        "finetune": {"steps": 100_000, "lr": 2e-4, "lr_min": 1e-7, "loss": "l1"},
-        "analyze": {**ANALYSIS, "size": 64},
-        "evaluate": {"size": 256, "count": 100},
-        "k": {"swinir": 0.1, "promptir": 0.3},
-        "tasks": SYNTHETIC + ["haze", "rain", "lowlight", "motionblur"],
-        "ablation": ABLATION,
-        "ratios": [0.25, 0.5, 0.75],
-        "robustness": {"seeds": [1, 2], "per_task": [2, 5], "n_steps": [50, 100]},
-        "bf16": True,
-    },
+        batch=32,
+        pretrain=Pretraining(200_000, 1e-4, 6e-5),
+        finetune=FineTuning(100_000, 2e-4, 1e-7),
+        analyze=Analysis(size=64),
+        evaluate=Evaluation(size=256),
+        tasks=(*SYNTHETIC, "haze", "rain", "lowlight", "motionblur"),
+        bf16=True,
+    ),  # fmt: skip
 }
 
 
-def preset(name: str, steps_scale: float = 1.0) -> Dict[str, Any]:
-    """A deep copy of preset ``name``, with every step count multiplied by ``steps_scale`` (at least 1 step)."""
+def preset(name: str, steps_scale: Optional[float] = None) -> Preset:
+    """Preset ``name``, with every step count multiplied by ``steps_scale`` when given."""
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
-    settings = copy.deepcopy(PRESETS[name])
-    for stage in ("pretrain", "finetune"):
-        settings[stage]["steps"] = max(1, round(settings[stage]["steps"] * steps_scale))
-    return settings
-
-
-def set_finetune_lr(settings: Dict[str, Any], lr: float, option: str) -> None:
-    """Set the peak fine-tuning rate of ``settings`` to ``lr``; the cosine schedule still ends at its final rate.
-
-    Raises ValueError naming ``option`` when ``lr`` is not above that final rate (nan included).
-    """
-    final = settings["finetune"]["lr_min"]
-    if not lr > final:
-        raise ValueError(f"{option} must be above the preset's final learning rate {final:g}, got {lr:g}")
-    settings["finetune"]["lr"] = lr
+    return PRESETS[name] if steps_scale is None else PRESETS[name].scaled(steps_scale)

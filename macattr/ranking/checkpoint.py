@@ -21,6 +21,7 @@ from torch import Tensor
 from macattr._files import write_text_atomic
 from macattr.accumulators import ScoreSum
 from macattr.ranking.batches import fingerprint
+from macattr.records import differences
 
 
 @dataclass
@@ -139,8 +140,9 @@ class Checkpoint:
                 f"checkpoint {self.path} is not a rank_layers checkpoint; delete it or pass another path"
             ) from None
         if method != self.method or config != self.config:
+            changed = "; ".join(differences({"method": method, **config}, {"method": self.method, **self.config}))
             raise ValueError(
-                f"checkpoint {self.path} was written by another run (method or settings differ); "
+                f"checkpoint {self.path} was written by another run (method or settings differ: {changed}); "
                 "delete it or pass another checkpoint path"
             )
         total.load_state_dict(scores)

@@ -8,9 +8,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int
-from macattr._records import json_value
 from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
 from macattr.ranking.methods import Method, get_method, methods
+from macattr.records import json_value
 from macattr.targets import NAMED_TARGETS
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
