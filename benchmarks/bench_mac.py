@@ -77,7 +77,6 @@ the plain engine). glibc versions that refuse an mmap threshold above 32 MiB fau
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -86,20 +85,19 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 import macattr
 from bench_networks import NETWORKS
-from bench_variants import fused_accumulation
+from bench_variants import FusedConductanceSum
 from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.accumulators import ConductanceSum
 from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
 
-METHODS = ("mac", "linear", "floor", "batched_floor", "held_floor", "read_floor", "bulk_read_floor", "accumulate",
-           "captum", "captum_gl", "ram_reference")  # fmt: skip
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -259,10 +257,11 @@ def _passes(n_steps: int, steps: int) -> List[int]:
     return [1] + [min(steps, n_steps + 1 - first) for first in range(1, n_steps + 1, steps)]
 
 
-def _accumulate(values: List[torch.Tensor], grads: List[torch.Tensor], n_steps: int, steps: int) -> None:
+def _accumulate(values: List[torch.Tensor], grads: List[torch.Tensor], n_steps: int, steps: int,
+                accumulator: Optional[Callable] = None) -> None:  # fmt: skip
     """LayerMAC's arithmetic alone: each layer's conductance sum over the sweep's passes (the captured pass
     of ``steps`` points, or its first rows, stands for every pass)."""
-    sums = [ConductanceSum() for _ in values]
+    sums = [(accumulator or ConductanceSum)() for _ in values]
     for points in _passes(n_steps, steps):
         for total, value, grad in zip(sums, values, grads):
             rows = value.shape[0] // steps
@@ -270,38 +269,120 @@ def _accumulate(values: List[torch.Tensor], grads: List[torch.Tensor], n_steps: 
             total.update(value[: points * rows].reshape(shape), grad[: points * rows].reshape(shape), None)
 
 
-def _run_method(config: Dict[str, Any], forward, target, layers, x) -> None:
-    """Run one method once."""
-    method, n_steps, ibs = config["method"], config["n_steps"], config.get("internal_batch_size")
-    if method == "mac":
-        LayerMAC(forward, layers).attribute(x, target=target, n_steps=n_steps, seed=0, internal_batch_size=ibs)
-    elif method == "linear":
-        LayerPathConductance(forward, layers).attribute(x, target=target, n_steps=n_steps, internal_batch_size=ibs)
-    elif method == "floor":
-        _floor(forward, target, x, n_steps)
-    elif method == "batched_floor":
-        _floor(forward, target, x, n_steps, config["floor_steps"])
-    elif method == "held_floor":
-        _floor(forward, target, x, n_steps, config["floor_steps"], layers)
-    elif method == "read_floor":
-        _floor(forward, target, x, n_steps, config["floor_steps"], layers, read=True)
-    elif method == "bulk_read_floor":
-        _bulk_read_floor(forward, target, x, n_steps, config["floor_steps"], layers)
-    elif method == "accumulate":
-        _accumulate(config["values"], config["grads"], n_steps, config["floor_steps"])
-    elif method in ("captum", "captum_gl"):
+@dataclass
+class Case:
+    """What a timed method runs on: the configuration (JSON), the network's forward function, Captum's target, the
+    candidate layers, the input, and what the method's ``prepare`` fixed beforehand (``prepared``)."""
+
+    config: Dict[str, Any]
+    forward: Callable
+    target: Any
+    layers: List[torch.nn.Module]
+    x: torch.Tensor
+    prepared: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return self.config["n_steps"]
+
+    @property
+    def accumulator(self) -> Any:
+        """The running sum the engine uses: macattr's, or the fused variant under ``--fused-accumulation``."""
+        return FusedConductanceSum if self.config.get("fused_accumulation") else None
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timed method: ``run(case)`` is what is timed; ``prepare(case)`` fixes what it needs (returned into
+    ``case.prepared``) before the clock starts."""
+
+    run: Callable[[Case], None]
+    prepare: Optional[Callable[[Case], Dict[str, Any]]] = None
+
+
+def _mac(case: Case) -> None:
+    LayerMAC(case.forward, case.layers, accumulator=case.accumulator).attribute(
+        case.x, target=case.target, n_steps=case.n_steps, seed=0,
+        internal_batch_size=case.config.get("internal_batch_size"),
+    )  # fmt: skip
+
+
+def _linear(case: Case) -> None:
+    LayerPathConductance(case.forward, case.layers, accumulator=case.accumulator).attribute(
+        case.x, target=case.target, n_steps=case.n_steps, internal_batch_size=case.config.get("internal_batch_size")
+    )
+
+
+def _floor_steps(case: Case) -> Dict[str, Any]:
+    return {"floor_steps": _automatic_steps(case.forward, case.x)}
+
+
+def _accumulation_inputs(case: Case) -> Dict[str, Any]:
+    steps = _automatic_steps(case.forward, case.x)
+    values = _captured_pass(case.forward, case.layers, case.x, steps)
+    return {"floor_steps": steps, "values": values, "grads": [torch.randn_like(value) for value in values]}
+
+
+def _captum_choice(case: Case) -> Dict[str, Any]:
+    return {"captum_chosen": _captum_layers(case.forward, case.target, case.layers, case.x,
+                                            case.config["captum_layers"])}  # fmt: skip
+
+
+def _captum(rule: str) -> Callable[[Case], None]:
+    def run(case: Case) -> None:
         from captum.attr import LayerConductance
 
-        rule = "riemann_trapezoid" if method == "captum" else "gausslegendre"
-        for layer in config["captum_chosen"]:
-            LayerConductance(forward, layers[layer]).attribute(
-                x, target=target, n_steps=n_steps, method=rule,
-                internal_batch_size=config.get("captum_internal_batch_size"),
+        for layer in case.prepared["captum_chosen"]:
+            LayerConductance(case.forward, case.layers[layer]).attribute(
+                case.x, target=case.target, n_steps=case.n_steps, method=rule,
+                internal_batch_size=case.config.get("captum_internal_batch_size"),
             )  # fmt: skip
-    elif method == "ram_reference":
-        _ram_reference(forward, target, layers, x, n_steps, REFERENCE_STEPS)
-    else:
-        raise ValueError(f"unknown method {method!r}")
+
+    return run
+
+
+def _floor_run(**kwargs: Any) -> Callable[[Case], None]:
+    """One of the floors: the batched floor with ``kwargs`` (``held``: hold every layer's output; ``read``:
+    and read it)."""
+    held = kwargs.pop("held", False)
+
+    def run(case: Case) -> None:
+        layers = case.layers if held else ()
+        _floor(case.forward, case.target, case.x, case.n_steps, case.prepared["floor_steps"], layers, **kwargs)
+
+    return run
+
+
+METHODS: Dict[str, Timed] = {
+    "mac": Timed(_mac),
+    "linear": Timed(_linear),
+    "floor": Timed(lambda case: _floor(case.forward, case.target, case.x, case.n_steps)),
+    "batched_floor": Timed(_floor_run(), _floor_steps),
+    "held_floor": Timed(_floor_run(held=True), _floor_steps),
+    "read_floor": Timed(_floor_run(held=True, read=True), _floor_steps),
+    "bulk_read_floor": Timed(
+        lambda case: _bulk_read_floor(
+            case.forward, case.target, case.x, case.n_steps, case.prepared["floor_steps"], case.layers
+        ),
+        _floor_steps,
+    ),  # fmt: skip
+    "accumulate": Timed(
+        lambda case: _accumulate(
+            case.prepared["values"],
+            case.prepared["grads"],
+            case.n_steps,
+            case.prepared["floor_steps"],
+            case.accumulator,
+        ),
+        _accumulation_inputs,
+    ),  # fmt: skip
+    "captum": Timed(_captum("riemann_trapezoid"), _captum_choice),
+    "captum_gl": Timed(_captum("gausslegendre"), _captum_choice),
+    "ram_reference": Timed(
+        lambda case: _ram_reference(case.forward, case.target, case.layers, case.x, case.n_steps, REFERENCE_STEPS)
+    ),  # fmt: skip
+}
+"""Every timed method by name (see the module text)."""
 
 
 def _ram_reference(forward, target, layers, x: torch.Tensor, n_steps: int, timed_steps: int) -> None:
@@ -377,23 +458,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _run_timed(config: Dict[str, Any], forward, target, layers, x) -> float:
+def _run_timed(case: Case) -> float:
     started = time.perf_counter()
-    _run_method(config, forward, target, layers, x)
-    _sync(config["device"])
+    METHODS[case.config["method"]].run(case)
+    _sync(case.config["device"])
     return time.perf_counter() - started
 
 
-def _prepare(config: Dict[str, Any], forward, target, layers, x) -> None:
-    """Fix what a method needs besides its timed call: Captum's layers, the batched floor's pass size, the
-    layer values and gradients the accumulation alone is timed on."""
-    if config["method"] in ("captum", "captum_gl"):
-        config["captum_chosen"] = _captum_layers(forward, target, layers, x, config["captum_layers"])
-    if config["method"] in ("batched_floor", "held_floor", "read_floor", "bulk_read_floor", "accumulate"):
-        config["floor_steps"] = _automatic_steps(forward, x)
-    if config["method"] == "accumulate":
-        config["values"] = _captured_pass(forward, layers, x, config["floor_steps"])
-        config["grads"] = [torch.randn_like(value) for value in config["values"]]
+def _case(config: Dict[str, Any], forward, target, layers, x) -> Case:
+    """The case of ``config``'s method, with what it needs prepared."""
+    case = Case(config, forward, target, layers, x)
+    prepare = METHODS[config["method"]].prepare
+    case.prepared = prepare(case) if prepare is not None else {}
+    return case
 
 
 def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -402,7 +479,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
     forward, target, layers, x = _setup(config)
     cuda = config["device"].startswith("cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
-        _prepare(config, forward, target, layers, x)
+        case = _case(dict(config, fused_accumulation=False), forward, target, layers, x)  # memory: the plain engine
         _floor(forward, target, x, 0)  # one grid point forward and backward: first-call allocations, for every method
         if cuda:
             torch.cuda.synchronize()
@@ -412,7 +489,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
             base = _rss_bytes()
         out_of_memory = False
         try:
-            elapsed = _run_timed(config, forward, target, layers, x)
+            elapsed = _run_timed(case)
         except torch.OutOfMemoryError:
             if config["method"] != "captum":
                 raise
@@ -420,13 +497,13 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
         if out_of_memory:
             # Captum's default puts all N + 1 grid points in one batch; on OOM, 32 rows per pass instead
             torch.cuda.empty_cache()
-            config["captum_internal_batch_size"] = 32 * x.shape[0]
+            case.config["captum_internal_batch_size"] = 32 * x.shape[0]
             torch.cuda.reset_peak_memory_stats()
-            elapsed = _run_timed(config, forward, target, layers, x)
+            elapsed = _run_timed(case)
         peak = (
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
-    covered = len(config["captum_chosen"]) if config["method"] in ("captum", "captum_gl") else len(layers)
+    covered = len(case.prepared.get("captum_chosen", layers))
     steps = _automatic_steps(forward, x) if config["method"] == "mac" else None
     held = _held_bytes(forward, layers, x, steps) if steps is not None else 0
     return {
@@ -435,7 +512,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
         "peak_mb": max(peak, 0) / 2**20,
         "layers_covered": covered,
         "layers": len(layers),
-        "captum_internal_batch_size": config.get("captum_internal_batch_size"),
+        "captum_internal_batch_size": case.config.get("captum_internal_batch_size"),
         "held_mb": held / 2**20,
     }
 
@@ -453,13 +530,8 @@ def timing_worker(config: Dict[str, Any]) -> List[Dict[str, Any]]:
     cuda = config["device"].startswith("cuda")
     times: List[List[float]] = [[] for _ in runs]
     faults: List[List[int]] = [[] for _ in runs]
-    accumulation = contextlib.nullcontext()
-    if config.get("fused_accumulation"):
-        make_fused = fused_accumulation()
-        accumulation = make_fused()
-    with accumulation, torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
-        for run in runs:
-            _prepare(run, forward, target, layers, x)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config["bf16"]):
+        cases = [_case(run, forward, target, layers, x) for run in runs]
         for _ in range(MAX_REPS + 1):
             pending = [i for i, t in enumerate(times) if len(t) <= config["reps"] or sum(t[1:]) < MIN_TIMED_S]
             if not pending:
@@ -468,7 +540,7 @@ def timing_worker(config: Dict[str, Any]) -> List[Dict[str, Any]]:
                 if cuda:
                     torch.cuda.empty_cache()  # what one run cached must not crowd out the next
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                times[i].append(_run_timed(runs[i], forward, target, layers, x))
+                times[i].append(_run_timed(cases[i]))
                 faults[i].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return [dict(time_s=min(t[1:]), minor_faults=statistics.median_high(f[1:])) for t, f in zip(times, faults)]
 
@@ -607,31 +679,37 @@ def batch_size_rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
                  mac_mb=r["peak_mb"]) for label, r in results.items()]  # fmt: skip
 
 
-ROW_HEADER = (
-    f"{'network':12s} {'L':>4s} {'size':>4s} {'N':>4s} {'MAC s':>8s} {'linear s':>8s} {'floor s':>8s} "
-    f"{'batched':>8s} {'held s':>7s} {'read s':>7s} {'bulk s':>7s} {'acc s':>7s} {'Captum s':>9s} {'Capt GL s':>9s} "
-    f"{'RAM ref s':>9s} {'timed':>5s} {'speed-up':>8s} {'bound':>6s} {'MAC/batch':>9s} {'held/bat':>8s} "
-    f"{'read/bat':>8s} {'bulk/bat':>8s} {'acc/bat':>7s} "
-    f"{'allow µs':>8s} {'sp/bound':>8s} {'MAC MB':>7s} {'batch MB':>8s} {'held MB':>7s} {'MB ratio':>8s} "
-    f"{'MB bound':>8s} {'time':>4s} {'mem':>4s}"
-)
+def _captum_timed(r: Dict[str, Any]) -> str:
+    return str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
+
+
+# the main table's columns, declared once: header, format, the row's value (a key or a function of the row)
+COLUMNS: List[Tuple[str, str, Any]] = [
+    ("network", "<12s", "network"), ("L", "4d", "layers"), ("size", "4d", "size"), ("N", "4d", "n_steps"),
+    ("MAC s", "8.2f", "mac_s"), ("linear s", "8.2f", "linear_s"), ("floor s", "8.2f", "floor_s"),
+    ("batched", "8.2f", "batched_floor_s"), ("held s", "7.2f", "held_floor_s"), ("read s", "7.2f", "read_floor_s"),
+    ("bulk s", "7.2f", "bulk_read_floor_s"), ("acc s", "7.2f", "accumulate_s"), ("Captum s", "9.2f", "captum_s"),
+    ("Capt GL s", "9.2f", "captum_gl_s"), ("RAM ref s", "9.2f", "ram_reference_s"), ("timed", ">5s", _captum_timed),
+    ("speed-up", "8.1f", "speedup"), ("bound", "6.1f", "speedup_bound"), ("MAC/batch", "9.3f", "mac_over_batched"),
+    ("held/bat", "8.3f", "held_over_batched"), ("read/bat", "8.3f", "read_over_batched"),
+    ("bulk/bat", "8.3f", "bulk_over_batched"), ("acc/bat", "7.3f", "accumulate_over_batched"),
+    ("allow µs", "8.1f", "allowance_us"), ("sp/bound", "8.3f", "speedup_over_bound"), ("MAC MB", "7.1f", "mac_mb"),
+    ("batch MB", "8.1f", "batched_floor_mb"), ("held MB", "7.1f", "held_mb"),
+    ("MB ratio", "8.2f", "memory_over_batched"), ("MB bound", "8.2f", "memory_bound"),
+    ("time", ">4s", lambda r: _verdict(r["time_pass"])), ("mem", ">4s", lambda r: _verdict(r["memory_pass"])),
+]  # fmt: skip
+
+
+def _width(spec: str) -> int:
+    return int("".join(ch for ch in spec.lstrip("<>") if ch.isdigit() or ch == ".").split(".")[0])
+
+
+ROW_HEADER = " ".join(f"{header:{'<' if spec.startswith('<') else '>'}{_width(spec)}s}" for header, spec, _ in COLUMNS)
 
 
 def format_row(r: Dict[str, Any]) -> str:
-    timed = str(r["captum_layers_timed"]) + ("*" if r["captum_internal_batch_size"] else "")
-    return (
-        f"{r['network']:12s} {r['layers']:4d} {r['size']:4d} {r['n_steps']:4d} {r['mac_s']:8.2f} "
-        f"{r['linear_s']:8.2f} {r['floor_s']:8.2f} {r['batched_floor_s']:8.2f} {r['held_floor_s']:7.2f} "
-        f"{r['read_floor_s']:7.2f} {r['bulk_read_floor_s']:7.2f} {r['accumulate_s']:7.2f} {r['captum_s']:9.2f} "
-        f"{r['captum_gl_s']:9.2f} "
-        f"{r['ram_reference_s']:9.2f} {timed:>5s} {r['speedup']:8.1f} {r['speedup_bound']:6.1f} "
-        f"{r['mac_over_batched']:9.3f} {r['held_over_batched']:8.3f} {r['read_over_batched']:8.3f} "
-        f"{r['bulk_over_batched']:8.3f} "
-        f"{r['accumulate_over_batched']:7.3f} {r['allowance_us']:8.1f} "
-        f"{r['speedup_over_bound']:8.3f} {r['mac_mb']:7.1f} {r['batched_floor_mb']:8.1f} {r['held_mb']:7.1f} "
-        f"{r['memory_over_batched']:8.2f} {r['memory_bound']:8.2f} "
-        f"{_verdict(r['time_pass']):>4s} {_verdict(r['memory_pass']):>4s}"
-    )
+    """One row of the main table, in the columns of ``COLUMNS``."""
+    return " ".join(format(value(r) if callable(value) else r[value], spec) for _, spec, value in COLUMNS)
 
 
 def _verdict(passed: bool) -> str:

@@ -16,23 +16,23 @@ not a speed-up).
 - ``compile_cudagraphs`` (CUDA only): ``torch.compile(mode="reduce-overhead")``, which records CUDA graphs;
 - ``fused_accumulation``: the forward as given, and each layer's accumulation of a pass (difference, product,
   sum over the grid points, boundary term, copies of the last point) as one ``torch.compile``'d function, which
-  inductor turns into one fused kernel per layer shape.
+  inductor turns into one fused kernel per layer shape: ``FusedConductanceSum``, passed through the attribution
+  classes' ``accumulator=`` argument.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import time
-from typing import Callable, ContextManager, Dict, List, Optional, Tuple
-from unittest import mock
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 import macattr
 from bench_networks import NETWORKS
 from macattr import LayerMAC, targets
-from macattr.accumulators import ConductanceSum, _accumulation_dtype
+from macattr.accumulators import accumulation_dtype
 
 
 def _variants(device: str) -> List[str]:
@@ -57,31 +57,47 @@ def _prepare(variant: str, model: torch.nn.Module, kind: str, x: torch.Tensor):
     return forward, x
 
 
-def fused_accumulation() -> Callable[[], ContextManager]:
-    """A maker of contexts in which ``ConductanceSum.update`` is one compiled function per pass and layer shape
-    (compiled on first use, then reused by every context of this maker). Raises dynamo's recompile limit for
-    the process, so that each layer shape gets its own compilation instead of falling back to eager."""
+class FusedConductanceSum:
+    """The left-rule conductance sum of ``macattr.accumulators.ConductanceSum`` (same ``update``/``compute``/
+    ``merge``), with each pass's arithmetic (boundary term, differences, products, sum over the grid points,
+    copies of the last point) in one ``torch.compile``'d function, which inductor turns into one fused kernel
+    per layer shape. Given to the attribution classes as ``accumulator=FusedConductanceSum``."""
 
-    def step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,
-             grads: torch.Tensor) -> None:  # fmt: skip
-        total.add_(last_grad * (values[0] - last_value) + (values.diff(dim=0) * grads[:-1]).sum(0))
-        last_value.copy_(values[-1])
-        last_grad.copy_(grads[-1])
+    def __init__(self) -> None:
+        self.total: Optional[torch.Tensor] = None
+        self._last: Tuple[torch.Tensor, ...] = ()
 
-    fused = torch.compile(step, dynamic=False)
-    torch._dynamo.config.recompile_limit = 512  # one compilation per layer shape and pass size, not eager after 8
-
-    def update(self: ConductanceSum, values: torch.Tensor, grads: torch.Tensor,
-               weights: Optional[torch.Tensor] = None) -> None:  # fmt: skip
-        dtype = _accumulation_dtype(values.dtype)
+    def update(self, values: torch.Tensor, grads: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
+        dtype = accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
         if self.total is None:  # a zero last gradient: no boundary term before the first grid point
             self.total = torch.zeros_like(values[0])
-            self._buffers = (values[0].clone(), torch.zeros_like(grads[0]))
-        fused(self.total, *self._buffers, values, grads)
-        self._last = self._buffers
+            self._last = (values[0].clone(), torch.zeros_like(grads[0]))
+        _fused_step()(self.total, *self._last, values, grads)
 
-    return lambda: mock.patch.object(ConductanceSum, "update", update)
+    def compute(self) -> torch.Tensor:
+        if self.total is None:
+            raise ValueError("FusedConductanceSum.compute() before any update()")
+        return self.total
+
+    def merge(self, other: FusedConductanceSum) -> None:
+        if other.total is not None:
+            self.total = other.total.clone() if self.total is None else self.total + other.total
+
+
+def _step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,
+          grads: torch.Tensor) -> None:  # fmt: skip
+    total.add_(last_grad * (values[0] - last_value) + (values.diff(dim=0) * grads[:-1]).sum(0))
+    last_value.copy_(values[-1])
+    last_grad.copy_(grads[-1])
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_step() -> Callable:
+    """``_step`` compiled once per process (then once per layer shape and pass size). Raises dynamo's recompile
+    limit for the process, so that each layer shape gets its own compilation instead of falling back to eager."""
+    torch._dynamo.config.recompile_limit = 512
+    return torch.compile(_step, dynamic=False)
 
 
 def _sync(device: str) -> None:
@@ -98,17 +114,16 @@ def run(network: str, size: int, device: str, reps: int, variants: List[str]) ->
     target = None if kind == "image" else 0
 
     def attribute(entry: Dict[str, object]) -> Tuple[torch.Tensor, ...]:
-        with entry["accumulation"]():
-            mac = LayerMAC(entry["forward"], layers)
-            result = mac.attribute(entry["inputs"], target=target, n_steps=32, seed=0, internal_batch_size=8)
+        mac = LayerMAC(entry["forward"], layers, accumulator=entry["accumulator"])
+        result = mac.attribute(entry["inputs"], target=target, n_steps=32, seed=0, internal_batch_size=8)
         _sync(device)
         return result
 
     runs, rows = {}, []
     for variant in variants:
         forward, inputs = _prepare(variant, model, kind, x)
-        accumulation = fused_accumulation() if variant == "fused_accumulation" else contextlib.nullcontext
-        entry = dict(forward=forward, inputs=inputs, times=[], accumulation=accumulation)
+        accumulator = FusedConductanceSum if variant == "fused_accumulation" else None
+        entry = dict(forward=forward, inputs=inputs, times=[], accumulator=accumulator)
         started = time.perf_counter()
         try:
             entry["result"] = attribute(entry)

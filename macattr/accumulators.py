@@ -6,7 +6,7 @@ so far) and ``merge(other)`` (add another accumulator of the same kind, for
 example one that ran in another process or on another part of the data).
 
 - [`ConductanceSum`][macattr.accumulators.ConductanceSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · (y(α_{j+1}) − y(α_j))``
-  over grid points fed in order (the engine's conductance rule).
+  over grid points fed in order (the engine's conductance; the right and trapezoid step rules too).
 - [`GradientSum`][macattr.accumulators.GradientSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · w_j`` (internal influence).
 - [`ScoreSum`][macattr.accumulators.ScoreSum]: per layer the sum of per-image scores (``rank_layers``).
 """
@@ -36,13 +36,20 @@ class Accumulator(Protocol):
     def merge(self, other: Any) -> None: ...
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half-precision values (bf16/fp16 autocast), the dtype itself otherwise."""
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are kept in: float32 for half-precision values (bf16/fp16 autocast), the dtype itself
+    otherwise."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+STEP_RULES = ("left", "right", "trapezoid")
+"""Which gradient a conductance step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by: ``left``
+``∂F/∂y|_{α_j}``, ``right`` ``∂F/∂y|_{α_{j+1}}``, ``trapezoid`` their mean."""
+
+
 class ConductanceSum:
-    """Running ``Σ_j g_j · (y_{j+1} − y_j)`` over consecutive grid points.
+    """Running ``Σ_j ĝ_j · (y_{j+1} − y_j)`` over consecutive grid points, with ``ĝ_j`` the gradient of the
+    step's ``rule``: ``g_j`` (left, the default), ``g_{j+1}`` (right) or ``½ (g_j + g_{j+1})`` (trapezoid).
 
     ``update(values, grads, weights)`` takes the next ``S`` grid points, each
     (S, N, ...): layer values ``y_j`` and gradients ``g_j = ∂F/∂y|_{α_j}``
@@ -52,21 +59,35 @@ class ConductanceSum:
     of the grid that starts where this one ends.
 
     Examples:
-        >>> acc = ConductanceSum()
         >>> values = torch.tensor([[0.0], [1.0], [3.0]])  # y at three grid points, N = 1
-        >>> acc.update(values[:2], torch.full((2, 1), 2.0), None)
-        >>> acc.update(values[2:], torch.full((1, 1), 2.0), None)
-        >>> acc.compute().tolist()  # 2 · (1 − 0) + 2 · (3 − 1)
-        [6.0]
+        >>> grads = torch.tensor([[2.0], [4.0], [8.0]])
+        >>> sums = {rule: ConductanceSum(rule) for rule in STEP_RULES}
+        >>> for acc in sums.values():
+        ...     acc.update(values[:2], grads[:2])
+        ...     acc.update(values[2:], grads[2:])
+        >>> {rule: acc.compute().item() for rule, acc in sums.items()}  # 2·1 + 4·2, 4·1 + 8·2, 3·1 + 6·2
+        {'left': 10.0, 'right': 20.0, 'trapezoid': 15.0}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rule: str = "left") -> None:
+        if rule not in STEP_RULES:
+            raise ValueError(f"rule must be one of {list(STEP_RULES)}, got {rule!r}")
+        self.rule = rule
         self.total: Optional[Tensor] = None
         self._last: Optional[Tuple[Tensor, Tensor]] = None
         self._buffers: Tuple[Tensor, ...] = ()
 
+    def _step_gradient(self, before: Tensor, after: Tensor) -> Tensor:
+        """The gradient of the steps from ``before``'s grid points to ``after``'s, by the rule (a new tensor
+        only for the trapezoid)."""
+        if self.rule == "left":
+            return before
+        if self.rule == "right":
+            return after
+        return (before + after).mul_(0.5)
+
     def update(self, values: Tensor, grads: Tensor, weights: Optional[Tensor] = None) -> None:
-        dtype = _accumulation_dtype(values.dtype)
+        dtype = accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
         if self.total is None:
             # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
@@ -74,11 +95,12 @@ class ConductanceSum:
             self._buffers = (torch.empty_like(values[0]), torch.empty_like(grads[0]))
         else:
             last_value, last_grad = self._last
-            self.total.addcmul_(last_grad, values[0] - last_value)
+            self.total.addcmul_(self._step_gradient(last_grad, grads[0]), values[0] - last_value)
         if len(values) == 1:  # kept as they are: one row, no copy
             self._last = (values[0], grads[0])
             return
-        self.total.add_(values.diff(dim=0).mul_(grads[:-1]).sum(0))  # the difference is new: multiplied in place
+        step = self._step_gradient(grads[:-1], grads[1:])
+        self.total.add_(values.diff(dim=0).mul_(step).sum(0))  # the difference is new: multiplied in place
         # copied, so that the pass's (S, N, ...) tensors can be freed
         last_value, last_grad = self._buffers
         last_value.copy_(values[-1])
@@ -110,7 +132,7 @@ class GradientSum:
         self.total: Optional[Tensor] = None
 
     def update(self, values: Optional[Tensor], grads: Tensor, weights: Tensor) -> None:
-        dtype = _accumulation_dtype(grads.dtype)
+        dtype = accumulation_dtype(grads.dtype)
         shape = (-1,) + (1,) * (grads.dim() - 1)
         part = (grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0)
         self.total = part if self.total is None else self.total + part
@@ -171,8 +193,10 @@ class ScoreSum:
 
 
 __all__ = [
+    "STEP_RULES",
     "Accumulator",
     "ConductanceSum",
     "GradientSum",
     "ScoreSum",
+    "accumulation_dtype",
 ]

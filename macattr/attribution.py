@@ -146,6 +146,10 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             and each pass holds one grid point (BatchNorm's batch statistics
             would otherwise mix grid points). Either way every module's mode is
             restored.
+        accumulator: for experiments with the arithmetic: a function of no arguments that makes the running
+            sum of one layer tensor, an [`Accumulator`][macattr.accumulators.Accumulator] fed
+            ``update(values, grads, weights)`` with each pass's (S, N, ...) values and gradients and its grid
+            weights (S,); default ``ConductanceSum(rule)`` (``GradientSum()`` for internal influence).
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
@@ -155,7 +159,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         (torch.Size([2, 1]), True)
     """
 
-    rule = "conductance"
+    quantity = "conductance"
 
     def __init__(
         self,
@@ -164,6 +168,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         path: Optional[IntegrationPath] = None,
         *,
         train_mode: bool = False,
+        accumulator: Optional[Callable[[], Any]] = None,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -180,7 +185,9 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                 UserWarning,
                 stacklevel=3,
             )
-        self.layers, self.layer_names, self.train_mode = layers, names, train_mode
+        if accumulator is not None and not callable(accumulator):
+            raise TypeError(f"accumulator must make an Accumulator when called, got {type(accumulator).__name__}")
+        self.layers, self.layer_names, self.train_mode, self.accumulator = layers, names, train_mode, accumulator
         self.path = LinearPath()
         self.path = self._path_or_own(path)
 
@@ -205,6 +212,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         attribute_to_layer_input: bool = False,
         *,
         path: Optional[IntegrationPath] = None,
+        rule: str = "left",
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         """Attributions in the shape of each layer's output (or input), (N, ...).
 
@@ -232,6 +240,10 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                 ``Σ attributions − (F(X(end)) − F(X(start)))`` at the ends of the path.
             attribute_to_layer_input: attribute to the layers' inputs instead.
             path: integrate along this path in this call instead of the constructor's.
+            rule: which gradient each step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by:
+                ``"left"`` ``∂F/∂y|_{α_j}`` (Captum's and the paper's Eq. 9), ``"right"``
+                ``∂F/∂y|_{α_{j+1}}`` (the RAM authors' code), ``"trapezoid"`` their mean (second order on
+                a smooth path). All three take the same passes and memory.
 
         Returns:
             per layer a tensor (a tuple for layers with several output tensors);
@@ -240,7 +252,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         """
         return self._attribute_along(
             self._path_or_own(path), inputs, baselines, target, additional_forward_args, n_steps, method,
-            internal_batch_size, return_convergence_delta, attribute_to_layer_input,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule,
         )  # fmt: skip
 
     def _path_or_own(self, path: Optional[IntegrationPath]) -> IntegrationPath:
@@ -263,6 +275,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         internal_batch_size: Optional[int],
         return_convergence_delta: bool,
         attribute_to_layer_input: bool,
+        rule: str = "left",
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         if return_convergence_delta and not self.has_convergence_delta():
             raise ValueError(f"return_convergence_delta is not available for {type(self).__name__}")
@@ -280,7 +293,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                            ("attribute_to_layer_input", attribute_to_layer_input)):  # fmt: skip
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
-        plan = SweepPlan(check_int("n_steps", n_steps, 1), self.rule, method, steps_per_pass, attribute_to_layer_input)
+        plan = SweepPlan(check_int("n_steps", n_steps, 1), self.quantity, method, steps_per_pass,
+                         attribute_to_layer_input, rule, self.accumulator)  # fmt: skip
         extra = additional_forward_args
         extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
         points_at = path.bind(formatted, bases) if group < n_samples else None
@@ -328,7 +342,7 @@ class LayerPathInternalInfluence(LayerPathConductance):
         torch.Size([2, 4])
     """
 
-    rule = "gradient"
+    quantity = "gradient"
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -388,8 +402,10 @@ class LayerMAC(LayerPathConductance):
         path: Optional[IntegrationPath] = None,
         *,
         train_mode: bool = False,
+        accumulator: Optional[Callable[[], Any]] = None,
     ) -> None:
-        super().__init__(forward_func, layer, MaskAttributionPath() if path is None else path, train_mode=train_mode)
+        super().__init__(forward_func, layer, MaskAttributionPath() if path is None else path, train_mode=train_mode,
+                         accumulator=accumulator)  # fmt: skip
 
     @log_usage()
     def attribute(
@@ -405,6 +421,7 @@ class LayerMAC(LayerPathConductance):
         attribute_to_layer_input: bool = False,
         *,
         path: Optional[IntegrationPath] = None,
+        rule: str = "left",
         **path_options: Any,
     ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
         """MAC of every neuron of the layer(s), (N, ...); arguments as in
@@ -431,7 +448,7 @@ class LayerMAC(LayerPathConductance):
                 raise TypeError(f"LayerMAC.attribute: {error}; the mask path's options are {options}") from None
         return self._attribute_along(
             path, inputs, baselines, target, additional_forward_args, n_steps, method,
-            internal_batch_size, return_convergence_delta, attribute_to_layer_input,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule,
         )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import torch
 
 from macattr import __version__
+from macattr.accumulators import STEP_RULES
 from macattr.layers import candidate_layers
 from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
 from macattr.plots import COMPARE_KINDS, KINDS
@@ -243,8 +244,8 @@ def _rank(args: argparse.Namespace) -> None:
                             "batches")  # fmt: skip
     path, mask = _path(args)
     settings = RankSettings(
-        args.method, target=args.target, n_steps=args.n_steps, path=path, baselines=args.baseline, seed=args.seed,
-        samples_per_group=args.per_task, internal_batch_size=args.internal_batch_size, **mask,
+        args.method, target=args.target, n_steps=args.n_steps, rule=args.rule, path=path, baselines=args.baseline,
+        seed=args.seed, samples_per_group=args.per_task, internal_batch_size=args.internal_batch_size, **mask,
     )  # fmt: skip
     model = load_model(args.model, args.weights)
     resolve_k(args.k, len(candidate_layers(model)))
@@ -337,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--target", type=_parse_target, default="gradient_magnitude",
                       help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
     rank.add_argument("--n-steps", type=_positive_int, default=200)
+    rank.add_argument("--rule", choices=list(STEP_RULES), default="left",
+                      help="conductance's step rule: left (the paper's Eq. 9), right (the RAM code), "
+                      "trapezoid")  # fmt: skip
     rank.add_argument("--path", choices=["mask", "linear", "blur"],
                       help="the path of mac, conductance or internal_influence (default: the method's own, the mask "
                       "path for mac, the linear path for the others)")  # fmt: skip

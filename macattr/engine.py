@@ -23,12 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_int
-from macattr.accumulators import ConductanceSum, GradientSum
+from macattr.accumulators import STEP_RULES, ConductanceSum, GradientSum
 from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
 from macattr.targets import TargetIndex, expand_target, select_target
 
 LayerTensors = Tuple[Tensor, ...]
-RULES = {"conductance": ConductanceSum, "gradient": GradientSum}
+QUANTITIES = ("conductance", "gradient")
 
 
 def _floating_tensors(value: object) -> LayerTensors:
@@ -310,28 +310,38 @@ def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """How to integrate: ``rule`` "conductance" or "gradient", Captum's ``method``, ``n_steps`` intervals.
+    """How to integrate: ``quantity`` "conductance" (``Σ ĝ · Δy``) or "gradient" (``Σ g · w``), Captum's
+    ``method`` (the grid), ``n_steps`` intervals.
 
-    ``steps_per_pass``: grid points per forward/backward (``None``: automatic).
+    ``steps_per_pass``: grid points per forward/backward (``None``: automatic). ``rule``: conductance's step
+    rule, "left", "right" or "trapezoid" (see [`ConductanceSum`][macattr.accumulators.ConductanceSum]).
+    ``accumulator``: a function of no arguments making the running sum of one layer tensor (an
+    [`Accumulator`][macattr.accumulators.Accumulator] fed ``update(values, grads, weights)`` pass by pass);
+    default ``ConductanceSum(rule)`` or ``GradientSum()``.
 
     Examples:
         >>> from macattr.paths import LinearPath
-        >>> plan = SweepPlan(n_steps=4, rule="gradient", method="riemann_left")
+        >>> plan = SweepPlan(n_steps=4, quantity="gradient", method="riemann_left")
         >>> alphas, weights = plan.alphas_and_weights(LinearPath())
         >>> alphas.tolist(), weights.tolist()
         ([0.0, 0.25, 0.5, 0.75], [0.25, 0.25, 0.25, 0.25])
     """
 
     n_steps: int
-    rule: str = "conductance"
+    quantity: str = "conductance"
     method: str = "riemann_trapezoid"
     steps_per_pass: Optional[int] = None
     to_layer_input: bool = False
+    rule: str = "left"
+    accumulator: Optional[Callable[[], Any]] = None
 
     def __post_init__(self) -> None:
         check_int("n_steps", self.n_steps, 1)
-        check_choice("rule", self.rule, sorted(RULES))
+        check_choice("quantity", self.quantity, QUANTITIES)
+        check_choice("rule", self.rule, STEP_RULES)
         check_choice("method", self.method, QUADRATURES)
+        if self.accumulator is not None and not callable(self.accumulator):
+            raise TypeError(f"accumulator must make an Accumulator when called, got {type(self.accumulator).__name__}")
         if self.steps_per_pass is not None:
             check_int("steps_per_pass", self.steps_per_pass, 1)
         if not isinstance(self.to_layer_input, bool):
@@ -339,7 +349,13 @@ class SweepPlan:
 
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
         """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
-        return rule_on(path, self.method, self.n_steps + (self.rule == "conductance"))
+        return rule_on(path, self.method, self.n_steps + (self.quantity == "conductance"))
+
+    def new_sum(self) -> Any:
+        """The running sum of one layer tensor."""
+        if self.accumulator is not None:
+            return self.accumulator()
+        return ConductanceSum(self.rule) if self.quantity == "conductance" else GradientSum()
 
 
 def _evaluate(forward_func: Callable[..., Tensor], points: Tuple[Tensor, ...], target: TargetIndex,
@@ -395,7 +411,7 @@ def sweep(
         points = points_at(alphas[chunk])
         scores = _forward(recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples))
         if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
-            sums.extend([RULES[plan.rule]() for _ in tensors] for tensors in recorder.captured)
+            sums.extend([plan.new_sum() for _ in tensors] for tensors in recorder.captured)
             rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
         values = [list(tensors) for tensors in recorder.captured]
         pass_weights, device_type = weights[chunk], scores.device.type

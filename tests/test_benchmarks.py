@@ -24,3 +24,24 @@ def test_bench_mac_refuses_options_it_cannot_measure(argv, message, tmp_path) ->
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "plots").exists()
+
+
+def test_every_timed_method_of_the_table_runs_through_its_public_entry_points() -> None:
+    import torch
+
+    import bench_mac
+    from conftest import conv_net
+    from macattr import candidate_layers, targets
+
+    model = conv_net(0).float()
+    x = torch.rand(1, 3, 8, 8)
+    config = dict(n_steps=3, device="cpu", captum_layers=1, method="mac")
+    layers = list(candidate_layers(model).values())
+    for name in bench_mac.METHODS:
+        case = bench_mac._case(dict(config, method=name), targets.gradient_magnitude(model), None, layers, x)
+        assert bench_mac._run_timed(case) >= 0, name
+    row = {key: 1.0 for _, _, key in bench_mac.COLUMNS if isinstance(key, str)}
+    row.update(network="net", layers=3, size=8, n_steps=3, captum_layers_timed=1, captum_internal_batch_size=None,
+               time_pass=True, memory_pass=False)  # fmt: skip
+    cells, headers = bench_mac.format_row(row), bench_mac.ROW_HEADER
+    assert len(cells) == len(headers)  # every column as wide as its header

@@ -96,6 +96,7 @@ def test_examples_and_benchmarks_use_public_imports_only() -> None:
         text = path.read_text()
         assert "sys.path" not in text or path.name == "test_layout.py", path
         assert not re.search(r"from macattr(\.\w+)*\._\w+ import|import macattr\._", text), path
+        assert "mock.patch" not in text or path.parent.name == "tests", path  # extension points, not patches
 
 
 def test_nothing_cites_notes_outside_the_repository() -> None:

@@ -72,6 +72,7 @@ class Method:
         default_path: the path the method integrates along unless ``path=`` is given (``None``: no path, and
             ``n_steps``, ``rule`` and ``baselines`` play no part).
         path_types: the path classes it accepts (empty: any [`IntegrationPath`][macattr.paths.IntegrationPath]).
+        step_rule: the method sums conductance steps and takes the ``rule`` setting (left, right, trapezoid).
         aliases: other names that select it.
         summary: one line for the method tables of the docs and ``--help``.
     """
@@ -84,6 +85,7 @@ class Method:
     needs_ground_truth: bool = False
     default_path: Optional[Callable[[RankSettings], IntegrationPath]] = None
     path_types: Tuple[type, ...] = ()
+    step_rule: bool = False
     aliases: Tuple[str, ...] = ()
     summary: str = ""
 
@@ -92,6 +94,8 @@ class Method:
             raise ValueError(f"a method's name must be an identifier such as 'my_method', got {self.name!r}")
         if (self.scorer is None) == (self.order is None):
             raise ValueError(f"method {self.name!r} needs exactly one of scorer= (scores images) or order= (no data)")
+        if self.step_rule and self.default_path is None:
+            raise ValueError(f"method {self.name!r} takes a step rule, so it needs a default path")
         if self.order is not None and (self.needs_ground_truth or self.default_path is not None):
             raise ValueError(f"method {self.name!r} orders layers without data: it cannot need ground truth or a path")
 
@@ -180,11 +184,12 @@ _ATTRIBUTION = "sum over images of mean |attribution|"
 
 register(Method(
     "mac", "MAC", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_mask_path,
-    path_types=(MaskAttributionPath,),
+    path_types=(MaskAttributionPath,), step_rule=True,
     summary="conductance along the mask attribute path (RAM's Mask Attribute Conductance)",
 ))  # fmt: skip
 register(Method(
     "conductance", "conductance", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_linear_path,
+    step_rule=True,
     summary="conductance along any path (default: the linear path from the baseline)",
 ))  # fmt: skip
 register(Method(

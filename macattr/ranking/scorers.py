@@ -75,7 +75,8 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
         path = _seeded(context.path, indices, settings.seed)
-        return neuron_means(conductance.attribute(x, settings.baselines, **common, path=path), x.shape[0])
+        attributions = conductance.attribute(x, settings.baselines, **common, path=path, rule=settings.rule)
+        return neuron_means(attributions, x.shape[0])
 
     return score
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int
+from macattr.accumulators import STEP_RULES
 from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
 from macattr.ranking.methods import Method, get_method, methods
 from macattr.records import json_value
@@ -33,6 +34,8 @@ class RankSettings:
             index or index tuple for classifiers, or a callable reducing the
             model output (N, ...) to (N,).
         n_steps: grid intervals N of the path (≥ 1).
+        rule: the step rule of conductance ("mac", "conductance"): "left" (the paper's Eq. 9, the default),
+            "right" (the RAM authors' code) or "trapezoid" (see ``LayerPathConductance.attribute``).
         path: the [`IntegrationPath`][macattr.paths.IntegrationPath] of a method that integrates along one
             (``None``: the method's own, the mask attribute path built from the four mask options for "mac",
             the linear path for the others). A path with ``for_images(seeds)`` (the mask path) gets one
@@ -71,6 +74,7 @@ class RankSettings:
     method: str = "mac"
     target: TargetSpec = "gradient_magnitude"
     n_steps: int = 200
+    rule: str = "left"
     path: Optional[IntegrationPath] = None
     mask_ratio: float = 0.5
     sharpness: float = 1e4
@@ -86,6 +90,11 @@ class RankSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", get_method(self.method).name)  # an alias is stored as the name
         check_int("n_steps", self.n_steps, 1)
+        check_choice("rule", self.rule, STEP_RULES)
+        if self.rule != "left" and not self.method_record.step_rule:
+            raise ValueError(f"method={self.method!r} sums no conductance steps, so it takes no rule= "
+                             f"(got {self.rule!r}); the methods with step rules are "
+                             f"{[m.name for m in methods() if m.step_rule]}")  # fmt: skip
         check_int("seed", self.seed, 0)
         self.mask_path()  # checks mask_ratio, sharpness, patch_size and mask_dims once, where they are used
         self._check_path()
@@ -191,6 +200,8 @@ class RankSettings:
         path = self.integration_path()
         if path is not None:
             config.update(n_steps=self.n_steps, path=describe_path(path), baselines=json_value(self.baselines))
+        if self.method_record.step_rule:
+            config["rule"] = self.rule
         config.update(seed=self.seed, samples_per_group=self.samples_per_group, max_images=self.max_images,
                       train_mode=self.train_mode)  # fmt: skip
         return config
