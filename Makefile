@@ -24,13 +24,15 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/macattr demo --out demo
 
-# the documentation site (MkDocs + Material + mkdocstrings), built with warnings as errors
+# the documentation site (MkDocs + Material + mkdocstrings), built with warnings as errors; nothing remote in it.
+# Open it served: `python -m http.server -d site` (or `mkdocs serve`); from disk the search does not work.
 $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	$(PY) docs/check_site.py site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check macattr examples benchmarks tests

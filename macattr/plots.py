@@ -24,6 +24,7 @@ and the Okabe–Ito palette for methods).
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -309,7 +310,8 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     if count <= 40:
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("depth (order in which the layers run)")
-    ax.set_ylabel("score / highest score of its method" if several else score_label(sets[0]))
+    label = "score / highest score of its method" if several else score_label(sets[0])
+    ax.set_ylabel(textwrap.fill(label, 32))  # two short lines fit the profile's height
     if several:
         ax.legend(handles=handles, loc="best")
     elif marked[0]:

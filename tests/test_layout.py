@@ -126,3 +126,22 @@ def test_the_names_of_macattr_0_1_are_gone() -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(TypeError, match="interval"):
         macattr.LayerPathConductance(model, model[0], path=OldLinear())
+
+
+def test_the_readme_quick_start_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md quick start", "exec"), namespace)
+    assert (tmp_path / "scores.json").is_file() and (tmp_path / "ram" / "filter_name.txt").is_file()
+    assert (tmp_path / "profile.png").stat().st_size > 1000
+    assert len(namespace["names"]) == 4 and namespace["last"].shape == namespace["x"].shape
+    assert all(p.requires_grad for p in namespace["model"].parameters())  # freeze_except restored the flags
+
+
+def test_the_docs_home_page_shows_the_readme_quick_start() -> None:
+    def quick_start(text: str) -> str:
+        return text.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+    assert quick_start((ROOT / "docs" / "index.md").read_text()) == quick_start((ROOT / "README.md").read_text())

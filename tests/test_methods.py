@@ -144,3 +144,11 @@ def test_records_are_checked() -> None:
     assert get_method("ig") is get_method("internal_influence")
     assert [m.name for m in methods() if m.uses_path] == ["mac", "conductance", "internal_influence"]
     assert [m.name for m in methods() if not m.needs_loader] == ["random", "uniform", "last"]
+
+
+def test_the_selection_page_lists_every_registered_method() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "selection.md").read_text()
+    table = page.split("| method | score | data | path |", 1)[1].split("\n\n", 1)[0]
+    assert [line.split("`")[1] for line in table.splitlines()[2:]] == names()
