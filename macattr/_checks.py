@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -57,6 +57,28 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_autograd_usable(modules: Iterable[torch.nn.Module]) -> None:
+    """Refuse what makes gradients impossible before any work: ``torch.inference_mode()``, and parameters or
+    buffers on the meta device or made under inference mode."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "attribution needs autograd, which torch.inference_mode() switches off; call outside torch.inference_mode()"
+        )
+    for module in modules:
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+            if tensor.is_meta:
+                raise ValueError(
+                    f"the model's tensor {name!r} ({type(module).__name__}) is on the meta device, without values; "
+                    "load the weights first (model.to_empty(device=...) then load_state_dict, or "
+                    "from_pretrained without device_map='meta')"
+                )
+            if tensor.is_inference():
+                raise ValueError(
+                    f"the model's tensor {name!r} ({type(module).__name__}) was made under torch.inference_mode(), "
+                    "so autograd cannot use it; build or load the model outside torch.inference_mode()"
+                )
 
 
 def check_device(name: str, value: object) -> Optional[torch.device]:

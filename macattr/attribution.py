@@ -26,7 +26,8 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from macattr._checks import check_choice, check_finite, check_int
+from macattr._checks import check_autograd_usable, check_choice, check_finite, check_int
+from macattr._compiled import eager_forward
 from macattr._state import model_of, modules_of, preserved_state
 from macattr.engine import SweepPlan, SweepResult, sweep
 from macattr.paths import QUADRATURES, IntegrationPath, LinearPath, MaskAttributionPath, interval_of
@@ -45,7 +46,11 @@ def _format_inputs(inputs: Inputs) -> Tuple[Tensor, ...]:
     for index, x in enumerate(items):
         if not x.is_floating_point() or x.dim() == 0:
             raise TypeError(f"inputs[{index}] must be a floating-point tensor (N, ...), got {x.dtype} {tuple(x.shape)}")
+        if x.is_meta:
+            raise ValueError(f"inputs[{index}] is on the meta device, without values")
         check_finite(f"inputs[{index}]" if len(items) > 1 else "inputs", x)
+    # a tensor made under torch.inference_mode() cannot enter autograd; an ordinary copy of it can
+    items = tuple(x.clone() if x.is_inference() else x for x in items)
     if len({x.shape[0] for x in items}) != 1:
         raise ValueError(f"inputs must share the batch size N, got {[x.shape[0] for x in items]}")
     if items[0].shape[0] == 0:
@@ -172,6 +177,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
+        forward_func = eager_forward(forward_func)  # a compiled model's layers run no hooks: its original's do
         layers, names = _format_layers(layer, forward_func)
         LayerAttribution.__init__(self, forward_func, layers if isinstance(layer, (list, tuple)) else layers[0])
         GradientAttribution.__init__(self, forward_func)
@@ -300,6 +306,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         points_at = path.bind(formatted, bases) if group < n_samples else None
         parts = []
         layer_modules = [m for layer in self.layers for m in layer.modules()]
+        check_autograd_usable(modules_of(self.forward_func) + layer_modules)
         with preserved_state(modules_of(self.forward_func) + layer_modules, self.train_mode):
             for first in range(0, n_samples, group):
                 rows = slice(first, first + group)

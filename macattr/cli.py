@@ -1,10 +1,13 @@
 """The ``macattr`` command: ``demo``, ``rank``, ``plot`` and ``compare``.
 
 Every user error (a missing or unreadable file, a bad module path, a model
-factory that raises, an empty image folder, k out of range, ...) prints one line
-``macattr: error: ...`` and exits with status 2, before any long work starts
-where it can be checked up front. Ctrl-C exits with status 130 and says where
-the checkpoint is.
+factory that raises, an empty image folder, k out of range, a file another run
+is using, ...) prints one line ``macattr: error: ...`` and exits with status 2,
+before any long work starts where it can be checked up front. An error that is
+not one of macattr's checks of your input (raised in your model's code, in
+torch, or a bug) keeps its traceback and exits with status 1; ``--debug`` shows
+the traceback of every error. Ctrl-C exits with status 130 and says where the
+checkpoint is; a closed output pipe (``macattr rank ... | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import io
 import math
 import os
 import sys
+import traceback
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -22,6 +28,7 @@ import torch
 
 from macattr import __version__
 from macattr.accumulators import STEP_RULES
+from macattr.files import FileInUse, exclusive
 from macattr.layers import candidate_layers
 from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
 from macattr.plots import COMPARE_KINDS, KINDS
@@ -156,9 +163,12 @@ def _call(factory: Callable, spec: str, option: str) -> object:
         raise _CommandError(f"{option} {spec} raised {type(error).__name__}: {error}") from None
 
 
-def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
+def load_model(spec: str, weights: Optional[str], seed: int = 0) -> torch.nn.Module:
     """Build ``module:factory`` or ``path/to/file.py:factory`` (a class or function with no required
-    arguments), load ``weights`` into it, and put it in eval mode.
+    arguments) under ``torch.manual_seed(seed)``, load ``weights`` into it, and put it in eval mode.
+
+    The seed makes a factory without weights build the same model in every process of a group and in every
+    run; torch's global generator is put back afterwards.
 
     Examples:
         >>> import os, tempfile
@@ -168,7 +178,10 @@ def load_model(spec: str, weights: Optional[str]) -> torch.nn.Module:
         >>> load_model(os.path.join(folder, "nets.py") + ":build", weights=None)
         Conv2d(3, 3, kernel_size=(1, 1), stride=(1, 1))
     """
-    model = _call(_import_attribute(spec, "--model"), spec, "--model")
+    factory = _import_attribute(spec, "--model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _call(factory, spec, "--model")
     if not isinstance(model, torch.nn.Module):
         raise _CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
@@ -247,18 +260,27 @@ def _rank(args: argparse.Namespace) -> None:
         args.method, target=args.target, n_steps=args.n_steps, rule=args.rule, path=path, baselines=args.baseline,
         seed=args.seed, samples_per_group=args.per_task, internal_batch_size=args.internal_batch_size, **mask,
     )  # fmt: skip
-    model = load_model(args.model, args.weights)
-    resolve_k(args.k, len(candidate_layers(model)))
-    batches = _batches(args)
-    device = init_from_environment(args.backend, args.device)  # under torchrun: the process group, cuda:LOCAL_RANK
-    try:
-        scores = rank_layers(model, batches, settings=settings, group="task" if args.per_task else None,
-                             device=device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
-    finally:
-        main_process = is_main_process()
-        finish()
-    if not main_process:
-        return
+    with ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
+            held.enter_context(exclusive(args.out, "output file"))
+            if args.ram_files:
+                held.enter_context(exclusive(Path(args.ram_files) / "filter_name.txt", "RAM files folder"))
+        model = load_model(args.model, args.weights, args.seed)
+        resolve_k(args.k, len(candidate_layers(model)))
+        batches = _batches(args)
+        device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
+        try:
+            scores = rank_layers(model, batches, settings=settings, group="task" if args.per_task else None,
+                                 device=device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
+        finally:
+            main_process = is_main_process()
+            finish()
+        if main_process:
+            _write_ranking(scores, args)
+
+
+def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
+    """The scores file, RAM's files, and the top k on stdout."""
     top = scores.top_k(args.k)
     scores.save(args.out)
     if args.ram_files:
@@ -312,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = _Parser(prog="macattr", description="Rank network layers by Mask Attribute Conductance.")
     parser.add_argument("--version", action="version", version=f"macattr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="the embedded default: a small restoration network on bundled photos")
@@ -389,18 +412,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
     except KeyboardInterrupt:
         where = getattr(args, "checkpoint", None)
         hint = f"; rerun the same command to resume from the checkpoint {where}" if where else ""
         print(f"macattr: interrupted{hint}", file=sys.stderr)
         return 130
-    except (_CommandError, ValueError, TypeError, ImportError) as error:
-        print(f"macattr: error: {error}", file=sys.stderr)
-        return 2
-    except RankFailed as error:
-        print(f"macattr: error: {error}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:  # the reader of stdout has gone (| head): nothing more to say, and no one to say it to
+        _silence_stdout()
+        return 141
+    except Exception as error:
+        status = _status_of(error)
+        if args.debug or status == 1 and not isinstance(error, RankFailed):
+            traceback.print_exception(error, file=sys.stderr)
+        if status == 2 or isinstance(error, RankFailed):
+            print(f"macattr: error: {error}", file=sys.stderr)
+        return status
     return 0
+
+
+def _status_of(error: Exception) -> int:
+    """2 for an error in the user's input that macattr names (its own checks and the command's), 1 otherwise."""
+    if isinstance(error, (_CommandError, FileInUse)):
+        return 2
+    if isinstance(error, (ValueError, TypeError, ImportError)) and _raised_by_macattr(error):
+        return 2
+    return 1
+
+
+def _raised_by_macattr(error: BaseException) -> bool:
+    """Whether ``error`` was raised by macattr's own code (its checks), not by torch, the user's model or a
+    library it calls."""
+    frames = traceback.extract_tb(error.__traceback__)
+    package = Path(__file__).resolve().parent
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(package)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush finds no broken pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (redirected in-process)
+        pass
 
 
 if __name__ == "__main__":

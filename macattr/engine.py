@@ -52,6 +52,12 @@ class LayerRecorder:
     its output cloned (see [`overwritten()`][macattr.engine.LayerRecorder.overwritten]). Use as a context manager: the
     hooks are removed on exit, also after an error.
 
+    Gradient checkpointing (``torch.utils.checkpoint``) runs a layer's forward a second time during the
+    backward pass. While ``recomputing`` is set (the engine sets it for its backward pass) that second run is
+    not a second call: it is ignored, except for a layer first captured without autograd (inside a reentrant
+    checkpoint, whose forward runs under ``torch.no_grad()``): its recomputed tensors, which autograd
+    differentiates, go to ``on_recompute(index, tensors)``.
+
     Examples:
         >>> model = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
         >>> with LayerRecorder([model[0]], to_layer_input=False, names=["0"]) as recorder:
@@ -66,6 +72,9 @@ class LayerRecorder:
         self.to_layer_input = to_layer_input
         self.clone = [False] * len(self.layers)
         self.captured: List[Optional[LayerTensors]] = [None] * len(self.layers)
+        self.without_autograd: List[bool] = [False] * len(self.layers)
+        self.recomputing = False
+        self.on_recompute: Optional[Callable[[int, LayerTensors], None]] = None
         self._versions: List[Tuple[int, ...]] = [()] * len(self.layers)
         self._handles: list = []
 
@@ -91,8 +100,13 @@ class LayerRecorder:
     def clear(self) -> None:
         """Forget what the last forward pass captured."""
         self.captured = [None] * len(self.layers)
+        self.without_autograd = [False] * len(self.layers)
 
     def _capture(self, index: int, value: object) -> object:
+        if self.recomputing:  # gradient checkpointing runs the layer again in the backward pass
+            if self.without_autograd[index] and self.on_recompute is not None:
+                self.on_recompute(index, _floating_tensors(value))
+            return None
         if self.captured[index] is not None:
             raise ValueError(
                 f"layer {self.names[index]!r} runs more than once in one forward pass; the attribution of a "
@@ -103,6 +117,7 @@ class LayerRecorder:
             where = "input" if self.to_layer_input else "output"
             raise ValueError(f"layer {self.names[index]!r} has no floating-point {where} tensor to attribute to")
         self.captured[index] = tensors
+        self.without_autograd[index] = not torch.is_grad_enabled()
         self._versions[index] = tuple(t._version for t in tensors)
         return _clone_floating(value) if self.clone[index] else None
 
@@ -194,23 +209,61 @@ def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[i
     waiting = {(i, j): t for i, j, t in tracked}
 
     def hook_for(i: int, j: int) -> Callable[[Tensor], None]:
-        def hook(grad: Tensor) -> None:
-            waiting.pop((i, j), None)
-            consume(i, j, grad)
+        def hook(grad: Optional[Tensor]) -> None:
+            if grad is None:  # seen when a plain function runs a torch.compile'd model: its graphs trace the hooks
+                raise ValueError(
+                    f"autograd handed layer {recorder.names[i]!r} no gradient tensor; if the forward function runs "
+                    "a torch.compile'd model, pass the compiled module itself or a macattr.targets wrapper of it "
+                    "(macattr then attributes its original module), or the original module model._orig_mod"
+                )
+            if waiting.pop((i, j), None) is not None:
+                consume(i, j, grad)
 
         return hook
 
+    def recomputed(i: int, tensors: LayerTensors) -> None:  # a reentrant checkpoint's second run of layer i
+        handles.extend(t.register_hook(hook_for(i, j)) for j, t in enumerate(tensors) if t.requires_grad)
+
     handles = [t.register_hook(hook_for(i, j)) for i, j, t in tracked if t.requires_grad]
+    recorder.recomputing, recorder.on_recompute = True, recomputed
     try:
-        roots = _roots([t for _, _, t in tracked if t.requires_grad])
-        if roots:
-            with torch.enable_grad():
-                torch.autograd.grad(scores.sum(), roots, allow_unused=True)
+        with torch.enable_grad():
+            if _has_reentrant_checkpoint(scores):  # it refuses autograd.grad: a full backward, parameters included
+                torch.autograd.backward(scores.sum())
+            else:
+                roots = _roots([t for _, _, t in tracked if t.requires_grad])
+                if roots:
+                    torch.autograd.grad(scores.sum(), roots, allow_unused=True)
     finally:
+        recorder.recomputing, recorder.on_recompute = False, None
         for handle in handles:
             handle.remove()
+    unreached = sorted({recorder.names[i] for i, _ in waiting if recorder.without_autograd[i]})
+    if unreached:
+        raise ValueError(
+            f"layer {unreached} ran without autograd (under torch.no_grad() in the model's forward, or inside a "
+            "reentrant torch.utils.checkpoint whose inputs do not require grad), so its gradient cannot be taken; "
+            "run it with autograd, or call the checkpoint with use_reentrant=False (Hugging Face: "
+            "model.activation_checkpointing_enable(activation_checkpointing_kwargs={'use_reentrant': False}), "
+            "gradient_checkpointing_enable(gradient_checkpointing_kwargs=...) before transformers 5, or "
+            "model.activation_checkpointing_disable())"
+        )
     for (i, j), t in list(waiting.items()):
         consume(i, j, torch.zeros_like(t))
+
+
+def _has_reentrant_checkpoint(scores: Tensor) -> bool:
+    """Whether the graph below ``scores`` holds a reentrant ``torch.utils.checkpoint`` (its backward node)."""
+    seen, stack = set(), [scores.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__ == "CheckpointFunctionBackward":
+            return True
+        seen.add(node)
+        stack.extend(child for child, _ in node.next_functions)
+    return False
 
 
 def _split_steps(tensor: Tensor, steps: int, rows: int, name: str) -> Tensor:

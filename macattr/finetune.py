@@ -14,6 +14,8 @@ from typing import Iterable, Iterator, List, Tuple
 
 from torch import nn
 
+from macattr._compiled import eager
+
 _SMALL_SHARE = 0.01
 
 
@@ -101,6 +103,7 @@ def freeze_except(model: nn.Module, names: Iterable[str], recurse: bool = False)
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(names, str):
         raise TypeError("names must be a list of module names, not one string")
+    model = eager(model)  # a torch.compile'd model: names are its original module's, which shares its parameters
     names = list(names)
     modules = dict(model.named_modules())
     unknown = [n for n in names if not isinstance(n, str) or n not in modules]

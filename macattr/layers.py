@@ -10,11 +10,14 @@ that order is a layer's *depth*.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
+
+from macattr._compiled import eager
 
 LayerSpec = Union[str, "re.Pattern[str]", type, nn.Module]
 LayerSpecs = Union[LayerSpec, Iterable[LayerSpec]]
@@ -60,6 +63,7 @@ def candidate_layers(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    model = eager(model)  # a torch.compile'd model: the layers of its original module
     named = [(name, module) for name, module in model.named_modules() if name]
     if layers is None:
         chosen = [(n, m) for n, m in named if next(m.parameters(recurse=False), None) is not None]
@@ -146,7 +150,9 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
 
     handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in model.named_modules() if name]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # a reentrant torch.utils.checkpoint warns that nothing requires grad here: true, and intended
+            warnings.filterwarnings("ignore", message="None of the inputs have requires_grad", category=UserWarning)
             run()
     finally:
         for handle in handles:

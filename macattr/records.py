@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from macattr._files import PathLike, write_text_atomic
+from macattr.files import PathLike, write_text_atomic
 
 
 def tensor_fingerprint(tensor: Tensor) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from macattr._files import PathLike, write_text_atomic
+from macattr.files import PathLike, write_text_atomic
 
 
 def check_k(k: object) -> Union[int, float]:
@@ -170,10 +170,14 @@ class LayerScores(Mapping[str, float]):
         """Read a file written by [`save()`][macattr.scores.LayerScores.save]; a missing, binary or malformed
         file is a ``ValueError`` naming it."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not a scores file (pass the scores.json in it)")
         if not path.is_file():
             raise ValueError(f"scores file {path} does not exist")
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
+        except PermissionError:
+            raise ValueError(f"cannot read the scores file {path}: permission denied") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path} is not a scores file (JSON written by LayerScores.save): {error}") from None
         try:

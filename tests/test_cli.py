@@ -232,6 +232,7 @@ def test_ctrl_c_exits_130_and_names_the_checkpoint(workspace: Path) -> None:
          "noise:25,blur:2,jpeg:50", "--n-steps", "3000", "--checkpoint", checkpoint.name, "--no-progress",
          "--out", "slow.json"],
         cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background job ignores SIGINT
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:

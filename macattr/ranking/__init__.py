@@ -12,7 +12,7 @@ walk ([`macattr.ranking.batches`][macattr.ranking.batches]), the scorers
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -22,13 +22,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from macattr._checks import check_device
-from macattr._files import PathLike
+from macattr._checks import check_autograd_usable, check_device
+from macattr._compiled import eager
 from macattr._state import preserved_state
 from macattr.accumulators import ScoreSum
+from macattr.files import PathLike, exclusive
 from macattr.layers import LayerSpecs, candidate_layers, execution_order
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
-from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor
+from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import Scorer
@@ -104,21 +105,58 @@ def rank_layers(
         (4, ['0', '2'])
     """
     settings = RankSettings.from_options(method, settings, options)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    model = eager(model, warn=True)  # a torch.compile'd model's layers run no hooks: its original module's do
     candidates = candidate_layers(model, layers, exclude)
     device, shard = check_device("device", device), current_shard(distributed)
     if not settings.method_record.needs_loader and loader is None:
         return _in_registration_order(settings, list(candidates))
+    if settings.method_record.needs_loader:
+        check_autograd_usable(model.modules())
     batches = _nonempty(loader, settings.method)
-    with _on_device(model, device) as run_device, preserved_state(model.modules(), settings.train_mode):
+    with (
+        ExitStack() as held,
+        _on_device(model, device),
+        preserved_state(model.modules(), settings.train_mode),
+    ):
+        if checkpoint is not None:  # one run at a time on a checkpoint: another is refused, naming this process
+            mine = process_path(Path(checkpoint), shard.rank, shard.world)
+            shard.guard(lambda: held.enter_context(exclusive(mine, "checkpoint")))
+        shard.guard(lambda: shard.check_same_model(model))  # one model in every process, or none at all
         scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard))
         if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
             return scoring
-        if not scoring.done.complete or shard.world > 1:  # every process runs the same collectives
-            scoring.run(group, run_device, shard, progress)
+        # a finished checkpoint still reads the loader: its images are checked against the checkpoint's
+        scoring.run(group, shard, progress)
     shard.combine(scoring.total)
     if scoring.total.images == 0:
         raise ValueError("the loader yielded no images to rank")
     return LayerScores(scoring.total.compute(), settings.method, scoring.config, scoring.total.images, scoring.skipped)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """How the loader's tensors enter the model: on its device, floating tensors in its floating dtype."""
+
+    device: torch.device
+    dtype: Optional[torch.dtype]
+    floating_only: bool  # a path method interpolates its inputs: integer inputs cannot be on a path
+
+    @classmethod
+    def of(cls, model: nn.Module, method: Method) -> _Inputs:
+        tensors = [*model.parameters(), *model.buffers()]
+        floating = next((t.dtype for t in tensors if t.is_floating_point()), None)
+        return cls(next(iter(tensors), torch.empty(0)).device, floating, method.uses_path)
+
+    def prepare(self, x: Tensor, what: str) -> Tensor:
+        if not x.is_floating_point():
+            if self.floating_only:
+                raise TypeError(f"{what} is {x.dtype}; a path moves inputs between a baseline and the input, so "
+                                "they must be floating point: scale them first, e.g. x / 255 for uint8 "
+                                "images")  # fmt: skip
+            return x.to(self.device)
+        return x.to(device=self.device, dtype=self.dtype or x.dtype)
 
 
 @dataclass
@@ -133,8 +171,9 @@ class _Scoring:
     record: Optional[Checkpoint]
     done: Progress
     score: Scorer
+    inputs: _Inputs
 
-    def run(self, group: Group, device: torch.device, shard: Shard, progress: bool) -> None:
+    def run(self, group: Group, shard: Shard, progress: bool) -> None:
         """Score this process's share of the batches, checkpointing after each; the error protocol of ``shard``."""
         cursor = StreamCursor(self.done, same_batches=shard.world > 1)
         bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{self.settings.method}]",
@@ -143,8 +182,9 @@ class _Scoring:
         def work(item: Tuple[Selected, List[int], List[int]]) -> int:
             batch, rows, indices = item
             if rows:
-                y = None if batch.y is None else batch.y[rows].to(device)
-                self.total.update(self.score(batch.x[rows].to(device), y, indices))
+                x = self.inputs.prepare(batch.x[rows], "the loader's input")
+                y = None if batch.y is None else self.inputs.prepare(batch.y[rows], "the loader's ground truth")
+                self.total.update(self.score(x, y, indices))
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
             bar.update()
@@ -166,9 +206,10 @@ def _prepare(
     """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
     scores themselves for the structural methods."""
     first, batches = _peek(batches)
-    device = next(model.parameters(), torch.empty(0)).device
     method = settings.method_record
-    names, skipped = _layers_to_score(model, candidates, batch_pair(first)[0][:1].to(device), method)
+    inputs = _Inputs.of(model, method)
+    names, skipped = _layers_to_score(model, candidates, inputs.prepare(batch_pair(first)[0][:1], "the loader's input"),
+                                      method)  # fmt: skip
     config = _config(settings, names)
     if not method.needs_loader:
         return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
@@ -177,7 +218,7 @@ def _prepare(
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
     score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss))
-    return _Scoring(settings, batches, config, skipped, total, record, done, score)
+    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs)
 
 
 def _pending(

@@ -2,7 +2,10 @@
 
 Progress is counted in samples of the loader's stream, not in batches, so a run
 resumed with other batch sizes picks up at the right image. A fingerprint of
-every sample before that point guards against resuming with other images.
+every sample before that point guards against resuming with other images, also
+when the checkpoint is finished (the loader is then read once more, without
+any attribution). A digest of the file's whole content guards against a file
+edited or damaged after it was written.
 Under ``torch.distributed`` every process keeps its own file
 (``name.rank0-of-2.json``, ...) and a resumed run must have as many processes
 and the same batches, since they decide which process scored what.
@@ -10,6 +13,7 @@ and the same batches, since they decide which process scored what.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -18,8 +22,8 @@ from typing import Any, Dict
 
 from torch import Tensor
 
-from macattr._files import write_text_atomic
 from macattr.accumulators import ScoreSum
+from macattr.files import write_text_atomic
 from macattr.ranking.batches import fingerprint
 from macattr.records import differences
 
@@ -70,6 +74,11 @@ class StreamCursor:
                     f"{self.resume.samples} samples differ); pass the same data in the same order, "
                     "or another checkpoint"
                 )
+            if self.resume.complete and self.position > self.resume.samples:
+                raise ValueError(
+                    f"the loader yields more images than the {self.resume.samples} of the finished checkpoint it "
+                    "resumes; pass the same data, or another checkpoint"
+                )
             if self.position == self.resume.samples and self.same_batches and self.batches != self.resume.batches:
                 raise ValueError(
                     f"resuming under torch.distributed needs the batches of the interrupted run: its first "
@@ -84,6 +93,18 @@ class StreamCursor:
                 f"the loader yields {self.position} samples, fewer than the {self.resume.samples} the checkpoint "
                 "has already analysed; pass the same data, or another checkpoint"
             )
+
+
+def process_path(path: Path, rank: int, world: int) -> Path:
+    """The file of process ``rank`` of ``world`` for the checkpoint path the user gave (the path itself for one
+    process).
+
+    Examples:
+        >>> process_path(Path("ck.json"), 1, 2).name, process_path(Path("ck.json"), 0, 1).name
+        ('ck.rank1-of-2.json', 'ck.json')
+    """
+    path = Path(path)
+    return path if world == 1 else path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
 
 
 @dataclass
@@ -113,7 +134,7 @@ class Checkpoint:
         """Process ``rank`` of ``world``'s checkpoint for the path the user gave; refuses files of another
         number of processes."""
         path = Path(path)
-        mine = path if world == 1 else path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
+        mine = process_path(path, rank, world)
         name = re.compile(re.escape(path.stem) + r"\.rank\d+-of-(\d+)" + re.escape(path.suffix))
         found = {match.group(1) for p in path.parent.glob("*") if (match := name.fullmatch(p.name))}
         others = sorted(found - {str(world)})
@@ -132,13 +153,20 @@ class Checkpoint:
             return Progress()
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
+            recorded = state.pop("content_sha256")
             progress = Progress(int(state["samples"]), str(state["digest"]), bool(state["complete"]),
                                 int(state.get("batches", 0)))  # fmt: skip
             method, config, scores = state["method"], state["config"], state["scores"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             raise ValueError(
-                f"checkpoint {self.path} is not a rank_layers checkpoint; delete it or pass another path"
+                f"checkpoint {self.path} is not a rank_layers checkpoint (of macattr 0.3 or later); delete it or "
+                "pass another path"
             ) from None
+        if recorded != _content_digest(state):
+            raise ValueError(
+                f"checkpoint {self.path} was changed after macattr wrote it (its content does not match its "
+                "content_sha256); its sums cannot be trusted: delete it to start again"
+            )
         if method != self.method or config != self.config:
             changed = "; ".join(differences({"method": method, **config}, {"method": self.method, **self.config}))
             raise ValueError(
@@ -159,11 +187,18 @@ class Checkpoint:
             "batches": progress.batches,
             "world": self.world,
         }
+        document["content_sha256"] = _content_digest(document)
         write_text_atomic(self.path, json.dumps(document) + "\n")
+
+
+def _content_digest(document: Dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content (every field but the digest itself), in a canonical JSON form."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 __all__ = [
     "Checkpoint",
     "Progress",
     "StreamCursor",
+    "process_path",
 ]

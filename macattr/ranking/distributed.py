@@ -5,21 +5,25 @@ Every process walks the same loader and scores the batches ``rank, rank + W, ran
 padding, no image twice). All processes run the same sequence of collectives: one error check after every
 round of W batches, one at the end, then one ``all_reduce`` of the per-layer sums and the image count. A
 process that fails joins the next error check with its message, so every process stops within one batch and
-raises with the first failing rank's message instead of waiting for a timeout.
+raises with the first failing rank's message instead of waiting for a timeout. Before any scoring the processes
+check that they hold the same model (a digest of every parameter and buffer): the sums of different models
+would look like one model's scores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, List, Optional, TypeVar
 
 import numpy as np
 import torch
 
 from macattr.accumulators import ScoreSum
+from macattr.records import tensor_fingerprint
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 _T = TypeVar("_T")
@@ -95,6 +99,34 @@ class Shard:
                 self.check()
         self.guard(finish)
         self.check()
+
+    def check_same_model(self, model: torch.nn.Module) -> None:
+        """Refuse to rank when the processes hold different models: one collective over a digest of every
+        parameter and buffer (a second one, on a mismatch, to name the first tensor that differs).
+
+        Every process raises the same ``ValueError``, so none waits for the others.
+        """
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        tensors = [(name, tensor_fingerprint(t)) for name, t in (*model.named_parameters(), *model.named_buffers())]
+        mine = hashlib.sha256(repr(tensors).encode()).hexdigest()
+        digests: List[Optional[str]] = [None] * self.world
+        dist.all_gather_object(digests, mine)
+        if len(set(digests)) == 1:
+            return
+        everyone: List[Any] = [None] * self.world
+        dist.all_gather_object(everyone, tensors)
+        first = next(rank for rank, digest in enumerate(digests) if digest != digests[0])
+        theirs, ours = dict(everyone[first]), dict(everyone[0])
+        differing = next((name for name, _ in everyone[0] if theirs.get(name) != ours[name]),
+                         next(iter(theirs.keys() - ours.keys()), "?"))  # fmt: skip
+        raise ValueError(
+            f"process {first} of {self.world} holds another model than process 0: its tensor {differing!r} "
+            "differs; load the same weights in every process (macattr rank --weights, or seed the model's "
+            "construction: the command builds it under torch.manual_seed(--seed))"
+        )
 
     def combine(self, total: ScoreSum) -> None:
         """Sum the per-layer sums and image counts of all processes into ``total`` (one ``all_reduce``)."""

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from macattr._files import PathLike
+from macattr.files import PathLike
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "stereo_motorcycle", "hubble_deep_field",

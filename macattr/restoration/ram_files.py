@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from macattr._files import PathLike, write_text_atomic
+from macattr.files import PathLike, write_text_atomic
 from macattr.scores import LayerScores
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from macattr._files import PathLike, write_atomic, write_text_atomic
+from macattr.files import PathLike, write_atomic, write_text_atomic
 
 Batch = Dict[str, Tensor]
 _STATE_KEYS = ("params_ema", "params", "state_dict", "model")  # BasicSR / RAM / Lightning layouts
