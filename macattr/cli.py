@@ -266,7 +266,8 @@ def _rank(args: argparse.Namespace) -> None:
             if args.ram_files:
                 held.enter_context(exclusive(Path(args.ram_files) / "filter_name.txt", "RAM files folder"))
         model = load_model(args.model, args.weights, args.seed)
-        resolve_k(args.k, len(candidate_layers(model)))
+        if args.budget == "layers":
+            resolve_k(args.k, len(candidate_layers(model)))
         batches = _batches(args)
         device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
         try:
@@ -280,12 +281,13 @@ def _rank(args: argparse.Namespace) -> None:
 
 
 def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
-    """The scores file, RAM's files, and the top k on stdout."""
-    top = scores.top_k(args.k)
+    """The scores file, RAM's files, and the top k on stdout with the share of parameters they train."""
+    top = scores.top_k(args.k, args.budget)
     scores.save(args.out)
     if args.ram_files:
         write_ram_files(scores, args.ram_files)
-    print(f"{scores.method}: {scores.images} images, {len(scores)} layers; top {len(top)} (k={args.k}):")
+    print(f"{scores.method}: {scores.images} images, {len(scores)} layers; top {len(top)} (k={args.k} of the "
+          f"{args.budget}), {100 * scores.share(top):.1f} % of the parameters:")  # fmt: skip
     for rank, name in enumerate(top, start=1):
         print(f"  {rank:2d}. {name}  {scores[name]:.4g}")
     print(f"wrote {args.out}")
@@ -355,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--method", choices=method_names(aliases=True), default="mac",
                       help="; ".join(f"{m.name}: {m.summary}" for m in methods()))  # fmt: skip
     rank.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
+    rank.add_argument("--budget", choices=["layers", "parameters"], default="layers",
+                      help="what --k counts: layers (RAM's rule) or the model's trainable parameters")  # fmt: skip
     rank.add_argument("--degrade", type=_parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
     rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
     rank.add_argument("--size", type=_positive_int, help="centre-crop images to this size")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 from torch import nn
 
@@ -127,6 +127,24 @@ def freeze_except(model: nn.Module, names: Iterable[str], recurse: bool = False)
     )
 
 
+def parameter_counts(model: nn.Module, names: Iterable[str]) -> Tuple[Dict[str, int], int]:
+    """Per named layer, the trainable parameter elements it owns (what fine-tuning it trains), and the model's
+    trainable parameter elements in all; "trainable" means ``requires_grad`` now.
+
+    Examples:
+        >>> parameter_counts(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), ["1"])
+        ({'1': 10}, 30)
+    """
+    model = eager(model)
+    modules = dict(model.named_modules())
+    names = list(names)
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(f"names holds {unknown!r}, which are not modules of the model (see named_modules())")
+    own = {n: sum(p.numel() for p in modules[n].parameters(recurse=False) if p.requires_grad) for n in names}
+    return own, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def _warn_small_owners(modules: dict, names: List[str]) -> None:
     small = []
     for name in names:
@@ -146,4 +164,5 @@ def _warn_small_owners(modules: dict, names: List[str]) -> None:
 __all__ = [
     "TrainableLayers",
     "freeze_except",
+    "parameter_counts",
 ]

@@ -130,6 +130,14 @@ def score_label(scores: LayerScores) -> str:
         return "score"
 
 
+def _top(scores: LayerScores, marked) -> str:
+    """``top 4`` and, when the scores know the parameter counts, the share of parameters those layers train."""
+    label = f"top {len(marked)}"
+    if scores.parameters is not None:
+        label += f" ({100 * scores.share(list(marked)):.1f} % of the parameters)"
+    return label
+
+
 def wants_log(values: np.ndarray) -> bool:
     """Whether a log scale reads better: all values > 0 and spanning more than two decades."""
     finite = values[np.isfinite(values)]
@@ -235,9 +243,8 @@ def _draw_heatmap(
                                lw=1.6))  # fmt: skip
     if colorbar:
         fig.colorbar(image, ax=ax, label=score_label(scores))
-    ax.set_title(
-        (title or f"{describe(scores)} layer importance") + (f", top {len(marked)} outlined" if marked else "")
-    )
+    ax.set_title((title or f"{describe(scores)} layer importance") + (f", {_top(scores, marked)} outlined"
+                                                                       if marked else ""))  # fmt: skip
     return fig
 
 
@@ -255,7 +262,7 @@ def _bars(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes], 
     if marked:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=_MARK, label=f"top {len(marked)}"), Patch(color=_PALETTE[0], label="other")],
+        ax.legend(handles=[Patch(color=_MARK, label=_top(scores, marked)), Patch(color=_PALETTE[0], label="other")],
                   loc="lower right")  # fmt: skip
     ax.set_title(title or f"{describe(scores)} layer importance")
     return fig
@@ -319,7 +326,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
 
         ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor=_MARK, linestyle="none")
         entries = [Patch(visible=False, label=f"{rank}. {name}") for rank, name in enumerate(marked[0], start=1)]
-        fig.legend(handles=[ring, *entries], labels=[f"top {len(marked[0])}", *(e.get_label() for e in entries)],
+        fig.legend(handles=[ring, *entries], labels=[_top(sets[0], marked[0]), *(e.get_label() for e in entries)],
                    loc="outside lower center", ncol=4, handlelength=1.0, handletextpad=0.4, fontsize=7,
                    frameon=False)  # fmt: skip
     label = title or (f"{describe(sets[0])} layer importance by depth" if not several else "layer importance by depth")

@@ -35,6 +35,12 @@ def check_k(k: object) -> Union[int, float]:
     return float(k)
 
 
+def _parameter_budget(k: Union[int, float], total: int) -> int:
+    """Parameter elements ``k`` allows: a fraction in (0, 1] of ``total``, or a count."""
+    k = check_k(k)
+    return k if isinstance(k, int) else int(k * total + 1e-9)
+
+
 def resolve_k(k: Union[int, float], n_layers: int) -> int:
     """How many layers ``k`` selects out of ``n_layers``.
 
@@ -62,12 +68,17 @@ class LayerScores(Mapping[str, float]):
     the score, descending, with ties broken by depth (the shallower layer first). ``skipped`` holds layers that
     could not be scored (name → reason); they are not in the mapping.
 
+    ``parameters`` (name → the trainable parameter elements the layer owns, what fine-tuning it trains) and
+    ``model_parameters`` (the model's trainable parameter elements) let a selection be budgeted and reported in
+    parameters; ``rank_layers`` records both.
+
     Examples:
-        >>> scores = LayerScores({"head": 0.2, "body.0": 0.9, "tail": 0.5}, "mac", images=4)
-        >>> scores.top_k(2)
-        ['body.0', 'tail']
-        >>> scores.names
-        ['head', 'body.0', 'tail']
+        >>> scores = LayerScores({"head": 0.2, "body.0": 0.9, "tail": 0.5}, "mac", images=4,
+        ...                      parameters={"head": 10, "body.0": 80, "tail": 10}, model_parameters=100)
+        >>> scores.top_k(2), scores.names
+        (['body.0', 'tail'], ['head', 'body.0', 'tail'])
+        >>> scores.top_k(0.25, budget="parameters"), scores.share(["tail", "head"])  # body.0 alone is 80 %
+        (['tail', 'head'], 0.2)
     """
 
     def __init__(
@@ -77,6 +88,8 @@ class LayerScores(Mapping[str, float]):
         config: Optional[Dict[str, Any]] = None,
         images: int = 0,
         skipped: Optional[Mapping[str, str]] = None,
+        parameters: Optional[Mapping[str, int]] = None,
+        model_parameters: Optional[int] = None,
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
@@ -89,6 +102,12 @@ class LayerScores(Mapping[str, float]):
         self.config = dict(config or {})
         self.images = int(images)
         self.skipped = {str(name): str(reason) for name, reason in (skipped or {}).items()}
+        self.parameters = None if parameters is None else {str(n): int(c) for n, c in parameters.items()}
+        self.model_parameters = None if model_parameters is None else int(model_parameters)
+        if self.parameters is not None:
+            missing = [name for name in values if name not in self.parameters]
+            if missing or self.model_parameters is None or self.model_parameters < sum(self.parameters.values()):
+                raise ValueError("parameters must give every layer's count, and model_parameters at least their sum")
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -128,9 +147,50 @@ class LayerScores(Mapping[str, float]):
         """(name, score) pairs, score descending, ties in depth order."""
         return sorted(self._scores.items(), key=lambda item: -item[1])
 
-    def top_k(self, k: Union[int, float] = 0.1) -> List[str]:
-        """The ``k`` best layers' names (fraction in (0, 1] rounded up, or a count), best first."""
-        return [name for name, _ in self.ranked()[: resolve_k(k, len(self))]]
+    def top_k(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None) -> List[str]:
+        """The best layers within the budget ``k``, best first.
+
+        ``budget="layers"`` (the default): ``k`` layers, a fraction in (0, 1] of them rounded up or a count.
+        ``budget="parameters"``: layers by score until ``k`` of the model's trainable parameters (a fraction in
+        (0, 1], or a number of parameter elements) are trained. The budget is a cap: a layer that would take the
+        total over it is passed over and the walk goes on down the ranking, so that selections of different
+        methods train about the same share. The counts come from ``model`` when given, else from the ones
+        recorded with the scores.
+        """
+        if budget == "layers":
+            return [name for name, _ in self.ranked()[: resolve_k(k, len(self))]]
+        if budget != "parameters":
+            raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
+        sizes, total = self._counts(model)
+        allowed = _parameter_budget(k, total)
+        chosen, used = [], 0
+        for name, _ in self.ranked():
+            if used + sizes[name] <= allowed:
+                chosen.append(name)
+                used += sizes[name]
+        if not chosen:
+            raise ValueError(f"k={k} allows {allowed:,} parameters, fewer than the smallest layer's "
+                             f"{min(sizes[n] for n in self.names):,}; pass a larger k")  # fmt: skip
+        return chosen
+
+    def share(self, names: Sequence[str], model: Optional[Any] = None) -> float:
+        """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1]."""
+        sizes, total = self._counts(model)
+        unknown = [name for name in names if name not in sizes]
+        if unknown:
+            raise ValueError(f"names holds {unknown}, which these scores do not hold")
+        return sum(sizes[name] for name in names) / max(total, 1)
+
+    def _counts(self, model: Optional[Any]) -> Tuple[Dict[str, int], int]:
+        """Each layer's trainable parameter elements and the model's, from ``model`` or as recorded."""
+        if model is not None:
+            from macattr.finetune import parameter_counts
+
+            return parameter_counts(model, self.names)
+        if self.parameters is None:
+            raise ValueError("a budget in parameters needs the parameter counts: pass model=, or scores made by "
+                             "rank_layers (which records them)")  # fmt: skip
+        return self.parameters, self.model_parameters
 
     def depth_index(self, name: str) -> int:
         """Position of ``name`` in depth order (0 = first candidate layer)."""
@@ -145,9 +205,12 @@ class LayerScores(Mapping[str, float]):
             "method": self.method,
             "config": self.config,
             "images": self.images,
-            "layers": [{"name": n, "score": s, "index": order[n]} for n, s in self.ranked()],
+            "layers": [{"name": n, "score": s, "index": order[n],
+                        **({} if self.parameters is None else {"parameters": self.parameters[n]})}
+                       for n, s in self.ranked()],
             "skipped": self.skipped,
-        }
+            **({} if self.model_parameters is None else {"model_parameters": self.model_parameters}),
+        }  # fmt: skip
 
     def save(self, path: PathLike) -> Path:
         """Write the JSON document atomically."""
@@ -158,9 +221,11 @@ class LayerScores(Mapping[str, float]):
         try:
             layers = sorted(document["layers"], key=lambda entry: entry.get("index", 0))
             scores = {entry["name"]: entry["score"] for entry in layers}
+            counted = all("parameters" in entry for entry in layers) and "model_parameters" in document
+            counts = {entry["name"]: entry["parameters"] for entry in layers} if counted else None
             return cls(
                 scores, document["method"], document.get("config", {}), document.get("images", 0),
-                document.get("skipped", {}),
+                document.get("skipped", {}), counts, document.get("model_parameters") if counted else None,
             )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a LayerScores document (needs method and layers[name, score]): {error}") from None

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", help=f"ablate: comma-separated methods among {', '.join(ABLATION)} "
                         "(default: the preset's), e.g. mac,full")  # fmt: skip
     parser.add_argument("--k", type=float, help="fraction of layers to fine-tune (default: 0.1 SwinIR, 0.3 PromptIR)")
+    parser.add_argument("--budget", choices=["layers", "parameters"],
+                        help="ablate: what --k counts, layers (RAM, the default) or the network's parameters; the "
+                        "parameter budget's runs go to OUT/ablate_parameters/ beside the layer budget's")  # fmt: skip
     parser.add_argument("--pretrain-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-steps", type=int, help="override the preset")
     parser.add_argument("--finetune-loss", choices=sorted(pipeline.LOSSES), help="override the preset")
@@ -111,6 +114,8 @@ def settings_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Pr
             if steps < 1:
                 parser.error(f"--{stage}-steps must be >= 1, got {steps}")
             settings = replace(settings, **{stage: replace(getattr(settings, stage), steps=steps)})
+    if args.budget is not None:
+        settings = replace(settings, budget=args.budget)
     if args.finetune_loss is not None:
         settings = replace(settings, finetune=replace(settings.finetune, loss=args.finetune_loss))
     if args.finetune_lr is not None:

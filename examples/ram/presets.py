@@ -114,6 +114,7 @@ class Preset:
     ratios: Tuple[float, ...] = (0.25, 0.5, 0.75)
     robustness: Robustness = field(default_factory=Robustness)
     bf16: bool = False
+    budget: str = "layers"  # what k counts in the ablation: layers (RAM) or the model's trainable parameters
 
     def scaled(self, steps_scale: float) -> Preset:
         """Every step count multiplied by ``steps_scale`` (at least 1 step)."""

@@ -87,15 +87,16 @@ def _summary_table(summary: Dict[str, Any], title: str) -> List[str]:
     tasks = list(next(iter(methods.values()))["tasks"])
     lines = ["", f"## {title}", "", f"PSNR (dB), mean ± std over seeds; Δ = {summary['reference']} − method, mean "
              "over test images of the paired difference (seed means) with its 95 % bootstrap interval.", "",
-             "| method | seeds | " + " | ".join(tasks) + " | Δ average | layers shared with "
-             f"{summary['reference']} | parameters trained |", "|" + " --- |" * (len(tasks) + 5)]  # fmt: skip
+             "| method | seeds | " + " | ".join(tasks) + " | Δ average | layers | layers shared with "
+             f"{summary['reference']} | parameters trained |", "|" + " --- |" * (len(tasks) + 6)]  # fmt: skip
     for method, entry in methods.items():
         cells = [f"{entry['tasks'][t]['psnr']:.2f} ± {entry['tasks'][t]['psnr_std']:.2f}" for t in tasks]
         gap = entry["tasks"]["average"].get("reference_minus_this")
         delta = "–" if gap is None else f"{gap['mean']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
         shared = f"{np.mean(entry['overlap_with_reference']):.1f} of {summary['budget']}"
+        count = f"{np.mean([len(layers) for layers in entry['layers']]):.1f}"
         lines.append(f"| {method} | {entry['seeds']} | " + " | ".join(cells) +
-                     f" | {delta} | {shared} | {100 * entry['trainable_fraction']:.1f} % |")  # fmt: skip
+                     f" | {delta} | {count} | {shared} | {100 * entry['trainable_fraction']:.1f} % |")  # fmt: skip
     lines += ["", "SSIM, mean ± std over seeds.", "", "| method | seeds | " + " | ".join(tasks) + " |",
               "|" + " --- |" * (len(tasks) + 2)]  # fmt: skip
     for method, entry in methods.items():
@@ -116,6 +117,8 @@ def results_markdown(results: Dict[str, Any]) -> str:
                   f"{_cell(r.get('finetuned'))} |" for t, r in tasks.items()]  # fmt: skip
     if results.get("ablation"):
         lines += _summary_table(results["ablation"], "Ablation: which layers to fine-tune")
+    if results.get("ablation_parameters"):
+        lines += _summary_table(results["ablation_parameters"], "Ablation at an equal budget of parameters")
     if results.get("ratios"):
         lines += _summary_table(results["ratios"], "Ablation: the pre-training mask ratio (MAC top-k fine-tuned)")
     if results.get("robustness"):

@@ -15,7 +15,18 @@ import numpy as np
 
 from macattr.scores import LayerScores, resolve_k
 
-from .pipeline import Run, analyze, finetune, metrics, pretrain, rank, ratio_folder, test_sets, trained_share
+from .pipeline import (
+    Run,
+    analyze,
+    finetune,
+    load_model,
+    metrics,
+    pretrain,
+    rank,
+    ratio_folder,
+    test_sets,
+    trained_share,
+)
 from .report import ablation_figure, record_results, timed
 from .summary import average, summarise
 
@@ -23,28 +34,42 @@ WHOLE = {"full": "every candidate layer", "none": "no fine-tuning"}  # the ablat
 
 
 def _choices(run: Run, method: str, seed: int, scores_of: Callable[[str, int], LayerScores]) -> List[str]:
-    """The layers ``method`` fine-tunes at ``seed``: its top-k (all for "full", none for "none")."""
+    """The layers ``method`` fine-tunes at ``seed``: its top k in the preset's budget (all for "full", none for
+    "none")."""
     if method == "none":
         return []
     candidates = scores_of("mac", 0).names  # MAC scores every candidate layer
     if method == "full":
         return list(candidates)
+    if run.preset.budget == "parameters":
+        return scores_of(method, seed).top_k(run.k, "parameters", model=load_model(run, pretrain(run)))
     return scores_of(method, seed).top_k(resolve_k(run.k, len(candidates)))
 
 
+def _ablation_names(run: Run) -> tuple:
+    """Where an ablation goes (its folder, its key in results.json, its figure): the layer budget's, or the
+    parameter budget's beside it."""
+    if run.preset.budget == "parameters":
+        return "ablate_parameters", "ablation_parameters", "ablation_parameters.png"
+    return "ablate", "ablation", "ablation.png"
+
+
 def ablate(run: Run) -> Dict[str, Any]:
-    """The same layer budget chosen by every method, fine-tuned ``run.seeds`` times each; one table."""
+    """The same budget (of layers, or of parameters) chosen by every method, fine-tuned ``run.seeds`` times
+    each; one table."""
     started = time.perf_counter()
     mac = analyze(run)
     pretrained = pretrain(run)
-    folder = run.out / "ablate"
+    name, key, figure = _ablation_names(run)
+    folder = run.out / name
 
     def scores_of(method: str, seed: int) -> LayerScores:
         if method == "mac":
             return mac
+        rankings = run.out / "ablate"  # the rankings do not depend on the budget: both ablations share them
         if method == "random":  # a fresh draw per seed; every other ranking is made once and shared by the seeds
-            return rank(run, pretrained, method, folder / f"rank_random_seed{seed}.json", seed=seed)
-        return rank(run, pretrained, method, folder / f"rank_{method}.json")
+            return rank(run, pretrained, method, rankings / f"rank_random_seed{seed}.json", seed=seed)
+        return rank(run, pretrained, method, rankings / f"rank_{method}.json")
 
     sets = test_sets(run)
     runs: Dict[str, List[Dict[str, Any]]] = {}
@@ -60,10 +85,11 @@ def ablate(run: Run) -> Dict[str, Any]:
             runs.setdefault(method, []).append({"seed": seed, "layers": names, "trainable_fraction": fraction,
                                                 "metrics": result})  # fmt: skip
         run.log(f"ablate {method:18s}: mean PSNR {np.mean([average(r['metrics']) for r in runs[method]]):.3f} dB")
-    summary = summarise(runs, reference="mac", budget=resolve_k(run.k, len(mac)))
-    timed(run, "ablate", started)
-    results = record_results(run, {"ablation": summary, "test_images": {t: len(d["gt"]) for t, d in sets.items()}})
-    ablation_figure(summary, run.out / "ablation.png")
+    summary = summarise(runs, reference="mac", budget=len(runs["mac"][0]["layers"]))
+    summary["budget_unit"] = run.preset.budget
+    timed(run, name, started)
+    results = record_results(run, {key: summary, "test_images": {t: len(d["gt"]) for t, d in sets.items()}})
+    ablation_figure(summary, run.out / figure)
     return results
 
 

@@ -27,6 +27,7 @@ from macattr._compiled import eager
 from macattr._state import preserved_state
 from macattr.accumulators import ScoreSum
 from macattr.files import PathLike, exclusive
+from macattr.finetune import parameter_counts
 from macattr.layers import LayerSpecs, candidate_layers, execution_order
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
@@ -34,7 +35,7 @@ from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import Scorer
 from macattr.ranking.settings import RankSettings
-from macattr.scores import LayerScores, resolve_k
+from macattr.scores import LayerScores, check_k, resolve_k
 from macattr.targets import ReducedModel, named
 
 __all__ = ["RankSettings", "rank_layers", "select_top_k"]
@@ -109,9 +110,10 @@ def rank_layers(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     model = eager(model, warn=True)  # a torch.compile'd model's layers run no hooks: its original module's do
     candidates = candidate_layers(model, layers, exclude)
+    counts = parameter_counts(model, candidates)  # before anything touches requires_grad
     device, shard = check_device("device", device), current_shard(distributed)
     if not settings.method_record.needs_loader and loader is None:
-        return _in_registration_order(settings, list(candidates))
+        return _counted(_in_registration_order(settings, list(candidates)), counts)
     if settings.method_record.needs_loader:
         check_autograd_usable(model.modules())
     batches = _nonempty(loader, settings.method)
@@ -126,13 +128,22 @@ def rank_layers(
         shard.guard(lambda: shard.check_same_model(model))  # one model in every process, or none at all
         scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard))
         if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
-            return scoring
+            return _counted(scoring, counts)
         # a finished checkpoint still reads the loader: its images are checked against the checkpoint's
         scoring.run(group, shard, progress)
     shard.combine(scoring.total)
     if scoring.total.images == 0:
         raise ValueError("the loader yielded no images to rank")
-    return LayerScores(scoring.total.compute(), settings.method, scoring.config, scoring.total.images, scoring.skipped)
+    scores = LayerScores(scoring.total.compute(), settings.method, scoring.config, scoring.total.images,
+                         scoring.skipped)  # fmt: skip
+    return _counted(scores, counts)
+
+
+def _counted(scores: LayerScores, counts: Tuple[Dict[str, int], int]) -> LayerScores:
+    """``scores`` with each layer's trainable parameter elements and the model's (for budgets in parameters)."""
+    sizes, total = counts
+    return LayerScores(dict(scores), scores.method, scores.config, scores.images, scores.skipped,
+                       {name: sizes[name] for name in scores}, total)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -319,20 +330,33 @@ def _context(settings: RankSettings, model: nn.Module, modules: List[nn.Module],
 
 
 def select_top_k(
-    model: nn.Module, loader: Optional[Iterable[Any]] = None, k: Union[int, float] = 0.1, **rank_kwargs: Any
+    model: nn.Module,
+    loader: Optional[Iterable[Any]] = None,
+    k: Union[int, float] = 0.1,
+    budget: str = "layers",
+    **rank_kwargs: Any,
 ) -> List[str]:
-    """Names of the ``k`` most important layers, best first (RAM: k = 0.1 of the candidates).
+    """Names of the best layers within the budget ``k``, best first (RAM: k = 0.1 of the candidates).
 
-    ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least
-    one); an int is a count. ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is
-    checked before the ranking runs.
+    ``budget="layers"``: ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least one), an
+    int a count. ``budget="parameters"``: ``k`` is a fraction of the model's trainable parameters (or a number
+    of them), filled by score as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says.
+    ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is checked before the ranking
+    runs.
 
     Examples:
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
         >>> top = select_top_k(model, [torch.rand(1, 3, 8, 8)], k=0.5, n_steps=8, seed=0, progress=False)
         >>> len(top), top[0] in ("0", "2")
         (1, True)
+        >>> select_top_k(model, [torch.rand(1, 3, 8, 8)], k=0.5, budget="parameters", n_steps=8, progress=False)
+        ['2']
     """
+    if budget not in ("layers", "parameters"):
+        raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
     count = len(candidate_layers(model, rank_kwargs.get("layers"), rank_kwargs.get("exclude")))
-    resolve_k(k, count)
-    return rank_layers(model, loader, **rank_kwargs).top_k(k)
+    if budget == "layers":
+        resolve_k(k, count)
+    else:
+        check_k(k)
+    return rank_layers(model, loader, **rank_kwargs).top_k(k, budget)

@@ -10,7 +10,7 @@ orders the layers without data (``order``: layer names in depth order and a seed
 
 Examples:
     >>> [m.name for m in methods()]
-    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'random', 'uniform', 'last']
+    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'fisher', 'random', 'uniform', 'last']
     >>> get_method("ig").name  # RAM's IG baseline is internal influence
     'internal_influence'
 """
@@ -201,6 +201,10 @@ register(Method(
     "gradnorm", "gradnorm", "sum over images of ‖∇θ L‖ / ‖θ‖", scorer=scorers.gradnorm_scorer,
     needs_ground_truth=True,
     summary="relative gradient norm of each layer's own parameters under the fine-tuning loss",
+))  # fmt: skip
+register(Method(
+    "fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=scorers.fisher_scorer, needs_ground_truth=True,
+    summary="diagonal empirical Fisher information of each layer's own parameters under the fine-tuning loss",
 ))  # fmt: skip
 register(Method("random", "random", "random order", order=scorers.random_order, summary="seeded random scores"))
 register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,

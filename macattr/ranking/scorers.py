@@ -120,6 +120,31 @@ def gradnorm_scorer(context: ScoringContext) -> Scorer:
     return score
 
 
+def fisher_scorer(context: ScoringContext) -> Scorer:
+    """Per image, the diagonal empirical Fisher information of each layer's own parameters θ: the mean over
+    them of ``(∂L/∂θ)²`` under the context's ``loss`` of (output, ground truth) of that image alone (the
+    criterion of sensitivity-aware fine-tuning, SPT).
+
+    Examples:
+        >>> from macattr.ranking.methods import ScoringContext
+        >>> from macattr.ranking.settings import RankSettings
+        >>> model = nn.Sequential(nn.Linear(2, 1, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.fill_(1.0)
+        >>> context = ScoringContext(RankSettings("fisher"), model, model, None, [model[0]], ["0"], None,
+        ...                          lambda out, gt: (out - gt).square().sum())
+        >>> fisher_scorer(context)(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 1), [0])  # ∂L/∂w = 2·3·x = (6, 12)
+        tensor([[90.]], dtype=torch.float64)
+    """
+    params = _own_parameters(context)
+    sizes = torch.tensor([sum(p.numel() for p in group) for group in params], dtype=torch.float64)
+
+    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
+        return _squared_gradients(context, params, x, y) / sizes
+
+    return score
+
+
 def _own_parameters(context: ScoringContext) -> List[List[nn.Parameter]]:
     """Each layer's own parameters; refuses a layer that owns none (it has nothing to take a gradient of)."""
     params = [list(m.parameters(recurse=False)) for m in context.layers]
@@ -194,6 +219,7 @@ def last_order(names: List[str], seed: int) -> Dict[str, float]:
 __all__ = [
     "Scorer",
     "attribution_scorer",
+    "fisher_scorer",
     "gradnorm_scorer",
     "influence_scorer",
     "last_order",

@@ -101,7 +101,8 @@ def run_demo(
     print(f"mask pre-training: {pretrain_steps} steps, masked L1 {losses[0]:.4f} -> {losses[-1]:.4f} "
           f"({trained - started:.1f} s)")  # fmt: skip
     print(f"MAC analysis: {scores.images} images, {len(scores)} layers, n_steps={n_steps} ({ranked - trained:.1f} s)")
-    print(f"top {len(top)} of {len(scores)} layers to fine-tune (k={k}):")
+    print(f"top {len(top)} of {len(scores)} layers to fine-tune (k={k}), {100 * scores.share(top):.1f} % of the "
+          "parameters:")  # fmt: skip
     for rank, name in enumerate(top, start=1):
         print(f"  {rank:2d}. {name:40s} {scores[name]:.4g}")
     print(f"wrote {out}/model.pt, scores.json, scores.csv, heatmap.png, profile.png, filter_name.txt, "
