@@ -25,7 +25,7 @@ from macattr.restoration.data import degraded_batches
 from macattr.restoration.demo import demo_batches, demo_network
 from macattr.restoration.images import sample_images
 from macattr.restoration.networks import SwinIRStyle
-from macattr.restoration.train import load_weights
+from macattr.weights import load_weights
 
 DOCS = Path(__file__).resolve().parent
 

@@ -36,15 +36,15 @@ from macattr.ranking import rank_layers
 from macattr.ranking.distributed import RankFailed, finish, init_from_environment, is_main_process
 from macattr.ranking.methods import get_method, methods
 from macattr.ranking.methods import names as method_names
-from macattr.ranking.settings import RankSettings
+from macattr.ranking.settings import NORMALIZATIONS, RankSettings
 from macattr.restoration.data import degraded_batches
 from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
 from macattr.restoration.images import center_crop, image_files, read_image
 from macattr.restoration.ram_files import write_ram_files
-from macattr.restoration.train import load_weights
 from macattr.scores import LayerScores, agreement, check_k, resolve_k
 from macattr.seeds import derive_seed
 from macattr.targets import NAMED_TARGETS
+from macattr.weights import load_weights
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
@@ -89,6 +89,21 @@ def _parse_k(text: str) -> Union[int, float]:
         return check_k(int(text) if text.strip().lstrip("+-").isdigit() else float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"k must be a fraction in (0, 1] or a count >= 1, got {text!r}") from None
+
+
+def _parse_normalize(text: str) -> Union[str, Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+    """ "imagenet", or 2C numbers "m1,...,mC,s1,...,sC" → (means, standard deviations)."""
+    if text in NORMALIZATIONS:
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or len(values) % 2 or min(values[len(values) // 2 :]) <= 0:
+        raise argparse.ArgumentTypeError(f"must be {', '.join(NORMALIZATIONS)} or the means then the standard "
+                                         f"deviations (all > 0), one per channel each, got {text!r}")  # fmt: skip
+    half = len(values) // 2
+    return tuple(values[:half]), tuple(values[half:])
 
 
 def _parse_tasks(text: str) -> List[str]:
@@ -163,7 +178,8 @@ def _call(factory: Callable, spec: str, option: str) -> object:
         raise _CommandError(f"{option} {spec} raised {type(error).__name__}: {error}") from None
 
 
-def load_model(spec: str, weights: Optional[str], seed: int = 0) -> torch.nn.Module:
+def load_model(spec: str, weights: Optional[str], seed: int = 0, key: Optional[str] = None,
+               strict: bool = True) -> torch.nn.Module:  # fmt: skip
     """Build ``module:factory`` or ``path/to/file.py:factory`` (a class or function with no required
     arguments) under ``torch.manual_seed(seed)``, load ``weights`` into it, and put it in eval mode.
 
@@ -185,7 +201,7 @@ def load_model(spec: str, weights: Optional[str], seed: int = 0) -> torch.nn.Mod
     if not isinstance(model, torch.nn.Module):
         raise _CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, key, strict, note=lambda text: print(f"macattr: note: {text}", file=sys.stderr))
     return model.eval()
 
 
@@ -258,14 +274,15 @@ def _rank(args: argparse.Namespace) -> None:
     path, mask = _path(args)
     settings = RankSettings(
         args.method, target=args.target, n_steps=args.n_steps, rule=args.rule, path=path, baselines=args.baseline,
-        seed=args.seed, samples_per_group=args.per_task, internal_batch_size=args.internal_batch_size, **mask,
+        seed=args.seed, normalize=args.normalize, samples_per_group=args.per_task,
+        internal_batch_size=args.internal_batch_size, **mask,
     )  # fmt: skip
     with ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
             held.enter_context(exclusive(args.out, "output file"))
             if args.ram_files:
                 held.enter_context(exclusive(Path(args.ram_files) / "filter_name.txt", "RAM files folder"))
-        model = load_model(args.model, args.weights, args.seed)
+        model = load_model(args.model, args.weights, args.seed, args.weights_key, not args.non_strict)
         if args.budget == "layers":
             resolve_k(args.k, len(candidate_layers(model)))
         batches = _batches(args)
@@ -351,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     rank = commands.add_parser("rank", help="rank the layers of your model over a folder of images or a loader")
     rank.add_argument("--model", required=True, help="package.module:factory or path/to/file.py:factory")
     rank.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
+    rank.add_argument("--weights-key", help="the key of the state dict in the file (BasicSR: params, params_ema; "
+                      "default: params when both are there, with a note)")  # fmt: skip
+    rank.add_argument("--non-strict", action="store_true",
+                      help="load the tensors that fit and list the ones left out, instead of refusing the "
+                      "file")  # fmt: skip
     rank.add_argument("--images", help="folder of PNG/JPEG images")
     rank.add_argument("--loader", help="package.module:function returning an iterable of batches (any model)")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
@@ -376,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--patch-size", type=_positive_int, help="cell size of the mask path (default 1)")
     rank.add_argument("--blur-sigma", type=_positive_float, help="σ of --path blur at its start (default 4)")
     rank.add_argument("--baseline", type=float, default=0.0, help="the baseline x' of the path (default 0)")
+    rank.add_argument("--normalize", type=_parse_normalize,
+                      help="normalise the images per channel before the path: imagenet, or the means then the standard "
+                      "deviations, e.g. 0.5,0.5,0.5,0.25,0.25,0.25 (the baseline stays 0 in that space)")  # fmt: skip
     rank.add_argument("--seed", type=int, default=0)
     rank.add_argument("--device", help="cpu, cuda, cuda:1, ... (under torchrun on GPUs: cuda:LOCAL_RANK)")
     rank.add_argument("--backend", choices=["nccl", "gloo"], help="under torchrun (default: NCCL on CUDA, Gloo on CPU)")

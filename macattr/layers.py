@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
@@ -79,7 +79,10 @@ def candidate_layers(
         drop = _check_specs("exclude", exclude)
         chosen = [(n, m) for n, m in chosen if not any(_matches(s, n, m) for s in drop)]
     if not chosen:
-        raise ValueError("no candidate layers: the model has no sub-module matching layers= and exclude=")
+        shown = ", ".join(f"{n} ({type(m).__name__})" for n, m in named[:12]) or "none"
+        more = f" and {len(named) - 12} more" if len(named) > 12 else ""
+        raise ValueError(f"no candidate layers: the model has no sub-module matching layers= and exclude=; its "
+                         f"sub-modules are {shown}{more} (named_modules())")  # fmt: skip
     return dict(chosen)
 
 
@@ -98,10 +101,12 @@ def _check_specs(name: str, specs: LayerSpecs) -> list:
 
 @dataclass(frozen=True)
 class ExecutionOrder:
-    """What one forward pass ran: module names in the order they started, and how often each ran.
+    """What one forward pass ran: module names in the order they started, how often each ran, and the first
+    dimension of each one's (first floating-point) output.
 
     ``order`` holds every named sub-module that ran at least once; ``calls`` maps
-    each of them to its number of calls in that pass.
+    each of them to its number of calls in that pass; ``rows`` to its output's
+    first dimension (absent when the output holds no floating-point tensor).
 
     Examples:
         >>> ExecutionOrder(["head", "tail"], {"head": 1, "tail": 1}).sort(["tail", "head", "unused"])
@@ -110,6 +115,7 @@ class ExecutionOrder:
 
     order: List[str]
     calls: Dict[str, int]
+    rows: Dict[str, int] = field(default_factory=dict)
 
     def sort(self, names: Iterable[str]) -> List[str]:
         """``names`` that ran, in execution order."""
@@ -139,6 +145,7 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     order: List[str] = []
     calls: Dict[str, int] = {}
+    rows: Dict[str, int] = {}
 
     def hook_for(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
@@ -148,7 +155,18 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
 
         return hook
 
-    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in model.named_modules() if name]
+    def rows_of(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            items = output if isinstance(output, (tuple, list)) else (output,)
+            first = next((t for t in items if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+            if first is not None and first.dim():
+                rows.setdefault(name, first.shape[0])
+
+        return hook
+
+    named = [(name, module) for name, module in model.named_modules() if name]
+    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in named]
+    handles += [module.register_forward_hook(rows_of(name)) for name, module in named]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # a reentrant torch.utils.checkpoint warns that nothing requires grad here: true, and intended
@@ -157,7 +175,7 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
     finally:
         for handle in handles:
             handle.remove()
-    return ExecutionOrder(order, calls)
+    return ExecutionOrder(order, calls, rows)
 
 
 __all__ = [

@@ -106,8 +106,8 @@ class LayerScores(Mapping[str, float]):
         self.model_parameters = None if model_parameters is None else int(model_parameters)
         if self.parameters is not None:
             missing = [name for name in values if name not in self.parameters]
-            if missing or self.model_parameters is None or self.model_parameters < sum(self.parameters.values()):
-                raise ValueError("parameters must give every layer's count, and model_parameters at least their sum")
+            if missing or self.model_parameters is None or self.model_parameters < max(self.parameters.values()):
+                raise ValueError("parameters must give every layer's count, and model_parameters at least each one")
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -174,12 +174,13 @@ class LayerScores(Mapping[str, float]):
         return chosen
 
     def share(self, names: Sequence[str], model: Optional[Any] = None) -> float:
-        """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1]."""
+        """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1] (a
+        parameter shared by two layers, such as tied embeddings, counts for each)."""
         sizes, total = self._counts(model)
         unknown = [name for name in names if name not in sizes]
         if unknown:
             raise ValueError(f"names holds {unknown}, which these scores do not hold")
-        return sum(sizes[name] for name in names) / max(total, 1)
+        return min(1.0, sum(sizes[name] for name in names) / max(total, 1))
 
     def _counts(self, model: Optional[Any]) -> Tuple[Dict[str, int], int]:
         """Each layer's trainable parameter elements and the model's, from ``model`` or as recorded."""

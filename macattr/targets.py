@@ -16,7 +16,7 @@ output a score per class.
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Dict, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,7 @@ def output_sum_of(images: Tensor) -> Tensor:
         >>> output_sum_of(torch.ones(2, 3, 4)).tolist()
         [12.0, 12.0]
     """
-    return images.flatten(1).sum(1)
+    return images.reshape(images.shape[0], -1).sum(1)
 
 
 def output_mean_of(images: Tensor) -> Tensor:
@@ -64,11 +64,59 @@ def output_mean_of(images: Tensor) -> Tensor:
         >>> output_mean_of(torch.arange(4.0).reshape(1, 4)).tolist()
         [1.5]
     """
-    return images.flatten(1).mean(1)
+    return images.reshape(images.shape[0], -1).mean(1)
+
+
+OutputSpec = Union[None, str, int, Callable[[Any], Tensor]]
+
+
+def pick_output(value: Any, output: OutputSpec = None) -> Tensor:
+    """The tensor of a model's output to attribute: ``output`` is a key (of a Hugging Face ``ModelOutput`` or a
+    dict), an index (of a tuple or list), or a function of the whole output; ``None`` takes the output itself
+    when it is a tensor and its ``logits`` when it has them.
+
+    Examples:
+        >>> pick_output({"logits": torch.ones(2, 3), "hidden": torch.zeros(2)}).shape
+        torch.Size([2, 3])
+        >>> pick_output((torch.zeros(1), torch.ones(2)), 1).tolist()
+        [1.0, 1.0]
+    """
+    if output is None:
+        if isinstance(value, Tensor):
+            return value
+        if isinstance(value, Mapping) and "logits" in value:
+            return value["logits"]
+        keys = f" with keys {list(value.keys())}" if isinstance(value, Mapping) else ""
+        raise TypeError(
+            f"the model returns {type(value).__name__}{keys}, not a tensor; pass output= naming what to attribute "
+            "(a key such as 'last_hidden_state', an index, or a function of the output)"
+        )
+    if callable(output):
+        picked = output(value)
+    elif isinstance(output, str):
+        if not isinstance(value, Mapping) or output not in value:
+            keys = list(value.keys()) if isinstance(value, Mapping) else f"none: it is a {type(value).__name__}"
+            raise ValueError(f"output={output!r} is not a key of the model's output (keys: {keys})")
+        picked = value[output]
+    elif isinstance(output, int) and not isinstance(output, bool):
+        try:
+            picked = value[output]
+        except (IndexError, KeyError, TypeError):
+            raise ValueError(f"output={output} does not index the model's output ({type(value).__name__})") from None
+    else:
+        raise TypeError(f"output must be None, a key, an index or a function, got {type(output).__name__}")
+    if not isinstance(picked, Tensor):
+        raise TypeError(f"output={output!r} gives {type(picked).__name__}, not a tensor")
+    return picked
 
 
 class ReducedModel(nn.Module):
     """``model`` followed by a reduction of its output to one scalar per sample.
+
+    ``output`` picks the tensor from a model that returns several (see
+    [`pick_output()`][macattr.targets.pick_output]); ``reduce=None`` keeps that tensor (per-class scores for a
+    Captum ``target`` index); ``input_name`` passes the input by that keyword (``inputs_embeds=`` for Hugging
+    Face text models) instead of positionally.
 
     Examples:
         >>> wrapped = ReducedModel(nn.Identity(), output_sum_of, "sum")
@@ -76,19 +124,25 @@ class ReducedModel(nn.Module):
         torch.Size([2])
     """
 
-    def __init__(self, model: Callable[..., Tensor], reduce: Callable[[Tensor], Tensor], name: str) -> None:
+    def __init__(self, model: Callable[..., Tensor], reduce: Optional[Callable[[Tensor], Tensor]], name: str,
+                 output: OutputSpec = None, input_name: Optional[str] = None) -> None:  # fmt: skip
         super().__init__()
         if not callable(model):
             raise TypeError(f"model must be callable (an nn.Module or function), got {type(model).__name__}")
         self.model = model
         self.reduce = reduce
         self.name = name
+        self.output = output
+        self.input_name = input_name
 
     def forward(self, *args, **kwargs) -> Tensor:
-        output = self.model(*args, **kwargs)
-        if not isinstance(output, Tensor):
-            raise TypeError(f"target {self.name!r} needs a model that returns a tensor, got {type(output).__name__}")
-        return self.reduce(output)
+        if self.input_name is not None:
+            first, *rest = args
+            value = self.model(*rest, **{self.input_name: first}, **kwargs)
+        else:
+            value = self.model(*args, **kwargs)
+        picked = pick_output(value, self.output)
+        return picked if self.reduce is None else self.reduce(picked)
 
     def extra_repr(self) -> str:
         return f"target={self.name}"
@@ -237,6 +291,7 @@ def _index(output: Tensor, target: TargetIndex, rows: int) -> Tensor:
 
 __all__ = [
     "NAMED_TARGETS",
+    "OutputSpec",
     "ReducedModel",
     "TargetIndex",
     "expand_target",
@@ -247,6 +302,7 @@ __all__ = [
     "output_mean_of",
     "output_sum",
     "output_sum_of",
+    "pick_output",
     "select_target",
     "window",
 ]

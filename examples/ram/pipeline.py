@@ -28,9 +28,10 @@ from macattr.restoration.evaluate import per_image_quality, restore, restore_wit
 from macattr.restoration.images import photographs
 from macattr.restoration.masking import mask_pretraining_loss, relative_l1, whole_image_l1
 from macattr.restoration.networks import ARCHITECTURES
-from macattr.restoration.train import load_weights, save_atomic, train, write_text
+from macattr.restoration.train import save_atomic, train, write_text
 from macattr.scores import LayerScores
 from macattr.seeds import derive_seed
+from macattr.weights import load_weights
 
 from .presets import Analysis, Architecture, Preset
 from .records import finished, made_with

@@ -36,7 +36,7 @@ from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import Scorer
 from macattr.ranking.settings import RankSettings
 from macattr.scores import LayerScores, check_k, resolve_k
-from macattr.targets import ReducedModel, named
+from macattr.targets import NAMED_TARGETS, ReducedModel
 
 __all__ = ["RankSettings", "rank_layers", "select_top_k"]
 
@@ -153,21 +153,36 @@ class _Inputs:
     device: torch.device
     dtype: Optional[torch.dtype]
     floating_only: bool  # a path method interpolates its inputs: integer inputs cannot be on a path
+    normalization: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
 
     @classmethod
-    def of(cls, model: nn.Module, method: Method) -> _Inputs:
+    def of(cls, model: nn.Module, settings: RankSettings) -> _Inputs:
         tensors = [*model.parameters(), *model.buffers()]
         floating = next((t.dtype for t in tensors if t.is_floating_point()), None)
-        return cls(next(iter(tensors), torch.empty(0)).device, floating, method.uses_path)
+        device = next(iter(tensors), torch.empty(0)).device
+        return cls(device, floating, settings.method_record.uses_path, settings.normalization())
 
     def prepare(self, x: Tensor, what: str) -> Tensor:
+        """A batch's input: on the model's device, in its floating dtype, normalised (``normalize``)."""
         if not x.is_floating_point():
             if self.floating_only:
                 raise TypeError(f"{what} is {x.dtype}; a path moves inputs between a baseline and the input, so "
                                 "they must be floating point: scale them first, e.g. x / 255 for uint8 "
                                 "images")  # fmt: skip
             return x.to(self.device)
-        return x.to(device=self.device, dtype=self.dtype or x.dtype)
+        x = x.to(device=self.device, dtype=self.dtype or x.dtype)
+        if self.normalization is None:
+            return x
+        mean, std = (torch.tensor(v, device=x.device, dtype=x.dtype) for v in self.normalization)
+        if x.dim() < 2 or x.shape[1] != len(mean):
+            raise ValueError(f"normalize has {len(mean)} channels, {what} has shape {tuple(x.shape)} (channels at "
+                             "dimension 1)")  # fmt: skip
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return (x - mean.reshape(shape)) / std.reshape(shape)
+
+    def prepare_truth(self, y: Tensor) -> Tensor:
+        """A batch's ground truth: on the model's device, in its floating dtype; never normalised."""
+        return y.to(self.device) if not y.is_floating_point() else y.to(device=self.device, dtype=self.dtype or y.dtype)
 
 
 @dataclass
@@ -194,7 +209,7 @@ class _Scoring:
             batch, rows, indices = item
             if rows:
                 x = self.inputs.prepare(batch.x[rows], "the loader's input")
-                y = None if batch.y is None else self.inputs.prepare(batch.y[rows], "the loader's ground truth")
+                y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
                 self.total.update(self.score(x, y, indices))
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
@@ -218,9 +233,12 @@ def _prepare(
     scores themselves for the structural methods."""
     first, batches = _peek(batches)
     method = settings.method_record
-    inputs = _Inputs.of(model, method)
-    names, skipped = _layers_to_score(model, candidates, inputs.prepare(batch_pair(first)[0][:1], "the loader's input"),
-                                      method)  # fmt: skip
+    inputs = _Inputs.of(model, settings)
+    example = inputs.prepare(batch_pair(first)[0][:2], "the loader's input")
+    example = example if example.shape[0] == 2 else torch.cat([example, example])  # two rows: the batch shows
+    keyword = settings.input_name
+    run = (lambda: model(**{keyword: example})) if keyword else (lambda: model(example))
+    names, skipped = _layers_to_score(model, candidates, run, method)
     config = _config(settings, names)
     if not method.needs_loader:
         return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
@@ -297,15 +315,20 @@ def _on_device(model: nn.Module, device: Optional[torch.device]) -> Iterator[tor
 
 
 def _layers_to_score(
-    model: nn.Module, candidates: Dict[str, nn.Module], example: Tensor, method: Method
+    model: nn.Module, candidates: Dict[str, nn.Module], run: Callable[[], Any], method: Method
 ) -> Tuple[List[str], Dict[str, str]]:
-    """Candidates in execution order, and those to skip (name → why), from one forward pass of ``example``."""
-    ran = execution_order(model, lambda: model(example))
+    """Candidates in execution order, and those to skip (name → why), from one forward pass ``run()`` of two
+    images."""
+    ran = execution_order(model, run)
     skipped = {name: "did not run in a forward pass" for name in candidates if name not in ran.calls}
     if method.uses_path:
         skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
                               "between calls is not defined"
                         for name in candidates if ran.calls.get(name, 0) > 1})  # fmt: skip
+        skipped.update({name: f"its output's first dimension ({ran.rows[name]}) is not the batch (2): it is the "
+                              "same for every sample (a position embedding, say), so it carries nothing of the input"
+                        for name in candidates if name in ran.rows and (ran.rows[name] < 2 or ran.rows[name] % 2)
+                        and name not in skipped})  # fmt: skip
     names = [name for name in ran.sort(candidates) if name not in skipped]
     if skipped:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
@@ -318,15 +341,16 @@ def _layers_to_score(
 def _context(settings: RankSettings, model: nn.Module, modules: List[nn.Module], names: List[str],
              loss: Optional[Callable]) -> ScoringContext:  # fmt: skip
     """What the method's scorer is built from: the target applied to the model, the layers, the path."""
-    target = settings.target
+    target, output, keyword = settings.target, settings.output, settings.input_name
+    outputs = ReducedModel(model, None, "output", output, keyword)
     if isinstance(target, str):
-        forward, index = named(model, target), None
+        forward, index = ReducedModel(model, NAMED_TARGETS[target], target, output, keyword), None
     elif callable(target):
-        forward, index = ReducedModel(model, target, settings.target_name), None
+        forward, index = ReducedModel(model, target, settings.target_name, output, keyword), None
     else:  # a Captum class index for classifiers
-        forward, index = model, target
-    loss = loss or (lambda output, truth: (output - truth).abs().mean())
-    return ScoringContext(settings, model, forward, index, modules, names, settings.integration_path(), loss)
+        forward, index = outputs, target
+    loss = loss or (lambda out, truth: (out - truth).abs().mean())
+    return ScoringContext(settings, model, outputs, forward, index, modules, names, settings.integration_path(), loss)
 
 
 def select_top_k(

@@ -39,6 +39,8 @@ class ScoringContext:
     Attributes:
         settings: the ranking's settings.
         model: the network being ranked.
+        outputs: ``outputs(x)`` → the model's output tensor for a batch (``output=`` and ``input_name=``
+            applied): what a loss compares with the ground truth.
         forward: the function attributed, ``forward(x)`` → ``F`` (N,), or per-class scores picked by ``target``.
         target: Captum's class index for classifiers (``None`` when ``forward`` gives one value per sample).
         layers: the modules to score, in depth order; ``names`` are their names in the model.
@@ -48,6 +50,7 @@ class ScoringContext:
 
     settings: RankSettings
     model: nn.Module
+    outputs: Callable[[Tensor], Tensor]
     forward: Callable[..., Tensor]
     target: TargetIndex
     layers: List[nn.Module]

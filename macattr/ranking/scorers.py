@@ -62,7 +62,7 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
         >>> from macattr.ranking.methods import ScoringContext
         >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
-        >>> context = ScoringContext(RankSettings(n_steps=8), model, targets.output_sum(model), None,
+        >>> context = ScoringContext(RankSettings(n_steps=8), model, model, targets.output_sum(model), None,
         ...                          [model[0], model[2]], ["0", "2"], MaskAttributionPath(), None)
         >>> attribution_scorer(context)(torch.rand(2, 3, 8, 8), None, [0, 1]).shape  # (images, layers)
         torch.Size([2, 2])
@@ -105,7 +105,8 @@ def gradnorm_scorer(context: ScoringContext) -> Scorer:
         >>> from macattr.ranking.methods import ScoringContext
         >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
-        >>> context = ScoringContext(RankSettings("gradnorm"), model, model, None, [model[0], model[2]], ["0", "2"],
+        >>> context = ScoringContext(RankSettings("gradnorm"), model, model, model, None, [model[0], model[2]],
+        ...                          ["0", "2"],
         ...                          None, lambda out, gt: (out - gt).abs().mean())
         >>> gradnorm_scorer(context)(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), [0, 1]).shape
         torch.Size([2, 2])
@@ -131,7 +132,7 @@ def fisher_scorer(context: ScoringContext) -> Scorer:
         >>> model = nn.Sequential(nn.Linear(2, 1, bias=False))
         >>> with torch.no_grad():
         ...     _ = model[0].weight.fill_(1.0)
-        >>> context = ScoringContext(RankSettings("fisher"), model, model, None, [model[0]], ["0"], None,
+        >>> context = ScoringContext(RankSettings("fisher"), model, model, model, None, [model[0]], ["0"], None,
         ...                          lambda out, gt: (out - gt).square().sum())
         >>> fisher_scorer(context)(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 1), [0])  # ∂L/∂w = 2·3·x = (6, 12)
         tensor([[90.]], dtype=torch.float64)
@@ -164,7 +165,7 @@ def _squared_gradients(context: ScoringContext, params: List[List[nn.Parameter]]
         with torch.enable_grad():
             for p in flat:
                 p.requires_grad_(True)
-            grads = torch.autograd.grad(context.loss(context.model(one_x), one_y), flat, allow_unused=True)
+            grads = torch.autograd.grad(context.loss(context.outputs(one_x), one_y), flat, allow_unused=True)
         by_id = {id(p): g for p, g in zip(flat, grads)}
         rows.append([sum(float(by_id[id(p)].double().square().sum()) for p in group if by_id[id(p)] is not None)
                      for group in params])  # fmt: skip

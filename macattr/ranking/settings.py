@@ -12,10 +12,12 @@ from macattr.accumulators import STEP_RULES
 from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
 from macattr.ranking.methods import Method, get_method, methods
 from macattr.records import json_value
-from macattr.targets import NAMED_TARGETS
+from macattr.targets import NAMED_TARGETS, OutputSpec
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
 _MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims")
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+"""Named per-channel (mean, std) for ``RankSettings(normalize=...)`` and ``--normalize``."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,15 @@ class RankSettings:
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
             index or index tuple for classifiers, or a callable reducing the
             model output (N, ...) to (N,).
+        output: what to attribute of a model that returns several tensors (a Hugging Face ``ModelOutput``, a
+            dict, a tuple): a key, an index or a function of the output; ``None`` takes a tensor output as it
+            is and otherwise its ``logits`` (see ``macattr.targets.pick_output``).
+        normalize: normalise each batch's input per channel before the path, ``(x − mean) / std``: ``"imagenet"``
+            (ImageNet's mean and standard deviation, as the RAM authors' analysis does) or ``(mean, std)``, one
+            value per channel each. The baseline stays 0 in the normalised space (the mean colour); the ground
+            truth of ``gradnorm``/``fisher`` is not changed.
+        input_name: pass each batch's input to the model by this keyword (``"inputs_embeds"`` to attribute a
+            Hugging Face text model along its embeddings, ``"pixel_values"``); ``None``: positionally.
         n_steps: grid intervals N of the path (≥ 1).
         rule: the step rule of conductance ("mac", "conductance"): "left" (the paper's Eq. 9, the default),
             "right" (the RAM authors' code) or "trapezoid" (see ``LayerPathConductance.attribute``).
@@ -73,6 +84,9 @@ class RankSettings:
 
     method: str = "mac"
     target: TargetSpec = "gradient_magnitude"
+    output: OutputSpec = None
+    normalize: Union[None, str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
+    input_name: Optional[str] = None
     n_steps: int = 200
     rule: str = "left"
     path: Optional[IntegrationPath] = None
@@ -111,6 +125,13 @@ class RankSettings:
             raise TypeError(
                 f"target must be a name, a class index, a tuple or a callable, got {type(self.target).__name__}"
             )
+        if self.output is not None and not (isinstance(self.output, (str, int)) or callable(self.output)):
+            raise TypeError(f"output must be None, a key, an index or a function, got {type(self.output).__name__}")
+        if isinstance(self.output, bool):
+            raise TypeError("output must be None, a key, an index or a function, got a bool")
+        self.normalization()  # checks normalize
+        if self.input_name is not None and (not isinstance(self.input_name, str) or not self.input_name.isidentifier()):
+            raise ValueError(f"input_name must be a keyword of the model's forward, got {self.input_name!r}")
         if not isinstance(self.baselines, (int, float, Tensor)) or isinstance(self.baselines, bool):
             raise TypeError(f"baselines must be a number or a tensor, got {type(self.baselines).__name__}")
         if not isinstance(self.train_mode, bool):
@@ -139,6 +160,23 @@ class RankSettings:
         elif changed and not (record.uses_path and isinstance(record.default_path(self), MaskAttributionPath)):
             raise ValueError(f"the mask options {changed} build the mask attribute path of method='mac'; "
                              f"method={self.method!r} does not use it")  # fmt: skip
+
+    def normalization(self) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+        """``normalize`` as (mean, std) per channel, or ``None``."""
+        if self.normalize is None:
+            return None
+        if isinstance(self.normalize, str):
+            check_choice("normalize", self.normalize, list(NORMALIZATIONS))
+            return NORMALIZATIONS[self.normalize]
+        try:
+            mean, std = (tuple(float(v) for v in values) for values in self.normalize)
+        except (TypeError, ValueError):
+            raise TypeError(f"normalize must be 'imagenet' or (mean, std), one value per channel each, got "
+                            f"{self.normalize!r}") from None  # fmt: skip
+        if not mean or len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(f"normalize needs as many means as standard deviations, all of these > 0, got "
+                             f"{self.normalize!r}")  # fmt: skip
+        return mean, std
 
     @property
     def method_record(self) -> Method:
@@ -197,6 +235,12 @@ class RankSettings:
         ``n_steps`` or ``baselines``, and the mask options are recorded as the mask path they build.
         """
         config: Dict[str, Any] = {"target": self.target_name}
+        if self.output is not None:
+            config["output"] = json_value(self.output)
+        if self.input_name is not None:
+            config["input_name"] = self.input_name
+        if self.normalize is not None:
+            config["normalize"] = json_value(self.normalization())
         path = self.integration_path()
         if path is not None:
             config.update(n_steps=self.n_steps, path=describe_path(path), baselines=json_value(self.baselines))
@@ -210,6 +254,7 @@ class RankSettings:
 _DEFAULTS = {f.name: f.default for f in fields(RankSettings)}
 
 __all__ = [
+    "NORMALIZATIONS",
     "RankSettings",
     "TargetSpec",
 ]

@@ -1,4 +1,4 @@
-"""One training loop for mask pre-training and fine-tuning, with atomic checkpoints and resume; weights files.
+"""One training loop for mask pre-training and fine-tuning, with atomic checkpoints and resume.
 
 Adam with a cosine schedule from ``lr`` to ``lr_min``. Batch ``t`` is a pure
 function of (seed, t), and the checkpoint holds the model, optimiser, schedule and
@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 from macattr.files import PathLike, write_atomic, write_text_atomic
 
 Batch = Dict[str, Tensor]
-_STATE_KEYS = ("params_ema", "params", "state_dict", "model")  # BasicSR / RAM / Lightning layouts
 
 
 def save_atomic(path: PathLike, state: dict) -> None:
@@ -33,37 +32,6 @@ def save_atomic(path: PathLike, state: dict) -> None:
         {'step': 3}
     """
     write_atomic(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
-    """Load a state dict file into ``model`` (unwrapping BasicSR's ``params``/``params_ema``, ``state_dict``
-    or ``model``) with ``torch.load(weights_only=True)``; every failure is a ``ValueError`` naming the file.
-
-    Examples:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "net.pth")
-        >>> torch.save({"params": nn.Linear(2, 2).state_dict()}, path)  # BasicSR's layout
-        >>> load_weights(nn.Linear(2, 2), path)
-        Linear(in_features=2, out_features=2, bias=True)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"cannot load weights {path} (read with weights_only=True, so files that hold code or "
-                         f"objects other than tensors are refused): {first}") from None  # fmt: skip
-    for key in _STATE_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ValueError(f"weights {path} do not fit the model: {str(error).splitlines()[0]}") from None
-    return model
 
 
 def train(
@@ -146,7 +114,6 @@ def write_text(path: PathLike, text: str) -> Path:
 
 
 __all__ = [
-    "load_weights",
     "save_atomic",
     "train",
     "write_text",

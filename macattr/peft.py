@@ -1,0 +1,248 @@
+"""From a ranking to a PEFT LoRA configuration: adapters on the chosen layers, optionally ranks by score.
+
+``pip install macattr[peft]``. [`lora_config()`][macattr.peft.lora_config] takes a ranking
+([`LayerScores`][macattr.scores.LayerScores], with ``k`` and ``budget`` as in ``top_k``) or a list of layer names
+and the model PEFT will wrap, and returns a [`LoraSelection`][macattr.peft.LoraSelection]: a ``peft.LoraConfig``
+whose ``target_modules`` are exactly the chosen layers LoRA can adapt, named relative to that model, and a report
+of the chosen layers it cannot adapt (a LayerNorm, a bias-only module, ...), which are never dropped silently.
+
+    import peft
+    from macattr.peft import lora_config
+
+    selection = lora_config(scores, model, k=0.1, r=8)       # or a list of names
+    print(selection)                                           # targets, skipped layers and why
+    model = peft.get_peft_model(model, selection.config)       # adapters on exactly those layers
+
+- Names of a ranking made on a wrapper around the model (``OnEmbeddings(model)``: ``model.encoder.layer.0...``)
+  are matched to the wrapped model by module identity (``ranked_model=``) or by their longest suffix that is a
+  module of it.
+- A selection of whole blocks of one ``ModuleList`` (``transformer.h.3``, ``transformer.h.7``) becomes
+  ``layers_to_transform=[3, 7]`` with ``layers_pattern="h"`` and the block's adaptable layers as targets.
+- ``total_rank=R`` shares R ranks among the targets in proportion to their scores (largest remainders, at least
+  1 each) as ``rank_pattern``, with ``alpha_pattern`` keeping ``lora_alpha / r`` per layer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from torch import nn
+
+from macattr.scores import LayerScores
+
+ADAPTABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""Layer types LoRA adapts (and Hugging Face's ``Conv1D``, GPT-2's projections, matched by name)."""
+
+
+def adaptable(module: nn.Module) -> bool:
+    """Whether LoRA can adapt ``module``: a Linear, Embedding, Conv1d/2d/3d or transformers' ``Conv1D``.
+
+    Examples:
+        >>> adaptable(nn.Linear(2, 2)), adaptable(nn.LayerNorm(2))
+        (True, False)
+    """
+    return isinstance(module, ADAPTABLE) or type(module).__name__ == "Conv1D"
+
+
+@dataclass
+class LoraSelection:
+    """What [`lora_config()`][macattr.peft.lora_config] made.
+
+    Attributes:
+        config: the ``peft.LoraConfig``.
+        targets: the adapted layers, named relative to the model PEFT wraps, best first.
+        skipped: chosen layers LoRA cannot adapt (name → why).
+        ranks: each target's rank (``r`` for all, or its share of ``total_rank``).
+        blocks: with a selection of whole blocks, their indices (``layers_to_transform``).
+    """
+
+    config: Any
+    targets: List[str]
+    skipped: Dict[str, str] = field(default_factory=dict)
+    ranks: Dict[str, int] = field(default_factory=dict)
+    blocks: Optional[List[int]] = None
+
+    def __repr__(self) -> str:
+        skipped = "; ".join(f"{name}: {why}" for name, why in self.skipped.items()) or "none"
+        blocks = f", blocks {self.blocks}" if self.blocks is not None else ""
+        return f"LoraSelection({len(self.targets)} targets{blocks}, ranks {sorted(set(self.ranks.values()))}; " \
+               f"skipped: {skipped})"  # fmt: skip
+
+
+def lora_config(
+    selection: Union[LayerScores, Sequence[str]],
+    model: nn.Module,
+    k: Union[None, int, float] = None,
+    *,
+    budget: str = "layers",
+    among_adaptable: bool = False,
+    r: int = 8,
+    lora_alpha: Optional[int] = None,
+    total_rank: Optional[int] = None,
+    ranked_model: Optional[nn.Module] = None,
+    **lora_options: Any,
+) -> LoraSelection:
+    """A ``peft.LoraConfig`` with adapters on the chosen layers of ``model`` (the model PEFT will wrap).
+
+    Args:
+        selection: a ranking, or the names of the layers to adapt (best first).
+        model: the model given to ``peft.get_peft_model``.
+        k: with a ranking, how many layers (``scores.top_k(k, budget)``); default: all its layers.
+        budget: ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
+        among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
+            taken first and the ones LoRA cannot adapt are reported in ``skipped``).
+        r, lora_alpha: LoRA's rank and scale (``lora_alpha`` defaults to ``r``).
+        total_rank: share this many ranks among the targets in proportion to their scores (needs a ranking).
+        ranked_model: the model the ranking was made on, when it is not ``model`` (a wrapper around it): names
+            are mapped by module identity.
+        **lora_options: other ``peft.LoraConfig`` fields (``lora_dropout``, ``task_type``, ...).
+
+    Examples:
+        >>> import peft, torch
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+        >>> scores = LayerScores({"0": 3.0, "1": 2.0, "2": 1.0}, "mac")
+        >>> chosen = lora_config(scores, net, k=2, r=4)
+        >>> chosen.targets, chosen.skipped
+        (['0'], {'1': 'LayerNorm: LoRA adapts Linear, Embedding, Conv1d/2d/3d and transformers Conv1D layers'})
+        >>> peft.get_peft_model(net, chosen.config).get_nb_trainable_parameters()  # A (4×4), B (8×4); all 122
+        (48, 122)
+    """
+    import peft
+
+    if r < 1 or (total_rank is not None and total_rank < 1):
+        raise ValueError(f"r and total_rank must be >= 1, got r={r}, total_rank={total_rank}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be the nn.Module PEFT wraps, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    scores = selection if isinstance(selection, LayerScores) else None
+    if scores is None and (k is not None or total_rank is not None or among_adaptable):
+        raise ValueError("k=, total_rank= and among_adaptable= need a ranking (LayerScores), not a list of names")
+    if isinstance(selection, str):
+        raise TypeError("selection must be LayerScores or a list of names, not one string")
+    mapped = _relative_names(list(scores.names if scores else selection), model, ranked_model)
+    if scores is not None:
+        ranking = scores
+        if among_adaptable:
+            kept = {n: s for n, s in scores.items() if adaptable(modules[mapped[n]]) or _block(mapped[n], modules)}
+            ranking = LayerScores(kept, scores.method, scores.config, scores.images,
+                                  parameters={n: scores.parameters[n] for n in kept} if scores.parameters else None,
+                                  model_parameters=scores.model_parameters)  # fmt: skip
+        chosen = ranking.top_k(k, budget) if k is not None else [name for name, _ in ranking.ranked()]
+    else:
+        chosen = list(selection)
+    names = [mapped[n] for n in chosen]
+    blocks = _blocks(names, modules)
+    skipped: Dict[str, str] = {}
+    if blocks is not None:
+        pattern, indices, leaves = blocks
+        targets = leaves
+        options = dict(layers_to_transform=indices, layers_pattern=pattern)
+    else:
+        targets, options = [], {}
+        for name in names:
+            module = modules[name]
+            if adaptable(module):
+                targets.append(name)
+            elif _block(name, modules):  # a block among single layers: its adaptable layers, by name
+                targets += [f"{name}.{inner}" for inner, m in module.named_modules() if inner and adaptable(m)]
+            else:
+                skipped[name] = f"{type(module).__name__}: LoRA adapts Linear, Embedding, Conv1d/2d/3d and " \
+                                "transformers Conv1D layers"  # fmt: skip
+    if skipped:
+        warnings.warn(f"LoRA cannot adapt {len(skipped)} of the chosen layers: {', '.join(skipped)} (see "
+                      "LoraSelection.skipped; among_adaptable=True ranks only the layers it can adapt)",
+                      UserWarning, stacklevel=2)  # fmt: skip
+    if not targets:
+        raise ValueError(f"none of the chosen layers can take a LoRA adapter: {skipped}")
+    alpha = r if lora_alpha is None else lora_alpha
+    ranks = {t: r for t in targets}
+    if total_rank is not None:
+        if blocks is not None:
+            raise ValueError("total_rank= shares ranks among single layers, not among whole blocks")
+        inverse = {mapped[n]: n for n in chosen}
+        ranks = _shared_ranks({t: scores[inverse[t]] for t in targets}, total_rank)
+        options.update(rank_pattern={_exact(t): q for t, q in ranks.items()},
+                       alpha_pattern={_exact(t): alpha * q / r for t, q in ranks.items()})  # fmt: skip
+    conv1d_only = all(type(modules[t]).__name__ == "Conv1D" for t in targets if t in modules)
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+                             fan_in_fan_out=lora_options.pop("fan_in_fan_out", conv1d_only), **options,
+                             **lora_options)  # fmt: skip
+    return LoraSelection(config, targets, skipped, ranks, None if blocks is None else blocks[1])
+
+
+def _exact(name: str) -> str:
+    """A rank_pattern key that matches exactly the module ``name`` (PEFT matches keys as regular expressions)."""
+    return f"^{re.escape(name)}$"
+
+
+def _relative_names(names: List[str], model: nn.Module, ranked_model: Optional[nn.Module]) -> Dict[str, str]:
+    """Each ranked layer's name in ``model``: by module identity in ``ranked_model``, else the name itself or
+    its longest suffix that is a module of ``model``."""
+    own = dict(model.named_modules())
+    by_identity = {id(m): n for n, m in model.named_modules()}
+    mapped = {}
+    for name in names:
+        if ranked_model is not None:
+            module = dict(ranked_model.named_modules()).get(name)
+            if module is None or id(module) not in by_identity:
+                raise ValueError(f"layer {name!r} of the ranked model is not a module of the model PEFT wraps")
+            mapped[name] = by_identity[id(module)]
+            continue
+        parts = name.split(".")
+        suffix = next((".".join(parts[i:]) for i in range(len(parts)) if ".".join(parts[i:]) in own), None)
+        if suffix is None:
+            raise ValueError(f"layer {name!r} is not a module of the model PEFT wraps, nor is any ending of its name "
+                             "(pass ranked_model= to match layers by identity)")  # fmt: skip
+        mapped[name] = suffix
+    return mapped
+
+
+def _block(name: str, modules: Dict[str, nn.Module]) -> bool:
+    """Whether ``name`` is an element of a ModuleList (a transformer block) holding adaptable layers."""
+    parent, _, index = name.rpartition(".")
+    return (
+        index.isdigit()
+        and isinstance(modules.get(parent), nn.ModuleList)
+        and any(adaptable(m) for m in modules[name].modules())
+    )
+
+
+def _blocks(names: List[str], modules: Dict[str, nn.Module]) -> Optional[tuple]:
+    """A selection of whole blocks of one ModuleList as (its attribute name, block indices, the blocks'
+    adaptable layer names within a block); ``None`` for any other selection."""
+    if not names or not all(_block(name, modules) for name in names):
+        return None
+    parents = {name.rpartition(".")[0] for name in names}
+    if len(parents) != 1:
+        return None
+    parent = parents.pop()
+    leaves = sorted({inner.rpartition(".")[2] for name in names for inner, m in modules[name].named_modules()
+                     if inner and adaptable(m)})  # fmt: skip
+    return parent.rpartition(".")[2], sorted(int(name.rpartition(".")[2]) for name in names), leaves
+
+
+def _shared_ranks(scores: Dict[str, float], total: int) -> Dict[str, int]:
+    """``total`` ranks shared in proportion to ``scores`` (largest remainders), at least 1 each.
+
+    Examples:
+        >>> _shared_ranks({"a": 3.0, "b": 1.0}, 8)
+        {'a': 6, 'b': 2}
+    """
+    if total < len(scores):
+        raise ValueError(f"total_rank={total} cannot give each of the {len(scores)} targets a rank of 1")
+    weights = {name: max(score, 0.0) for name, score in scores.items()}
+    spread = total - len(scores)  # one rank each first, the rest by score
+    mass = sum(weights.values()) or 1.0
+    exact = {name: spread * w / mass for name, w in weights.items()}
+    ranks = {name: 1 + math.floor(v) for name, v in exact.items()}
+    left = total - sum(ranks.values())
+    for name in sorted(exact, key=lambda n: exact[n] - math.floor(exact[n]), reverse=True)[:left]:
+        ranks[name] += 1
+    return ranks
+
+
+__all__ = ["ADAPTABLE", "LoraSelection", "adaptable", "lora_config"]

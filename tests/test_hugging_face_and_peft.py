@@ -1,0 +1,160 @@
+"""Hugging Face models as they come (GPT-2, BERT, ViT with random weights), and rankings turned into PEFT LoRA
+configurations whose trainable parameters are exactly the adapters of the chosen layers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from macattr import LayerScores, rank_layers
+from macattr.targets import pick_output
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+from macattr.peft import lora_config  # noqa: E402  (needs peft)
+
+transformers.logging.set_verbosity_error()
+
+
+def _gpt2() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=16, bos_token_id=0,
+                                     eos_token_id=0)  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _bert() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=2)  # fmt: skip
+    return transformers.BertForSequenceClassification(config)
+
+
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32, num_labels=3)  # fmt: skip
+    return transformers.ViTForImageClassification(config)
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+
+
+def test_gpt2_ranks_with_its_default_candidates_conv1d_included_and_skips_its_position_embedding() -> None:
+    model = _gpt2()
+    embeddings = model.get_input_embeddings()(_ids()).detach()
+    with pytest.warns(UserWarning, match="transformer.wpe: its output's first dimension \\(1\\) is not the batch"):
+        scores = rank_layers(model, [embeddings], input_name="inputs_embeds", target=(7, 3), mask_dims="sequence",
+                             n_steps=4, progress=False)  # fmt: skip
+    assert "transformer.h.0.attn.c_attn" in scores and type(model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    assert set(scores.skipped) == {"transformer.wte", "transformer.wpe"}  # inputs_embeds bypasses the embedding
+    assert scores.config["input_name"] == "inputs_embeds"
+
+    def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+    by_loss = rank_layers(model, [(_ids(), _ids())], "fisher", loss=next_token_loss, progress=False)
+    assert by_loss.images == 2 and by_loss["transformer.wte"] > 0
+
+
+def test_vit_and_bert_outputs_need_no_wrapper() -> None:
+    vit = _vit()
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    scores = rank_layers(vit, [images], target=1, n_steps=4, progress=False)
+    assert "vit.layers.0.attention.q_proj" in scores and scores["classifier"] > 0  # transformers 5 naming
+    bert = _bert()
+    embeddings = bert.get_input_embeddings()(_ids()).detach()
+    logits = rank_layers(bert, [embeddings], input_name="inputs_embeds", target=1, mask_dims="sequence", n_steps=4,
+                         progress=False)  # fmt: skip
+    pooled = rank_layers(bert, [embeddings], input_name="inputs_embeds", output=lambda out: out.logits[:, 1],
+                         target="sum", mask_dims="sequence", n_steps=4, progress=False)  # fmt: skip
+    assert dict(logits) == pytest.approx(dict(pooled), rel=1e-6)  # target=1 of the logits, or a function of them
+    with pytest.raises(ValueError, match=r"output='pooled' is not a key of the model's output \(keys: \['logits'\]\)"):
+        rank_layers(bert, [embeddings], input_name="inputs_embeds", output="pooled", target=0, mask_dims="sequence",
+                    n_steps=2, progress=False)  # fmt: skip
+
+
+def test_model_outputs_are_picked_by_key_index_or_function() -> None:
+    out = transformers.modeling_outputs.SequenceClassifierOutput(logits=torch.ones(2, 3))
+    assert pick_output(out) is out.logits and pick_output(out, "logits") is out.logits
+    assert pick_output(out, 0) is out.logits and pick_output(out, lambda o: o.logits * 2).sum() == 12
+    with pytest.raises(TypeError, match=r"returns tuple, not a tensor; pass output="):
+        pick_output((torch.zeros(1),))
+    with pytest.raises(ValueError, match="output=3 does not index"):
+        pick_output((torch.zeros(1),), 3)
+
+
+def _trainable_modules(peft_model: nn.Module) -> set:
+    """The modules whose LoRA weights train, named as in the base model."""
+    names = set()
+    for name, parameter in peft_model.named_parameters():
+        if parameter.requires_grad:
+            match = re.fullmatch(r"base_model\.model\.(.+)\.lora_(?:A|B|embedding_A|embedding_B)\.default(?:\.weight)?",
+                                 name)  # fmt: skip
+            assert match, name  # nothing else trains
+            names.add(match.group(1))
+    return names
+
+
+@pytest.mark.parametrize("build", [_gpt2, _bert, _vit])
+def test_a_ranking_becomes_a_lora_config_on_exactly_its_layers(build) -> None:
+    model = build()
+    names = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+    scores = LayerScores({n: float(len(names) - i) for i, n in enumerate(reversed(names))}, "mac")
+    with pytest.warns(UserWarning, match="LoRA cannot adapt"):  # LayerNorms among the top 40 %
+        chosen = lora_config(scores, model, k=0.4, r=2)
+    assert chosen.skipped and all("LoRA adapts" in why for why in chosen.skipped.values())
+    assert set(chosen.targets) | set(chosen.skipped) == set(scores.top_k(0.4))
+    wrapped = peft.get_peft_model(build(), chosen.config)
+    assert _trainable_modules(wrapped) == set(chosen.targets)
+    only = lora_config(scores, model, k=5, among_adaptable=True)  # the top 5 of the layers LoRA can adapt
+    assert len(only.targets) == 5 and not only.skipped
+
+
+def test_names_of_a_wrapper_blocks_and_shared_ranks() -> None:
+    bert = _bert()
+
+    class OnEmbeddings(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, e):
+            return self.model(inputs_embeds=e).logits
+
+    wrapper = OnEmbeddings(bert)
+    scores = LayerScores({"model.bert.encoder.layer.1.output.dense": 3.0, "model.classifier": 1.0,
+                          "model.bert.encoder.layer.0.attention.self.query": 2.0}, "mac")  # fmt: skip
+    for chosen in (lora_config(scores, bert, total_rank=12), lora_config(scores, bert, total_rank=12,
+                                                                         ranked_model=wrapper)):  # fmt: skip
+        assert chosen.targets == ["bert.encoder.layer.1.output.dense", "bert.encoder.layer.0.attention.self.query",
+                                  "classifier"]  # fmt: skip
+        assert chosen.ranks == {"bert.encoder.layer.1.output.dense": 6, "bert.encoder.layer.0.attention.self.query": 4,
+                                "classifier": 2}  # fmt: skip
+    wrapped = peft.get_peft_model(_bert(), chosen.config)
+    ranks = {n.split(".lora_A")[0].removeprefix("base_model.model."): p.shape[0]
+             for n, p in wrapped.named_parameters() if ".lora_A." in n}  # fmt: skip
+    assert ranks == chosen.ranks
+    gpt2 = _gpt2()
+    blocks = lora_config(["transformer.h.1"], gpt2, r=4)
+    assert blocks.blocks == [1] and blocks.config.layers_pattern == "h"
+    assert set(blocks.targets) == {"c_attn", "c_proj", "c_fc"}
+    adapted = _trainable_modules(peft.get_peft_model(_gpt2(), blocks.config))
+    assert adapted == {f"transformer.h.1.{m}" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+
+
+def test_bad_lora_requests_are_refused() -> None:
+    model = _vit()
+    with pytest.raises(ValueError, match="not a module of the model PEFT wraps"):
+        lora_config(["encoder.nothing"], model)
+    with pytest.raises(ValueError, match="need a ranking"):
+        lora_config(["classifier"], model, k=1)
+    with pytest.raises(ValueError, match="none of the chosen layers can take"), pytest.warns(UserWarning):
+        lora_config(["vit.layernorm"], model)
+    with pytest.raises(ValueError, match="cannot give each of the 2 targets a rank of 1"):
+        lora_config(LayerScores({"classifier": 1.0, "vit.layers.0.attention.q_proj": 1.0}, "mac"), model, total_rank=1)
