@@ -143,7 +143,7 @@ def test_records_are_checked() -> None:
         register("mac")
     assert get_method("ig") is get_method("internal_influence")
     assert [m.name for m in methods() if m.uses_path] == ["mac", "conductance", "internal_influence"]
-    assert [m.name for m in methods() if not m.needs_loader] == ["random", "uniform", "last"]
+    assert [m.name for m in methods() if not m.needs_loader] == ["random", "uniform", "last", "first"]
 
 
 def test_the_selection_page_lists_every_registered_method() -> None:
@@ -152,3 +152,20 @@ def test_the_selection_page_lists_every_registered_method() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "selection.md").read_text()
     table = page.split("| method | score | data | path |", 1)[1].split("\n\n", 1)[0]
     assert [line.split("`")[1] for line in table.splitlines()[2:]] == names()
+
+
+def test_target_label_attributes_each_images_own_class() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(64, 5)).double()
+    x, labels = _images(0, n=3), torch.tensor([4, 0, 2])
+    scores = rank_layers(model, [(x, labels)], target="label", n_steps=4, seed=1, progress=False)
+    path = MaskAttributionPath(seed=[image_seed(1, i) for i in range(3)])
+    attributions = LayerPathConductance(model, [model[0], model[3]]).attribute(x, target=[4, 0, 2], n_steps=4,
+                                                                               path=path)  # fmt: skip
+    expected = [float(a.abs().flatten(1).mean(1).sum()) for a in attributions]
+    torch.testing.assert_close(list(scores.values()), expected, rtol=1e-10, atol=0)
+    assert scores.config["target"] == "label"
+    with pytest.raises(TypeError, match="target='label' needs .input, label. batches"):
+        rank_layers(model, [(x, x)], target="label", n_steps=2, progress=False)
+    with pytest.raises(ValueError, match="takes no target"):
+        RankSettings(method="gradnorm", target="label")

@@ -260,7 +260,8 @@ def _pending(
     that the checkpoint's samples are the same images.
     """
     selection = Selection(settings.samples_per_group, settings.max_images, {})
-    need_target = settings.method if settings.method_record.needs_ground_truth else None
+    needs_truth = settings.method_record.needs_ground_truth or settings.target == "label"
+    need_target = settings.method if needs_truth else None
     for batch in analysed_batches(batches, group, selection, need_target):
         already = cursor.advance(batch.x)
         mine = shard.owns(batch.number)
@@ -343,7 +344,9 @@ def _context(settings: RankSettings, model: nn.Module, modules: List[nn.Module],
     """What the method's scorer is built from: the target applied to the model, the layers, the path."""
     target, output, keyword = settings.target, settings.output, settings.input_name
     outputs = ReducedModel(model, None, "output", output, keyword)
-    if isinstance(target, str):
+    if target == "label":  # each image's class, from its batch: the scorer sets it
+        forward, index = outputs, None
+    elif isinstance(target, str):
         forward, index = ReducedModel(model, NAMED_TARGETS[target], target, output, keyword), None
     elif callable(target):
         forward, index = ReducedModel(model, target, settings.target_name, output, keyword), None

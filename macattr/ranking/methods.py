@@ -10,7 +10,7 @@ orders the layers without data (``order``: layer names in depth order and a seed
 
 Examples:
     >>> [m.name for m in methods()]
-    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'fisher', 'random', 'uniform', 'last']
+    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'fisher', 'random', 'uniform', 'last', 'first']
     >>> get_method("ig").name  # RAM's IG baseline is internal influence
     'internal_influence'
 """
@@ -122,12 +122,13 @@ def register(method: Method, replace: bool = False) -> Method:
 
     Examples:
         >>> from macattr.ranking.scorers import last_order
-        >>> register(Method("first", "first", "score (first-layers order)",
-        ...                 order=lambda names, seed: last_order(names[::-1], seed)))  # doctest: +ELLIPSIS
-        Method(name='first', ...)
-        >>> get_method("first").needs_loader
+        >>> register(Method("middle_out", "middle out", "middle-out order",
+        ...                 order=lambda names, seed: last_order(names[len(names) // 2:] + names[:len(names) // 2],
+        ...                                                      seed)))  # doctest: +ELLIPSIS
+        Method(name='middle_out', ...)
+        >>> get_method("middle_out").needs_loader
         False
-        >>> unregister("first")
+        >>> unregister("middle_out")
     """
     if not isinstance(method, Method):
         raise TypeError(f"method must be a Method record, got {type(method).__name__}")
@@ -213,6 +214,8 @@ register(Method("random", "random", "random order", order=scorers.random_order, 
 register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,
                 summary="spread evenly through depth (every top k)"))  # fmt: skip
 register(Method("last", "last", "deepest-first order", order=scorers.last_order, summary="the deepest layers first"))
+register(Method("first", "first", "shallowest-first order", order=scorers.first_order,
+                summary="the shallowest layers first"))  # fmt: skip
 
 __all__ = [
     "Method",

@@ -40,6 +40,14 @@ def neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
     return torch.stack(columns, dim=1)
 
 
+def _labels(y: Optional[Tensor]) -> List[int]:
+    """Each image's class from its ground truth, for ``target="label"``."""
+    if y is None or y.dim() != 1 or y.is_floating_point():
+        raise TypeError("target='label' needs (input, label) batches whose labels are class indices (N,), "
+                        f"got {None if y is None else (y.dtype, tuple(y.shape))}")  # fmt: skip
+    return y.tolist()
+
+
 def _sweep_arguments(context: ScoringContext) -> Dict[str, Any]:
     """The arguments of an attribution method's ``attribute`` call that are the same for every batch."""
     settings = context.settings
@@ -75,7 +83,9 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
         path = _seeded(context.path, indices, settings.seed)
-        attributions = conductance.attribute(x, settings.baselines, **common, path=path, rule=settings.rule)
+        target = _labels(y) if settings.target == "label" else common["target"]
+        attributions = conductance.attribute(x, settings.baselines, **{**common, "target": target}, path=path,
+                                             rule=settings.rule)  # fmt: skip
         return neuron_means(attributions, x.shape[0])
 
     return score
@@ -92,7 +102,9 @@ def influence_scorer(context: ScoringContext) -> Scorer:
 
     def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
         path = _seeded(context.path, indices, settings.seed)
-        return neuron_means(influence.attribute(x, settings.baselines, **common, path=path), x.shape[0])
+        target = _labels(y) if settings.target == "label" else common["target"]
+        attributions = influence.attribute(x, settings.baselines, **{**common, "target": target}, path=path)
+        return neuron_means(attributions, x.shape[0])
 
     return score
 
@@ -207,6 +219,16 @@ def uniform_order(names: List[str], seed: int) -> Dict[str, float]:
     return {name: 1.0 - rank_of[index] / count for index, name in enumerate(names)}
 
 
+def first_order(names: List[str], seed: int) -> Dict[str, float]:
+    """The shallowest layers first (``names`` in depth order); ``seed`` plays no part.
+
+    Examples:
+        >>> first_order(["a", "b"], seed=0)
+        {'a': 1.0, 'b': 0.5}
+    """
+    return {name: 1 - index / len(names) for index, name in enumerate(names)}
+
+
 def last_order(names: List[str], seed: int) -> Dict[str, float]:
     """The deepest layers first (``names`` in depth order); ``seed`` plays no part.
 
@@ -220,6 +242,7 @@ def last_order(names: List[str], seed: int) -> Dict[str, float]:
 __all__ = [
     "Scorer",
     "attribution_scorer",
+    "first_order",
     "fisher_scorer",
     "gradnorm_scorer",
     "influence_scorer",

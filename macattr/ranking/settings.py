@@ -33,7 +33,8 @@ class RankSettings:
             is stored as the method's name.
         target: a name in ``macattr.targets.NAMED_TARGETS`` ("gradient_magnitude",
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
-            index or index tuple for classifiers, or a callable reducing the
+            index or index tuple for classifiers, ``"label"`` (each image's own
+            class, from (input, label) batches), or a callable reducing the
             model output (N, ...) to (N,).
         output: what to attribute of a model that returns several tensors (a Hugging Face ``ModelOutput``, a
             dict, a tuple): a key, an index or a function of the output; ``None`` takes a tensor output as it
@@ -116,7 +117,10 @@ class RankSettings:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
         if isinstance(self.target, str):
-            check_choice("target", self.target, sorted(NAMED_TARGETS))
+            check_choice("target", self.target, [*sorted(NAMED_TARGETS), "label"])
+            if self.target == "label" and not self.method_record.uses_path:
+                raise ValueError(f"target='label' picks each image's class logit for an attribution method; "
+                                 f"method={self.method!r} takes no target")  # fmt: skip
         elif isinstance(self.target, tuple) and not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.target
         ):
