@@ -272,11 +272,14 @@ def _rank(args: argparse.Namespace) -> None:
                             "restored degraded images and the clean ones) or a --loader of (input, truth) "
                             "batches")  # fmt: skip
     path, mask = _path(args)
-    settings = RankSettings(
-        args.method, target=args.target, n_steps=args.n_steps, rule=args.rule, path=path, baselines=args.baseline,
-        seed=args.seed, normalize=args.normalize, samples_per_group=args.per_task,
-        internal_batch_size=args.internal_batch_size, **mask,
-    )  # fmt: skip
+    if args.ram_code:
+        settings = _ram_code(args, mask)
+    else:
+        settings = RankSettings(
+            args.method, target=args.target, n_steps=args.n_steps, rule=args.rule, path=path, baselines=args.baseline,
+            seed=args.seed, normalize=args.normalize, samples_per_group=args.per_task,
+            internal_batch_size=args.internal_batch_size, **mask,
+        )  # fmt: skip
     with ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
             held.enter_context(exclusive(args.out, "output file"))
@@ -295,6 +298,19 @@ def _rank(args: argparse.Namespace) -> None:
             finish()
         if main_process:
             _write_ranking(scores, args)
+
+
+def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings:
+    """``--ram-code``: MAC as the RAM authors' code computes it (``RankSettings.ram_code``)."""
+    given = [option for option, value in (("--path", args.path), ("--rule", args.rule != "left"),
+                                          ("--normalize", args.normalize), ("--method", args.method != "mac"),
+                                          ("--patch-size", "patch_size" in mask)) if value]  # fmt: skip
+    if given:
+        raise _CommandError(f"--ram-code sets the method, path, step rule and normalisation itself; drop "
+                            f"{', '.join(given)}")  # fmt: skip
+    return RankSettings.ram_code(args.n_steps, mask.get("mask_ratio", 0.5), mask.get("sharpness", 1e4), args.seed,
+                                 target=args.target, samples_per_group=args.per_task,
+                                 internal_batch_size=args.internal_batch_size)  # fmt: skip
 
 
 def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
@@ -387,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--target", type=_parse_target, default="gradient_magnitude",
                       help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
     rank.add_argument("--n-steps", type=_positive_int, default=200)
+    rank.add_argument("--ram-code", action="store_true",
+                      help="MAC as the RAM authors' code computes it: their grid (stops at 1 - r/N), the right rule, "
+                      "numpy's pixel order, ImageNet normalisation, k rounded down")  # fmt: skip
     rank.add_argument("--rule", choices=list(STEP_RULES), default="left",
                       help="conductance's step rule: left (the paper's Eq. 9), right (the RAM code), "
                       "trapezoid")  # fmt: skip

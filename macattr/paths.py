@@ -251,7 +251,9 @@ class MaskAttributionPath:
             covering all channels), ``"sequence"`` ((N, T, D), tokens covering
             their embedding), ``"volume"`` ((N, C, D, H, W)), or a tuple of
             dimension indices (≥ 1).
-        order: ``"random"`` (default, RAM's path) or an importance map, one
+        order: ``"random"`` (default, RAM's path), ``"numpy"`` (a random reveal
+            order drawn as the RAM authors' code draws it,
+            ``numpy.random.RandomState(seed).permutation(cells)`` per sample) or an importance map, one
             value per position of the masked dimensions, (N, ...) or shared
             (...): cells are revealed from the least to the most important (a
             cell's importance is the mean over its positions), ties in a seeded
@@ -260,6 +262,8 @@ class MaskAttributionPath:
         exclude: boolean (N, cells...) or (cells...): cells that never change
             (always the input) and are not counted among the K cells, such as
             padding tokens (``exclude=attention_mask == 0``).
+        end: where the path's interval ends, in ``(1 − mask_ratio, 1]`` (default
+            1, the whole input; the RAM authors' code stops at ``1 − r / N``).
 
     Examples:
         >>> path = MaskAttributionPath(mask_ratio=0.5, seed=0)
@@ -283,6 +287,7 @@ class MaskAttributionPath:
     order: Union[str, Tensor] = "random"
     descending: bool = False
     exclude: Optional[Tensor] = None
+    end: float = 1.0
 
     def __post_init__(self) -> None:
         check_real("mask_ratio", self.mask_ratio, low=0.0, high=1.0, low_open=True)
@@ -297,8 +302,10 @@ class MaskAttributionPath:
                                        for d in self.mask_dims):  # fmt: skip
             raise ValueError(f"mask_dims must be a layout name or dimension indices >= 1, got {self.mask_dims!r}")
         _tuple_of("patch_size", self.patch_size, len(self._dims_of(None)))
-        if not (isinstance(self.order, str) and self.order == "random") and not isinstance(self.order, Tensor):
-            raise ValueError(f"order must be 'random' or an importance tensor, got {self.order!r}")
+        named = isinstance(self.order, str) and self.order in ("random", "numpy")
+        if not named and not isinstance(self.order, Tensor):
+            raise ValueError(f"order must be 'random', 'numpy' or an importance tensor, got {self.order!r}")
+        check_real("end", self.end, low=1.0 - float(self.mask_ratio), high=1.0, low_open=True)
         if not isinstance(self.descending, bool):
             raise TypeError(f"descending must be True or False, got {self.descending!r}")
         if self.exclude is not None and (not isinstance(self.exclude, Tensor) or self.exclude.dtype != torch.bool):
@@ -317,7 +324,7 @@ class MaskAttributionPath:
                 raise ValueError("thresholds must lie in [0, 1]")
 
     def interval(self) -> Tuple[float, float]:
-        return 1.0 - float(self.mask_ratio), 1.0
+        return 1.0 - float(self.mask_ratio), float(self.end)
 
     def for_images(self, seeds: Sequence[int]) -> MaskAttributionPath:
         """This path with one threshold seed per image (a ranking seeds every image on its own, so that its
@@ -395,12 +402,7 @@ class MaskAttributionPath:
             given = self.thresholds.detach().to(device=x.device, dtype=torch.float64)
             return self._per_sample("thresholds", given, n, cells), None
         excluded = None if self.exclude is None else self._per_sample("exclude", self.exclude.to(x.device), n, cells)
-        generators = self.generators(n)
-        shared = all(g is generators[0] for g in generators)
-        keys = (torch.rand(n, *cells, generator=generators[0], dtype=torch.float64) if shared else
-                torch.cat([torch.rand(1, *cells, generator=g, dtype=torch.float64) for g in generators]))  # fmt: skip
-        keys = keys.to(x.device).flatten(1)
-        ranked = keys.argsort(dim=1).argsort(dim=1)  # cells in a random reveal order
+        ranked = self._reveal_order(n, math.prod(cells)).to(x.device)  # ranked[:, i]: the cell revealed i-th
         if isinstance(self.order, Tensor):
             importance = self._cell_importance(x, dims, patches, cells).flatten(1)
             importance = -importance if self.descending else importance
@@ -416,6 +418,25 @@ class MaskAttributionPath:
         values = ((position - skipped[:, None]).clamp(min=0) / counted.clamp(min=1)[:, None]).to(torch.float64)
         thresholds = torch.empty_like(values).scatter_(1, ranked, values)
         return thresholds.reshape(n, *cells), excluded
+
+    def _reveal_order(self, n: int, count: int) -> Tensor:
+        """A random reveal order of ``count`` cells per sample, int64 (n, count): entry i is the cell revealed
+        i-th."""
+        if isinstance(self.order, str) and self.order == "numpy":  # the RAM code: numpy's permutation is the order
+            if self.seed is None or isinstance(self.seed, numbers.Integral):
+                seed = self.seed if self.seed is not None else int(torch.randint(0, 2**31, ()).item())
+                state = np.random.RandomState(int(seed) % 2**32)
+                orders = [state.permutation(count) for _ in range(n)]
+            else:
+                if len(self.seed) != n:
+                    raise ValueError(f"seed must hold one seed per sample ({n}), got {len(self.seed)}")
+                orders = [np.random.RandomState(int(s) % 2**32).permutation(count) for s in self.seed]
+            return torch.from_numpy(np.stack(orders).astype(np.int64))
+        generators = self.generators(n)
+        shared = all(g is generators[0] for g in generators)
+        keys = (torch.rand(n, count, generator=generators[0], dtype=torch.float64) if shared else
+                torch.cat([torch.rand(1, count, generator=g, dtype=torch.float64) for g in generators]))  # fmt: skip
+        return keys.argsort(dim=1).argsort(dim=1)
 
     def _cell_importance(self, x: Tensor, dims: Tuple[int, ...], patches: Tuple[int, ...],
                          cells: Tuple[int, ...]) -> Tensor:  # fmt: skip

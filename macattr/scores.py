@@ -41,21 +41,25 @@ def _parameter_budget(k: Union[int, float], total: int) -> int:
     return k if isinstance(k, int) else int(k * total + 1e-9)
 
 
-def resolve_k(k: Union[int, float], n_layers: int) -> int:
+def resolve_k(k: Union[int, float], n_layers: int, rounding: str = "up") -> int:
     """How many layers ``k`` selects out of ``n_layers``.
 
-    A float in (0, 1] is a fraction, rounded up (at least one layer); an int in
-    [1, n_layers] is a count.
+    A float in (0, 1] is a fraction, rounded up (at least one layer; ``rounding="down"`` rounds down, as the
+    RAM authors' code does, still at least one); an int in [1, n_layers] is a count.
 
     Examples:
-        >>> resolve_k(0.1, 176), resolve_k(0.3, 10), resolve_k(3, 10)
-        (18, 3, 3)
+        >>> resolve_k(0.1, 176), resolve_k(0.3, 10), resolve_k(3, 10), resolve_k(0.1, 263, "down")
+        (18, 3, 3, 26)
     """
     k = check_k(k)
+    if rounding not in ("up", "down"):
+        raise ValueError(f"rounding must be 'up' or 'down', got {rounding!r}")
     if isinstance(k, int):
         if k > n_layers:
             raise ValueError(f"k must be a count in [1, {n_layers}] (the number of candidate layers), got {k}")
         return k
+    if rounding == "down":
+        return max(1, math.floor(k * n_layers + 1e-9))
     return max(1, math.ceil(k * n_layers - 1e-9))
 
 
@@ -157,8 +161,9 @@ class LayerScores(Mapping[str, float]):
         methods train about the same share. The counts come from ``model`` when given, else from the ones
         recorded with the scores.
         """
-        if budget == "layers":
-            return [name for name, _ in self.ranked()[: resolve_k(k, len(self))]]
+        if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
+            count = resolve_k(k, len(self), self.config.get("k_rounding", "up"))
+            return [name for name, _ in self.ranked()[:count]]
         if budget != "parameters":
             raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
         sizes, total = self._counts(model)

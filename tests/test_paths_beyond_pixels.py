@@ -238,7 +238,7 @@ def test_a_users_own_path_runs_through_the_same_engine() -> None:
 def test_bad_order_descending_and_exclude_are_refused_by_name() -> None:
     x = torch.rand(2, 3, 8, 8)
     half = torch.tensor([0.5], dtype=torch.float64)
-    with pytest.raises(ValueError, match="order must be 'random' or an importance tensor"):
+    with pytest.raises(ValueError, match="order must be 'random', 'numpy' or an importance tensor"):
         MaskAttributionPath(order="importance")
     with pytest.raises(TypeError, match="descending must be True or False"):
         MaskAttributionPath(order=torch.rand(2, 8, 8), descending="yes")

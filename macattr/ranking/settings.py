@@ -70,6 +70,8 @@ class RankSettings:
         train_mode: run the model in train mode (BatchNorm statistics of the
             batch, dropout on); the default runs it in eval mode. Either way the
             model's modes and buffers are restored afterwards.
+        k_rounding: how the scores' ``top_k`` rounds a fraction of the layers: "up" (at least one, the default)
+            or "down" (the RAM authors' code: 26 of 263 layers at k = 0.1); recorded in the scores.
 
     Examples:
         >>> settings = RankSettings(n_steps=50, seed=3)
@@ -101,6 +103,7 @@ class RankSettings:
     max_images: Optional[int] = None
     internal_batch_size: Optional[int] = None
     train_mode: bool = False
+    k_rounding: str = "up"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", get_method(self.method).name)  # an alias is stored as the name
@@ -140,6 +143,7 @@ class RankSettings:
             raise TypeError(f"baselines must be a number or a tensor, got {type(self.baselines).__name__}")
         if not isinstance(self.train_mode, bool):
             raise TypeError(f"train_mode must be True or False, got {self.train_mode!r}")
+        check_choice("k_rounding", self.k_rounding, ["up", "down"])
 
     def _check_path(self) -> None:
         """The path and the mask options fit the method: one way to give the path, a path type it takes."""
@@ -186,6 +190,30 @@ class RankSettings:
     def method_record(self) -> Method:
         """The registered [`Method`][macattr.ranking.methods.Method] of these settings."""
         return get_method(self.method)
+
+    @classmethod
+    def ram_code(cls, n_steps: int = 200, mask_ratio: float = 0.5, sharpness: float = 1e4, seed: int = 0,
+                 **settings: Any) -> RankSettings:  # fmt: skip
+        """MAC as the RAM authors' analysis code computes it, for comparing with their numbers.
+
+        Their grid is ``α_j = 1 − r + j r / N`` for j = 0 … N − 1: N points that stop at ``1 − r / N`` and never
+        reach the whole image, here N − 1 intervals of a mask path that ends there (``n_steps`` of the record is
+        N − 1). Each step takes the gradient at its end (``rule="right"``), the pixel order of each image is
+        ``numpy.random.RandomState(s).permutation`` with the image's seed ``s`` (``order="numpy"``), the images
+        are normalised with ImageNet's mean and standard deviation before the path (their zero baseline is the
+        mean colour), and ``top_k`` rounds a fraction of the layers down. They hook every module that owns
+        parameters, which are macattr's default candidates; they take one image and one grid point per pass,
+        which changes no number. ``settings`` are other fields (``target``, ``samples_per_group``, ...).
+
+        Examples:
+            >>> authors = RankSettings.ram_code(n_steps=16)
+            >>> authors.n_steps, authors.rule, authors.integration_path().interval()
+            (15, 'right', (0.5, 0.96875))
+        """
+        check_int("n_steps", n_steps, 2)
+        path = MaskAttributionPath(mask_ratio, sharpness, order="numpy", end=1.0 - mask_ratio / n_steps)
+        return cls("mac", n_steps=n_steps - 1, rule="right", path=path, normalize="imagenet", seed=seed,
+                   k_rounding="down", **settings)  # fmt: skip
 
     @classmethod
     def from_options(cls, method: Optional[str], settings: Optional[RankSettings],
@@ -252,6 +280,8 @@ class RankSettings:
             config["rule"] = self.rule
         config.update(seed=self.seed, samples_per_group=self.samples_per_group, max_images=self.max_images,
                       train_mode=self.train_mode)  # fmt: skip
+        if self.k_rounding != "up":
+            config["k_rounding"] = self.k_rounding
         return config
 
 
