@@ -105,4 +105,4 @@ def test_the_command_ranks_in_the_authors_mode(tmp_path, monkeypatch, capsys) ->
     config = json.loads((tmp_path / "scores.json").read_text())["config"]
     assert config["rule"] == "right" and config["n_steps"] == 7 and config["normalize"][0] == [0.485, 0.456, 0.406]
     assert main([*common, "--ram-code", "--rule", "trapezoid"]) == 2
-    assert "--ram-code sets the method, path, step rule and normalisation itself; drop --rule" in capsys.readouterr().err
+    assert "normalisation itself; drop --rule" in capsys.readouterr().err
