@@ -1,13 +1,16 @@
-"""The networks the benchmark measures: DnCNN-style, SwinIR-style (macattr.restoration's), ResNet-18-like."""
+"""The networks the benchmarks measure: DnCNN-style, SwinIR-style (macattr.restoration's), ResNet-18-like, the
+demo network pre-trained, the RAM example's ``medium`` networks and Hugging Face's Swin2SR."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from macattr.restoration.networks import SwinIRStyle
+from macattr.weights import load_weights
 
 
 def dncnn(channels: int = 64, depth: int = 17) -> nn.Module:
@@ -75,3 +78,36 @@ NETWORKS: Dict[str, Tuple[Callable[[bool], nn.Module], str]] = {
     "swinir-small": (lambda quick: SwinIRStyle(dim=30, depths=(2, 2), heads=3), "image"),
     "resnet18": (lambda quick: resnet18(16 if quick else 64), "class"),
 }
+
+
+def pretrained_demo(folder: Path) -> nn.Module:
+    """The demo network with the demo's mask pre-training (300 steps), trained once into ``folder`` and reused."""
+    from macattr.restoration.demo import demo_network, run_demo
+
+    weights = Path(folder) / "model.pt"
+    if not weights.is_file():
+        run_demo(folder, n_steps=1, progress=False)
+    return load_weights(demo_network(), weights).eval()
+
+
+def ram_medium(arch: str, weights: Optional[Path]) -> nn.Module:
+    """The RAM example's ``medium`` network ``arch`` ("swinir": 121 layers, "promptir"), with the mask
+    pre-trained ``weights`` of ``python -m examples.ram analyze --preset medium`` (OUT/pretrain/model.pt), or
+    random weights (seed 0) without them."""
+    from examples.ram.presets import PRESETS
+    from macattr.restoration.networks import ARCHITECTURES
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES[arch](**PRESETS["medium"].architectures[arch].network)
+    return (load_weights(model, weights) if weights is not None else model).eval()
+
+
+def swin2sr(seed: int = 0) -> nn.Module:
+    """Hugging Face's Swin2SR (transformers), random weights, denoising size: embed dim 30, 2 stages of 2 blocks,
+    window 4, no upsampling (54 candidate layers); its output is ``.reconstruction``."""
+    from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+
+    torch.manual_seed(seed)
+    config = Swin2SRConfig(image_size=32, embed_dim=30, depths=[2, 2], num_heads=[3, 3], window_size=4, upscale=1,
+                           upsampler="", num_channels=3)  # fmt: skip
+    return Swin2SRForImageSuperResolution(config).eval()

@@ -32,6 +32,8 @@ _WHERE = {
     "RankSettings": "macattr.ranking",
     "rank_layers": "macattr.ranking",
     "select_top_k": "macattr.ranking",
+    "UntilStable": "macattr.ranking",
+    "check_steps": "macattr.ranking.step_check",
     "candidate_layers": "macattr.layers",
     "execution_order": "macattr.layers",
     "TrainableLayers": "macattr.finetune",
@@ -53,7 +55,9 @@ __all__ = [
     "RankSettings",
     "ScoreSum",
     "TrainableLayers",
+    "UntilStable",
     "candidate_layers",
+    "check_steps",
     "execution_order",
     "freeze_except",
     "paths",
@@ -74,7 +78,8 @@ if TYPE_CHECKING:
     from macattr.layers import candidate_layers, execution_order
     from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
     from macattr.plots import plot_comparison, plot_layer_importance
-    from macattr.ranking import RankSettings, rank_layers, select_top_k
+    from macattr.ranking import RankSettings, UntilStable, rank_layers, select_top_k
+    from macattr.ranking.step_check import check_steps
     from macattr.scores import LayerScores, resolve_k
 
 

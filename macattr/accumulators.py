@@ -13,7 +13,7 @@ example one that ran in another process or on another part of the data).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import torch
@@ -148,48 +148,72 @@ class GradientSum:
 
 
 class ScoreSum:
-    """Per-layer sums of per-image scores, in float64.
+    """Per-layer sums of per-image scores, in float64, and every image's own scores (for the confidence of a
+    ranking).
 
-    ``update(per_image)`` adds a (B, L) tensor of scores for B images;
-    ``compute()`` gives name → sum; ``merge`` adds another ``ScoreSum`` (from
-    another process or shard); ``state_dict``/``load_state_dict`` round-trip
+    ``update(per_image, indices, groups)`` adds a (B, L) tensor of scores for B images, with their indices among
+    the analysed images (default: the next B) and their group labels; ``compute()`` gives name → sum; ``merge``
+    adds another ``ScoreSum`` (from another process or shard; the images must differ); ``rows()`` gives the
+    per-image scores (images, L) in index order and their groups; ``state_dict``/``load_state_dict`` round-trip
     through JSON.
 
     Examples:
         >>> total = ScoreSum(["conv1", "conv2"])
-        >>> total.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        >>> total.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), groups=["noise", "blur"])
         >>> total.compute(), total.images
         ({'conv1': 4.0, 'conv2': 6.0}, 2)
+        >>> total.rows()
+        (array([[1., 2.],
+               [3., 4.]]), ['noise', 'blur'])
     """
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
         self.sums = np.zeros(len(self.names), dtype=np.float64)
         self.images = 0
+        self.per_image: Dict[int, Tuple[str, List[float]]] = {}
 
-    def update(self, per_image: Tensor) -> None:
+    def update(self, per_image: Tensor, indices: Optional[Sequence[int]] = None,
+               groups: Optional[Sequence[Any]] = None) -> None:  # fmt: skip
         if per_image.dim() != 2 or per_image.shape[1] != len(self.names):
             raise ValueError(f"per_image must have shape (B, {len(self.names)}), got {tuple(per_image.shape)}")
-        self.sums += per_image.detach().double().sum(0).cpu().numpy()
-        self.images += per_image.shape[0]
+        values = per_image.detach().double().cpu().numpy()
+        indices = list(range(self.images, self.images + len(values))) if indices is None else list(indices)
+        groups = [""] * len(values) if groups is None else [str(g) for g in groups]
+        if len(indices) != len(values) or len(groups) != len(values):
+            raise ValueError(f"indices and groups must give one entry per image ({len(values)})")
+        self.sums += values.sum(0)
+        self.images += len(values)
+        self.per_image.update({int(i): (g, row.tolist()) for i, g, row in zip(indices, groups, values)})
 
     def merge(self, other: ScoreSum) -> None:
         if other.names != self.names:
             raise ValueError("ScoreSum.merge needs the same layers in the same order")
+        if self.per_image.keys() & other.per_image.keys():
+            raise ValueError("ScoreSum.merge needs sums over different images")
         self.sums += other.sums
         self.images += other.images
+        self.per_image.update(other.per_image)
 
     def compute(self) -> Dict[str, float]:
         return dict(zip(self.names, self.sums.tolist()))
 
+    def rows(self) -> Tuple[np.ndarray, List[str]]:
+        """The per-image scores (images, L) float64 in the order of the images' indices, and their groups."""
+        order = sorted(self.per_image)
+        values = np.array([self.per_image[i][1] for i in order], dtype=np.float64).reshape(len(order), len(self.names))
+        return values, [self.per_image[i][0] for i in order]
+
     def state_dict(self) -> Dict[str, Any]:
-        return {"names": self.names, "sums": self.sums.tolist(), "images": self.images}
+        rows = [[index, group, scores] for index, (group, scores) in sorted(self.per_image.items())]
+        return {"names": self.names, "sums": self.sums.tolist(), "images": self.images, "per_image": rows}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:
             raise ValueError("the checkpoint was written for other layers")
         self.sums = np.asarray(state["sums"], dtype=np.float64)
         self.images = int(state["images"])
+        self.per_image = {int(i): (str(g), list(map(float, row))) for i, g, row in state.get("per_image", [])}
 
 
 __all__ = [

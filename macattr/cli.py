@@ -21,6 +21,7 @@ import os
 import sys
 import traceback
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -28,6 +29,7 @@ import torch
 
 from macattr import __version__
 from macattr.accumulators import STEP_RULES
+from macattr.confidence import Confidence
 from macattr.files import FileInUse, exclusive
 from macattr.layers import candidate_layers
 from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
@@ -36,7 +38,8 @@ from macattr.ranking import rank_layers
 from macattr.ranking.distributed import RankFailed, finish, init_from_environment, is_main_process
 from macattr.ranking.methods import get_method, methods
 from macattr.ranking.methods import names as method_names
-from macattr.ranking.settings import NORMALIZATIONS, RankSettings
+from macattr.ranking.settings import NORMALIZATIONS, RankSettings, UntilStable
+from macattr.ranking.step_check import check_steps
 from macattr.restoration.data import degraded_batches
 from macattr.restoration.degradations import STAND_IN_TASKS, parse_task
 from macattr.restoration.images import center_crop, image_files, read_image
@@ -80,6 +83,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
     if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    """ "0.95" → 0.95, a probability in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1), got {text!r}")
     return value
 
 
@@ -280,6 +294,8 @@ def _rank(args: argparse.Namespace) -> None:
             seed=args.seed, normalize=args.normalize, samples_per_group=args.per_task,
             internal_batch_size=args.internal_batch_size, **mask,
         )  # fmt: skip
+    if args.until_stable is not None:
+        settings = replace(settings, until_stable=UntilStable(args.until_stable, args.k, args.budget))
     with ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
             held.enter_context(exclusive(args.out, "output file"))
@@ -290,14 +306,28 @@ def _rank(args: argparse.Namespace) -> None:
             resolve_k(args.k, len(candidate_layers(model)))
         batches = _batches(args)
         device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
+        group = "task" if args.per_task or args.degrade else None
         try:
-            scores = rank_layers(model, batches, settings=settings, group="task" if args.per_task else None,
-                                 device=device, progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
+            if args.check_steps:
+                _check_steps(model, batches, settings, args, group, device)
+            scores = rank_layers(model, batches, settings=settings, group=group, device=device,
+                                 progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
         finally:
             main_process = is_main_process()
             finish()
         if main_process:
             _write_ranking(scores, args)
+
+
+def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettings, args: argparse.Namespace,
+                 group: Optional[str], device: Optional[torch.device]) -> None:  # fmt: skip
+    """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
+    if not settings.method_record.step_rule:
+        raise _CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
+    check = check_steps(model, batches, settings, args.k, images=4, warn=False, group=group, device=device)
+    advice = "" if check.enough else "; raise --n-steps or use --rule trapezoid"
+    if is_main_process():
+        print(f"check of N: {check.summary()}{advice}")
 
 
 def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings:
@@ -316,14 +346,25 @@ def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings
 def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
     """The scores file, RAM's files, and the top k on stdout with the share of parameters they train."""
     top = scores.top_k(args.k, args.budget)
-    scores.save(args.out)
+    sure = _confidence(scores, args)
+    scores.save(args.out, sure)
     if args.ram_files:
         write_ram_files(scores, args.ram_files)
     print(f"{scores.method}: {scores.images} images, {len(scores)} layers; top {len(top)} (k={args.k} of the "
           f"{args.budget}), {100 * scores.share(top):.1f} % of the parameters:")  # fmt: skip
     for rank, name in enumerate(top, start=1):
-        print(f"  {rank:2d}. {name}  {scores[name]:.4g}")
+        shown = "" if sure is None else (f"  P(top k) {sure.in_top_k[name]:.2f}, 95 % interval "
+                                         f"[{sure.low[name]:.4g}, {sure.high[name]:.4g}]")  # fmt: skip
+        print(f"  {rank:2d}. {name}  {scores[name]:.4g}{shown}")
+    print(sure.summary() if sure is not None else "confidence: not computed (needs 2 images in every group)")
     print(f"wrote {args.out}")
+
+
+def _confidence(scores: LayerScores, args: argparse.Namespace) -> Optional[Confidence]:
+    """The bootstrap's confidence in the top k, or None where the ranking has too few images for one."""
+    if scores.per_image is None or min(scores.groups.count(g) for g in set(scores.groups)) < 2:
+        return None
+    return scores.confidence(args.k, args.budget, seed=args.seed)
 
 
 def _plot(args: argparse.Namespace) -> None:
@@ -424,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--device", help="cpu, cuda, cuda:1, ... (under torchrun on GPUs: cuda:LOCAL_RANK)")
     rank.add_argument("--backend", choices=["nccl", "gloo"], help="under torchrun (default: NCCL on CUDA, Gloo on CPU)")
     rank.add_argument("--internal-batch-size", type=_positive_int)
+    rank.add_argument("--until-stable", type=_probability, metavar="P",
+                      help="add images (per task, in passes) until the bootstrap probability that the top k stays "
+                      "the same reaches P, e.g. 0.95; every image otherwise")  # fmt: skip
+    rank.add_argument(
+        "--check-steps",
+        action="store_true",
+        help="first compare the top k at N and N/2 on 4 images, and say whether N is large enough",
+    )
     rank.add_argument("--checkpoint", help="resume file, updated after every image")
     rank.add_argument("--ram-files", help="also write RAM's filter_*.txt into this folder")
     rank.add_argument("--no-progress", action="store_true")

@@ -294,13 +294,18 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
             ax.axvspan(first - 0.5, last + 0.5, color="0.92", lw=0, zorder=0)
     x = np.arange(count)
     size = 14 if count <= 60 else 6
-    handles = []
+    handles, with_bars = [], False
     for index, (scores, top) in enumerate(zip(sets, marked)):
         colour = _PALETTE[index % len(_PALETTE)]
         y = np.array([scores.get(n, np.nan) for n in names], dtype=float)
-        if several:
-            y = y / (np.nanmax(y) or 1.0)
+        scale = (np.nanmax(y) or 1.0) if several else 1.0
+        y = y / scale
         base = np.nanmin(y[y > 0]) / 2 if log else 0.0
+        bars = _intervals(scores, names)
+        with_bars |= bars is not None
+        if bars is not None:
+            ax.errorbar(x, y, yerr=np.abs(bars / scale - y), fmt="none", ecolor=colour, elinewidth=0.7, capsize=1.5,
+                        alpha=0.7, zorder=2)  # fmt: skip
         ax.vlines(x, base, y, color=colour, lw=0.9 if count <= 60 else 0.5, alpha=0.5 if several else 0.8, zorder=2)
         ax.scatter(x, y, s=size, color=colour, zorder=3, label=describe(scores))
         handles.append(Line2D([], [], color=colour, marker="o", lw=0.9, label=describe(scores)))
@@ -316,7 +321,8 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     ax.set_xlim(-1, count)
     if count <= 40:
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("depth (order in which the layers run)")
+    ax.set_xlabel("depth (order in which the layers run)" + ("; bars: 95 % bootstrap intervals over the images"
+                                                              if with_bars else ""))  # fmt: skip
     label = "score / highest score of its method" if several else score_label(sets[0])
     ax.set_ylabel(textwrap.fill(label, 32))  # two short lines fit the profile's height
     if several:
@@ -332,6 +338,18 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     label = title or (f"{describe(sets[0])} layer importance by depth" if not several else "layer importance by depth")
     ax.set_title(label + ("; shaded: alternate residual groups" if len(_group_spans(names)) > 2 else ""))
     return fig
+
+
+def _intervals(scores: LayerScores, names: List[str]) -> Optional[np.ndarray]:
+    """(2, layers) the 95 % bootstrap intervals of the scores over their images, in ``names`` order (NaN for a
+    layer they lack); None without per-image scores or with a group of one image."""
+    from macattr.confidence import score_intervals
+
+    if scores.per_image is None or min(scores.groups.count(g) for g in set(scores.groups)) < 2:
+        return None
+    low, high = score_intervals(scores.per_image, scores.groups)
+    where = {name: i for i, name in enumerate(scores.names)}
+    return np.array([[bound[where[n]] if n in where else np.nan for n in names] for bound in (low, high)])
 
 
 KINDS: Dict[str, Callable[..., Figure]] = {"profile": _profile, "heatmap": _heatmap, "bar": _bars}

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from macattr.confidence import Confidence, bootstrap_selection
 from macattr.files import PathLike, write_text_atomic
 
 
@@ -76,6 +77,10 @@ class LayerScores(Mapping[str, float]):
     ``model_parameters`` (the model's trainable parameter elements) let a selection be budgeted and reported in
     parameters; ``rank_layers`` records both.
 
+    ``per_image`` (images, layers) float64, in depth order, holds each analysed image's own scores (they sum to
+    the scores) and ``groups`` each image's group label (``""`` without groups); ``rank_layers`` keeps both, and
+    [`confidence()`][macattr.scores.LayerScores.confidence] resamples them to say how sure the top k is.
+
     Examples:
         >>> scores = LayerScores({"head": 0.2, "body.0": 0.9, "tail": 0.5}, "mac", images=4,
         ...                      parameters={"head": 10, "body.0": 80, "tail": 10}, model_parameters=100)
@@ -94,6 +99,8 @@ class LayerScores(Mapping[str, float]):
         skipped: Optional[Mapping[str, str]] = None,
         parameters: Optional[Mapping[str, int]] = None,
         model_parameters: Optional[int] = None,
+        per_image: Optional[Any] = None,
+        groups: Optional[Sequence[str]] = None,
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
@@ -112,6 +119,7 @@ class LayerScores(Mapping[str, float]):
             missing = [name for name in values if name not in self.parameters]
             if missing or self.model_parameters is None or self.model_parameters < max(self.parameters.values()):
                 raise ValueError("parameters must give every layer's count, and model_parameters at least each one")
+        self.per_image, self.groups = _per_image_rows(per_image, groups, list(values.values()))
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -178,6 +186,34 @@ class LayerScores(Mapping[str, float]):
                              f"{min(sizes[n] for n in self.names):,}; pass a larger k")  # fmt: skip
         return chosen
 
+    def confidence(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
+                   resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Confidence:  # fmt: skip
+        """How sure the top ``k`` is: a bootstrap over the analysed images, within their groups.
+
+        Each resample draws every group's images again with replacement, sums the per-image scores and selects
+        with [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget`` and ``model``). Returns a
+        [`Confidence`][macattr.confidence.Confidence]: per layer a ``level`` score interval and its probability
+        of being in the top k, the probability that the top k stays the same, and the expected overlap with
+        the top k of a rerun on new images. Needs the per-image scores (``rank_layers`` keeps them) and two
+        images in every group.
+
+        Examples:
+            >>> scores = LayerScores({"a": 6.0, "b": 2.0}, "mac", images=2, per_image=[[3.0, 1.0], [3.0, 1.0]])
+            >>> scores.confidence(k=1, resamples=10).same_top_k
+            1.0
+        """
+        if self.per_image is None:
+            raise ValueError("these scores hold no per-image scores: rank_layers keeps them (and save() writes "
+                             "them); scores built without them cannot be bootstrapped")  # fmt: skip
+        self.top_k(k, budget, model)  # k and budget checked once, before the resamples
+
+        def select(values: np.ndarray) -> List[str]:
+            again = LayerScores(dict(zip(self.names, values.tolist())), self.method, self.config,
+                                parameters=self.parameters, model_parameters=self.model_parameters)  # fmt: skip
+            return again.top_k(k, budget, model)
+
+        return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget)
+
     def share(self, names: Sequence[str], model: Optional[Any] = None) -> float:
         """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1] (a
         parameter shared by two layers, such as tied embeddings, counts for each)."""
@@ -205,7 +241,8 @@ class LayerScores(Mapping[str, float]):
     # files ------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON document: method, config, images, and layers sorted by score descending."""
+        """The JSON document: method, config, images, layers sorted by score descending, and the per-image scores
+        (rows of images, columns in depth order) with their groups when they are kept."""
         order = {name: index for index, name in enumerate(self._scores)}
         return {
             "method": self.method,
@@ -216,11 +253,19 @@ class LayerScores(Mapping[str, float]):
                        for n, s in self.ranked()],
             "skipped": self.skipped,
             **({} if self.model_parameters is None else {"model_parameters": self.model_parameters}),
+            **({} if self.per_image is None else
+               {"per_image": {"groups": self.groups, "scores": self.per_image.tolist()}}),
         }  # fmt: skip
 
-    def save(self, path: PathLike) -> Path:
-        """Write the JSON document atomically."""
-        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: PathLike, confidence: Optional[Confidence] = None) -> Path:
+        """Write the JSON document atomically, with ``confidence`` (from
+        [`confidence()`][macattr.scores.LayerScores.confidence]) as its ``confidence`` entry when given."""
+        if confidence is not None and not isinstance(confidence, Confidence):
+            raise TypeError(f"confidence must be a Confidence, got {type(confidence).__name__}")
+        if confidence is not None and confidence.names != self.names:
+            raise ValueError("confidence was computed for other layers than these scores'")
+        document = self.to_dict() | ({} if confidence is None else {"confidence": confidence.to_dict()})
+        return write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> LayerScores:
@@ -229,9 +274,11 @@ class LayerScores(Mapping[str, float]):
             scores = {entry["name"]: entry["score"] for entry in layers}
             counted = all("parameters" in entry for entry in layers) and "model_parameters" in document
             counts = {entry["name"]: entry["parameters"] for entry in layers} if counted else None
+            rows = document.get("per_image")
             return cls(
                 scores, document["method"], document.get("config", {}), document.get("images", 0),
                 document.get("skipped", {}), counts, document.get("model_parameters") if counted else None,
+                None if rows is None else rows["scores"], None if rows is None else rows["groups"],
             )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a LayerScores document (needs method and layers[name, score]): {error}") from None
@@ -315,6 +362,27 @@ class LayerScores(Mapping[str, float]):
         mine = LayerScores({n: self[n] for n in common}, self.method).top_k(k)
         theirs = LayerScores({n: other[n] for n in common}, other.method).top_k(k)
         return len(set(mine) & set(theirs)) / len(set(mine) | set(theirs))
+
+
+def _per_image_rows(
+    rows: Optional[Any], groups: Optional[Sequence[str]], totals: List[float]
+) -> Tuple[Optional[np.ndarray], Optional[List[str]]]:
+    """``rows`` as an (images, layers) float64 array whose columns sum to ``totals``, and one group per row."""
+    if rows is None:
+        if groups is not None:
+            raise ValueError("groups label the rows of per_image; pass per_image with them")
+        return None, None
+    values = np.asarray(rows, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(totals) or values.shape[0] == 0:
+        raise ValueError(f"per_image must have shape (images, {len(totals)}), got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("per_image must be finite")
+    if not np.allclose(values.sum(0), totals, rtol=1e-6, atol=1e-12 * max(1.0, np.abs(values).max())):
+        raise ValueError("per_image must sum to the scores, layer by layer (the rows belong to other scores)")
+    labels = [""] * len(values) if groups is None else [str(g) for g in groups]
+    if len(labels) != len(values):
+        raise ValueError(f"groups must label each of the {len(values)} rows of per_image, got {len(labels)}")
+    return values, labels
 
 
 @dataclass

@@ -65,8 +65,10 @@ def authors_loop(model: nn.Module, image: torch.Tensor, n: int, ratio: float, sh
 
 @pytest.mark.parametrize(
     "build",
-    [lambda: SwinIRStyle(dim=8, depths=(1, 1), heads=2, window=4),
-     lambda: PromptIRStyle(dim=8, blocks=(1, 1, 1), heads=(1, 1, 2))],  # fmt: skip
+    [
+        lambda: SwinIRStyle(dim=8, depths=(1, 1), heads=2, window=4),
+        lambda: PromptIRStyle(dim=8, blocks=(1, 1, 1), heads=(1, 1, 2)),
+    ],  # fmt: skip
     ids=["swinir", "promptir"],
 )
 def test_the_authors_mode_gives_their_loops_numbers(build) -> None:

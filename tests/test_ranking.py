@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -328,16 +329,19 @@ def test_score_sums_merge_across_shards_like_one_run() -> None:
 
     per_image = torch.rand(6, 3, dtype=torch.float64)
     whole, first, second = ScoreSum(["a", "b", "c"]), ScoreSum(["a", "b", "c"]), ScoreSum(["a", "b", "c"])
-    whole.update(per_image)
-    first.update(per_image[:2])
-    second.update(per_image[2:])
+    whole.update(per_image, groups="xxyyzz")
+    first.update(per_image[:2], groups="xx")
+    second.update(per_image[2:], indices=range(2, 6), groups="yyzz")  # a shard numbers its images as the stream does
     first.merge(second)
     assert first.images == whole.images == 6
     for name in "abc":
         assert first.compute()[name] == pytest.approx(whole.compute()[name], rel=1e-12)
+    assert np.array_equal(first.rows()[0], whole.rows()[0]) and first.rows()[1] == list("xxyyzz")
     restored = ScoreSum(["a", "b", "c"])
     restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
-    assert restored.compute() == first.compute()
+    assert restored.compute() == first.compute() and np.array_equal(restored.rows()[0], per_image.numpy())
+    with pytest.raises(ValueError, match="different images"):
+        first.merge(second)
     with pytest.raises(ValueError, match="same layers"):
         first.merge(ScoreSum(["a", "b"]))
     with pytest.raises(ValueError, match=r"shape \(B, 3\)"):

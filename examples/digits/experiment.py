@@ -46,7 +46,7 @@ class Settings:
     seeds: int = 5
     train_images: int = 300  # of each shifted task
     pretrain_epochs: int = 30
-    finetune_epochs: int = 15
+    finetune_epochs: int = 40
     budget: float = 0.15  # share of the network's parameters whose layers LoRA adapts
     rank: int = 4
     lr: float = 3e-3

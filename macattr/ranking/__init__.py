@@ -12,6 +12,7 @@ walk ([`macattr.ranking.batches`][macattr.ranking.batches]), the scorers
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -29,16 +30,16 @@ from macattr.accumulators import ScoreSum
 from macattr.files import PathLike, exclusive
 from macattr.finetune import parameter_counts
 from macattr.layers import LayerSpecs, candidate_layers, execution_order
-from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair
+from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair, fingerprint
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import Scorer
-from macattr.ranking.settings import RankSettings
+from macattr.ranking.settings import RankSettings, UntilStable
 from macattr.scores import LayerScores, check_k, resolve_k
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
-__all__ = ["RankSettings", "rank_layers", "select_top_k"]
+__all__ = ["RankSettings", "UntilStable", "rank_layers", "select_top_k"]
 
 
 def rank_layers(
@@ -117,6 +118,8 @@ def rank_layers(
     if settings.method_record.needs_loader:
         check_autograd_usable(model.modules())
     batches = _nonempty(loader, settings.method)
+    if settings.until_stable is not None:
+        _check_passes(batches, checkpoint, shard)
     with (
         ExitStack() as held,
         _on_device(model, device),
@@ -129,21 +132,77 @@ def rank_layers(
         scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard))
         if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
             return _counted(scoring, counts)
-        # a finished checkpoint still reads the loader: its images are checked against the checkpoint's
-        scoring.run(group, shard, progress)
+        if settings.until_stable is None:  # a finished checkpoint still reads the loader: its images are checked
+            scoring.run(group, shard, progress, Selection(settings.samples_per_group, settings.max_images))
+            return _counted(_scores_of(scoring, shard), counts)
+        return _until_stable(scoring, batches, group, shard, progress, counts)
+
+
+def _check_passes(batches: Iterable[Any], checkpoint: Optional[PathLike], shard: Shard) -> None:
+    """``until_stable`` reads the loader once per pass, in one process, without a checkpoint."""
+    if iter(batches) is batches:
+        raise TypeError("until_stable reads the loader once per pass; pass one that can be iterated again (a list, "
+                        "a DataLoader), not an iterator or generator")  # fmt: skip
+    if checkpoint is not None:
+        raise ValueError("until_stable does not resume from a checkpoint; pass checkpoint=None, or a fixed number of "
+                         "images (samples_per_group, max_images) with the checkpoint")  # fmt: skip
+    if shard.world > 1:
+        raise ValueError("until_stable runs in one process; under torch.distributed pass distributed=False, or a "
+                         "fixed number of images (samples_per_group, max_images)")  # fmt: skip
+
+
+def _scores_of(scoring: _Scoring, shard: Shard, stopped: Optional[Dict[str, Any]] = None) -> LayerScores:
+    """The scores summed so far (over every process), with their per-image rows; ``stopped`` goes into the
+    config."""
     shard.combine(scoring.total)
     if scoring.total.images == 0:
         raise ValueError("the loader yielded no images to rank")
-    scores = LayerScores(scoring.total.compute(), settings.method, scoring.config, scoring.total.images,
-                         scoring.skipped)  # fmt: skip
-    return _counted(scores, counts)
+    rows, groups = scoring.total.rows()
+    complete = len(rows) == scoring.total.images  # a checkpoint written without per-image scores lacks some
+    config = scoring.config if stopped is None else {**scoring.config, "stopped": stopped}
+    return LayerScores(scoring.total.compute(), scoring.settings.method, config, scoring.total.images,
+                       scoring.skipped, per_image=rows if complete else None,
+                       groups=groups if complete else None)  # fmt: skip
+
+
+def _until_stable(scoring: _Scoring, loader: Iterable[Any], group: Group, shard: Shard, progress: bool,
+                  counts: Tuple[Dict[str, int], int]) -> LayerScores:  # fmt: skip
+    """Passes over ``loader`` with more images of every group each time (``UntilStable``), until the
+    bootstrap says the top k stays the same or no images are left."""
+    settings, rule = scoring.settings, scoring.settings.until_stable
+    analysed: Counter = Counter()
+    quota, earlier, passes, same = rule.min_per_group, 0, 0, None
+    while True:
+        if settings.samples_per_group is not None:
+            quota = min(quota, settings.samples_per_group)
+        limit = settings.max_images if group is not None else min(quota, settings.max_images or quota)
+        before = scoring.total.images
+        selection = Selection(quota if group is not None else None, limit, earlier, analysed=before)
+        scoring.run(group, shard, progress, selection, analysed)
+        scoring.batches, passes = loader, passes + 1
+        if scoring.total.images == before:
+            break
+        scores = _counted(_scores_of(scoring, shard), counts)
+        if min(scores.groups.count(g) for g in set(scores.groups)) >= 2:
+            same = scores.confidence(rule.k, rule.budget, resamples=rule.resamples, seed=settings.seed).same_top_k
+            if same >= rule.threshold:
+                break
+        earlier, quota = quota, rule.next_quota(quota)
+    stopped = {"passes": passes, "images": scoring.total.images, "same_top_k": same,
+               "reached": same is not None and same >= rule.threshold}  # fmt: skip
+    if not stopped["reached"]:
+        found = "too few images per group for a bootstrap" if same is None else f"P(same top k) = {same:.3f}"
+        warnings.warn(f"until_stable={rule.threshold}: no images left to add (the loader, samples_per_group or "
+                      f"max_images) after {scoring.total.images}, with {found}; the top k is less certain than "
+                      "asked", UserWarning, stacklevel=3)  # fmt: skip
+    return _counted(_scores_of(scoring, shard, stopped), counts)
 
 
 def _counted(scores: LayerScores, counts: Tuple[Dict[str, int], int]) -> LayerScores:
     """``scores`` with each layer's trainable parameter elements and the model's (for budgets in parameters)."""
     sizes, total = counts
     return LayerScores(dict(scores), scores.method, scores.config, scores.images, scores.skipped,
-                       {name: sizes[name] for name in scores}, total)  # fmt: skip
+                       {name: sizes[name] for name in scores}, total, scores.per_image, scores.groups)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -199,18 +258,21 @@ class _Scoring:
     score: Scorer
     inputs: _Inputs
 
-    def run(self, group: Group, shard: Shard, progress: bool) -> None:
-        """Score this process's share of the batches, checkpointing after each; the error protocol of ``shard``."""
+    def run(self, group: Group, shard: Shard, progress: bool, selection: Selection,
+            analysed: Optional[Counter] = None) -> None:  # fmt: skip
+        """Score this process's share of the batches that ``selection`` picks, checkpointing after each; the error
+        protocol of ``shard``. ``analysed``: fingerprints of the images analysed so far, updated (see
+        ``_pending``)."""
         cursor = StreamCursor(self.done, same_batches=shard.world > 1)
         bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{self.settings.method}]",
                    leave=False)  # fmt: skip
 
-        def work(item: Tuple[Selected, List[int], List[int]]) -> int:
-            batch, rows, indices = item
+        def work(item: Tuple[Selected, List[int], List[int], List[str]]) -> int:
+            batch, rows, indices, groups = item
             if rows:
                 x = self.inputs.prepare(batch.x[rows], "the loader's input")
                 y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
-                self.total.update(self.score(x, y, indices))
+                self.total.update(self.score(x, y, indices), indices, groups)
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
             bar.update()
@@ -222,7 +284,8 @@ class _Scoring:
             if self.record:
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, True, cursor.batches))
 
-        shard.run_rounds(_pending(self.batches, group, self.settings, cursor, shard), work, finish)
+        items = _pending(self.batches, group, self.settings, cursor, shard, selection, analysed)
+        shard.run_rounds(items, work, finish)
 
 
 def _prepare(
@@ -251,24 +314,35 @@ def _prepare(
 
 
 def _pending(
-    batches: Iterable[Any], group: Group, settings: RankSettings, cursor: StreamCursor, shard: Shard
-) -> Iterator[Tuple[Selected, List[int], List[int]]]:
-    """Per batch: the batch, its rows this process still has to score, and their indices among the analysed
-    images.
+    batches: Iterable[Any], group: Group, settings: RankSettings, cursor: StreamCursor, shard: Shard,
+    selection: Selection, analysed: Optional[Counter] = None,
+) -> Iterator[Tuple[Selected, List[int], List[int], List[str]]]:  # fmt: skip
+    """Per batch: the batch, its rows this process still has to score, their indices among the analysed
+    images and their group labels.
 
     Rows scored before the checkpoint are left out, and so are batches of other processes; the cursor checks
-    that the checkpoint's samples are the same images.
+    that the checkpoint's samples are the same images. With ``analysed`` (a later pass over the same loader),
+    the samples that earlier passes analysed must come again: their fingerprints are checked against it, and
+    those of the newly analysed ones added.
     """
-    selection = Selection(settings.samples_per_group, settings.max_images, {})
+    earlier, revisited = Counter(analysed or ()), Counter()
     needs_truth = settings.method_record.needs_ground_truth or settings.target == "label"
     need_target = settings.method if needs_truth else None
     for batch in analysed_batches(batches, group, selection, need_target):
         already = cursor.advance(batch.x)
         mine = shard.owns(batch.number)
-        todo = [(row, index) for row, index in zip(batch.keep, batch.indices) if row >= already and mine]
-        yield batch, [row for row, _ in todo], [index for _, index in todo]
+        todo = [(row, index, label) for row, index, label in zip(batch.keep, batch.indices, batch.groups)
+                if row >= already and mine]  # fmt: skip
+        if analysed is not None:
+            revisited.update(fingerprint("", batch.x[row]) for row in batch.revisited)
+            analysed.update(fingerprint("", batch.x[row]) for row in batch.keep)
+        yield batch, [t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo]
     if not selection.done:
         cursor.finish()
+    if analysed is not None and (revisited - earlier or (not selection.done and revisited != earlier)):
+        raise ValueError("the loader yields other images on another pass (a DataLoader with shuffle=True, or "
+                         "random degradations?); until_stable reads it once per pass and needs the same images in "
+                         "the same order each time: pass shuffle=False and fixed seeds")  # fmt: skip
 
 
 def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerScores:

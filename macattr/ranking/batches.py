@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -93,10 +93,12 @@ class Selected:
     number: the batch's position in the loader (0, 1, ...); first_sample: the
     stream position of its first sample; x, y: the whole batch's input and
     ground truth; keep: indices in the batch of the analysed samples, with
-    ``indices`` their indices among all analysed images.
+    ``indices`` their indices among all analysed images and ``groups`` their
+    group labels (``""`` without groups); revisited: indices in the batch of
+    the samples an earlier round of the same stream analysed.
 
     Examples:
-        >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None, {}), need_target=None))
+        >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None), need_target=None))
         >>> selected.keep, selected.indices
         ([0, 1], [0, 1])
     """
@@ -107,33 +109,46 @@ class Selected:
     y: Optional[Tensor]
     keep: List[int]
     indices: List[int]
+    groups: List[str]
+    revisited: List[int] = field(default_factory=list)
 
 
 @dataclass
 class Selection:
-    """How many images each group has had so far, and how many are analysed in all.
+    """Which samples of the stream are analysed: the first ``per_group`` of each group, at most ``max_images``
+    in all, leaving out the first ``earlier`` of each group (analysed by an earlier round of the same stream).
+
+    ``analysed`` counts the analysed images (those of earlier rounds included: it numbers the next one);
+    ``revisited`` holds, after each ``choose``, the samples that an earlier round analysed.
 
     Examples:
-        >>> selection = Selection(per_group=1, max_images=None, groups={})
+        >>> selection = Selection(per_group=1, max_images=None)
         >>> selection.choose(["noise", "noise", "blur"])  # the first image of each group
         [0, 2]
+        >>> again = Selection(per_group=2, max_images=None, earlier=1, analysed=2)  # the next round: one more each
+        >>> again.choose(["noise", "noise", "blur"]), again.revisited
+        ([1], [0, 2])
     """
 
     per_group: Optional[int]
     max_images: Optional[int]
-    groups: Dict[str, int]
+    earlier: int = 0
     analysed: int = 0
+    seen: Dict[str, int] = field(default_factory=dict)
+    revisited: List[int] = field(default_factory=list)
 
     def choose(self, keys: List) -> List[int]:
         """Indices of the samples with these group keys to analyse; counts them in."""
-        keep = []
+        keep, self.revisited = [], []
         for index, key in enumerate(keys):
             name = json.dumps(key, default=str)
-            full = self.per_group is not None and self.groups.get(name, 0) >= self.per_group
-            if full or (self.max_images is not None and self.analysed + len(keep) >= self.max_images):
+            seen = self.seen.get(name, 0)
+            if self.per_group is not None and seen >= self.per_group:
                 continue
-            keep.append(index)
-            self.groups[name] = self.groups.get(name, 0) + 1
+            if self.max_images is not None and self.analysed + len(keep) >= self.max_images:
+                continue
+            self.seen[name] = seen + 1
+            (self.revisited if seen < self.earlier else keep).append(index)
         return keep
 
     @property
@@ -151,16 +166,18 @@ def analysed_batches(
 
     Examples:
         >>> batches = [{"lq": torch.rand(2, 3), "task": ["a", "b"]}, {"lq": torch.rand(2, 3), "task": ["a", "b"]}]
-        >>> [s.keep for s in analysed_batches(batches, "task", Selection(1, None, {}), need_target=None)]
+        >>> [s.keep for s in analysed_batches(batches, "task", Selection(1, None), need_target=None)]
         [[0, 1], []]
     """
     position = 0
     for number, batch in enumerate(loader):
         x, y = batch_pair(batch, need_target)
-        keep = selection.choose(_group_keys(batch, group, x.shape[0]))
+        keys = _group_keys(batch, group, x.shape[0])
+        keep = selection.choose(keys)
         indices = list(range(selection.analysed, selection.analysed + len(keep)))
         selection.analysed += len(keep)
-        yield Selected(number, position, x, y, keep, indices)
+        labels = ["" if group is None else str(keys[i]) for i in keep]
+        yield Selected(number, position, x, y, keep, indices, labels, selection.revisited)
         position += x.shape[0]
         if selection.done:
             return

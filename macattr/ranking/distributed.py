@@ -129,7 +129,8 @@ class Shard:
         )
 
     def combine(self, total: ScoreSum) -> None:
-        """Sum the per-layer sums and image counts of all processes into ``total`` (one ``all_reduce``)."""
+        """Sum the per-layer sums and image counts of all processes into ``total`` (one ``all_reduce``), and
+        gather every process's per-image scores (one ``all_gather_object``)."""
         if self.world == 1:
             return
         import torch.distributed as dist
@@ -138,7 +139,10 @@ class Shard:
                               device=_collective_device())  # fmt: skip
         dist.all_reduce(packed)
         values = packed.cpu().numpy()
+        everyone: List[Any] = [None] * self.world
+        dist.all_gather_object(everyone, total.per_image)
         total.sums, total.images = np.asarray(values[:-1], dtype=np.float64), int(round(values[-1]))
+        total.per_image = {index: row for rows in everyone for index, row in rows.items()}
 
 
 def _collective_device() -> torch.device:

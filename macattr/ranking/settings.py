@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -12,12 +13,68 @@ from macattr.accumulators import STEP_RULES
 from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
 from macattr.ranking.methods import Method, get_method, methods
 from macattr.records import json_value
+from macattr.scores import check_k
 from macattr.targets import NAMED_TARGETS, OutputSpec
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
 _MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims")
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 """Named per-channel (mean, std) for ``RankSettings(normalize=...)`` and ``--normalize``."""
+
+
+@dataclass(frozen=True)
+class UntilStable:
+    """When a ranking has seen enough images: the bootstrap probability that its top k stays the same.
+
+    The ranking reads the loader in passes. Pass 1 analyses the first ``min_per_group`` images of every group
+    (of the whole loader without groups); each further pass raises that count by a quarter (at least one),
+    reading the loader again and analysing only the images it adds. After each pass the per-image scores are
+    resampled within their groups ([`LayerScores.confidence()`][macattr.scores.LayerScores.confidence] with
+    ``resamples``); the ranking stops once the share of resamples whose top ``k`` (by ``budget``) is the
+    current one reaches ``threshold``, or when the loader, ``samples_per_group`` or ``max_images`` has no more
+    images to give. The scores' config records how it stopped (``"stopped"``: passes, images, the last
+    probability, whether it reached the threshold). The loader must give the same images in the same order on
+    every pass (it is checked); the ranking runs in one process and without a checkpoint.
+
+    Args:
+        threshold: the probability to reach, in (0, 1) (0.95: the top k of 95 % of resamples is the same).
+        k, budget: the selection that has to be stable, as in ``LayerScores.top_k``.
+        min_per_group: images of every group before the first check, >= 2 (the bootstrap needs two).
+        resamples: bootstrap resamples per check, >= 2.
+
+    Examples:
+        >>> UntilStable(0.9).to_config()
+        {'threshold': 0.9, 'k': 0.1, 'budget': 'layers', 'min_per_group': 3, 'resamples': 200}
+    """
+
+    threshold: float = 0.95
+    k: Union[int, float] = 0.1
+    budget: str = "layers"
+    min_per_group: int = 3
+    resamples: int = 200
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise TypeError(f"until_stable's threshold must be a probability in (0, 1), got {self.threshold!r}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"until_stable's threshold must be a probability in (0, 1), got {self.threshold!r}")
+        check_k(self.k)
+        check_choice("budget", self.budget, ["layers", "parameters"])
+        check_int("min_per_group", self.min_per_group, 2)
+        check_int("resamples", self.resamples, 2)
+
+    def next_quota(self, quota: int) -> int:
+        """Images per group after the round that follows one ending at ``quota``.
+
+        Examples:
+            >>> [UntilStable().next_quota(quota) for quota in (3, 4, 5, 8)]  # images per group after each pass
+            [4, 5, 7, 10]
+        """
+        return max(quota + 1, math.ceil(1.25 * quota))
+
+    def to_config(self) -> Dict[str, Any]:
+        return {"threshold": float(self.threshold), "k": self.k, "budget": self.budget,
+                "min_per_group": self.min_per_group, "resamples": self.resamples}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +129,10 @@ class RankSettings:
             model's modes and buffers are restored afterwards.
         k_rounding: how the scores' ``top_k`` rounds a fraction of the layers: "up" (at least one, the default)
             or "down" (the RAM authors' code: 26 of 263 layers at k = 0.1); recorded in the scores.
+        until_stable: stop adding images once the top k is known: an
+            [`UntilStable`][macattr.ranking.settings.UntilStable] rule, or its threshold (``0.95``: stop when
+            95 % of bootstrap resamples have the same top 10 %). ``None`` (the default) analyses every image the
+            loader and the limits give.
 
     Examples:
         >>> settings = RankSettings(n_steps=50, seed=3)
@@ -104,8 +165,11 @@ class RankSettings:
     internal_batch_size: Optional[int] = None
     train_mode: bool = False
     k_rounding: str = "up"
+    until_stable: Union[None, float, UntilStable] = None
 
     def __post_init__(self) -> None:
+        if self.until_stable is not None and not isinstance(self.until_stable, UntilStable):
+            object.__setattr__(self, "until_stable", UntilStable(self.until_stable))
         object.__setattr__(self, "method", get_method(self.method).name)  # an alias is stored as the name
         check_int("n_steps", self.n_steps, 1)
         check_choice("rule", self.rule, STEP_RULES)
@@ -282,6 +346,8 @@ class RankSettings:
                       train_mode=self.train_mode)  # fmt: skip
         if self.k_rounding != "up":
             config["k_rounding"] = self.k_rounding
+        if self.until_stable is not None:
+            config["until_stable"] = self.until_stable.to_config()
         return config
 
 
@@ -291,4 +357,5 @@ __all__ = [
     "NORMALIZATIONS",
     "RankSettings",
     "TargetSpec",
+    "UntilStable",
 ]

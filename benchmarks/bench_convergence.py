@@ -1,0 +1,184 @@
+"""How far the step sum is from the integral: the three step rules at N = 25 … 400 against a converged reference.
+
+    python benchmarks/bench_convergence.py --json docs/bench/convergence.json --plot docs/img/convergence.png
+    python benchmarks/bench_convergence.py --networks demo --steps 25,50 --reference-start 400   # a quick look
+
+For each network, one image in float64: the reference is MAC with the trapezoid rule at N = ``--reference-start``,
+doubled until doubling N changes no layer's score by more than ``--tolerance`` (relative); then every rule at
+every N of ``--steps``, with each layer's relative error against the reference (largest and mean over the
+layers) and the top-10 % overlap with the reference's top 10 % (|A ∩ B| / k). Results are written to ``--json``
+after each run, and a rerun with the same settings resumes from it.
+
+Networks: ``demo`` (the demo network after the demo's mask pre-training, one 32 × 32 noisy photograph crop),
+``swinir-medium`` (the RAM example's medium SwinIR, 121 layers; pre-trained with ``--medium-weights``, else
+random weights) on a 32 × 32 noisy crop, and ``resnet`` (a ResNet-18 layout of width 16, random weights, in eval
+mode, class 0's logit) on a 32 × 32 photograph crop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bench_networks import pretrained_demo, ram_medium, resnet18
+from macattr import LayerScores, rank_layers
+from macattr.accumulators import STEP_RULES
+from macattr.files import write_text_atomic
+from macattr.restoration.degradations import degrade
+from macattr.restoration.images import sample_images
+
+Case = Tuple[nn.Module, Tensor, Dict[str, Any]]  # the model, one image (1, C, H, W), rank_layers options
+
+
+def _noisy_crop(seed: int = 0) -> Tensor:
+    clean = sample_images(32)[0][None]
+    return degrade(clean, "noise", 25.0, torch.Generator().manual_seed(seed)).clamp(0, 1)
+
+
+def _cases(args: argparse.Namespace) -> Dict[str, Callable[[], Case]]:
+    return {
+        "demo": lambda: (pretrained_demo(args.work / "demo"), _noisy_crop(), {}),
+        "swinir-medium": lambda: (ram_medium("swinir", args.medium_weights), _noisy_crop(), {}),
+        "resnet": lambda: (resnet18(16), sample_images(32)[1][None], {"target": 0}),
+    }
+
+
+def _scores(case: Case, n_steps: int, rule: str) -> LayerScores:
+    model, x, options = case
+    return rank_layers(model.double(), [x.double()], n_steps=n_steps, rule=rule, seed=0, progress=False, **options)
+
+
+def _largest_change(a: LayerScores, b: LayerScores) -> float:
+    return max(abs(a[n] - b[n]) / abs(b[n]) for n in b)
+
+
+def reference(case: Case, start: int, tolerance: float, limit: int, log: Callable[[str], None]) -> Dict[str, Any]:
+    """The trapezoid at N, 2N, ... until doubling changes no score by more than ``tolerance`` (relative)."""
+    n, previous = start, _scores(case, start, "trapezoid")
+    while True:
+        finer = _scores(case, 2 * n, "trapezoid")
+        change = _largest_change(previous, finer)
+        log(f"  reference: N = {n} -> {2 * n}, largest relative change {change:.2e}")
+        n, previous = 2 * n, finer
+        if change <= tolerance or n >= limit:
+            return {"n_steps": n, "change": change, "converged": change <= tolerance, "scores": dict(finer)}
+
+
+def compare(scores: LayerScores, exact: Dict[str, float], k: float = 0.1) -> Dict[str, float]:
+    """Relative errors of ``scores`` against ``exact`` (largest, mean) and the top-k overlap with its top k."""
+    errors = np.array([abs(scores[n] - exact[n]) / abs(exact[n]) for n in exact])
+    truth = LayerScores(exact, "mac")
+    top, true_top = scores.top_k(k), truth.top_k(k)
+    return {"max_error": float(errors.max()), "mean_error": float(errors.mean()),
+            "overlap": len(set(top) & set(true_top)) / len(true_top), "k": len(true_top)}  # fmt: skip
+
+
+def run(args: argparse.Namespace, results: Dict[str, Any], save: Callable[[], None]) -> None:
+    for network in args.networks:
+        entry = results["networks"].setdefault(network, {"runs": {}})
+        case = _cases(args)[network]()
+        entry["layers"] = len(_scores(case, 1, "left"))
+        if "reference" not in entry:
+            print(f"{network}: {entry['layers']} layers", flush=True)
+            started = time.perf_counter()
+            entry["reference"] = reference(case, args.reference_start, args.tolerance, args.reference_max, print)
+            entry["reference"]["seconds"] = time.perf_counter() - started
+            save()
+        exact = entry["reference"]["scores"]
+        for rule in STEP_RULES:
+            for n in args.steps:
+                key = f"{rule} {n}"
+                if key in entry["runs"]:
+                    continue
+                entry["runs"][key] = {"rule": rule, "n_steps": n, **compare(_scores(case, n, rule), exact)}
+                save()
+
+
+def table(results: Dict[str, Any]) -> str:
+    lines = [f"{'network':14s} {'layers':>6s} {'reference N':>11s} {'rule':9s} {'N':>4s} {'max error':>9s} "
+             f"{'mean error':>10s} {'top-10 %':>8s}"]  # fmt: skip
+    for network, entry in results["networks"].items():
+        ref = entry["reference"]
+        for run_ in entry["runs"].values():
+            lines.append(f"{network:14s} {entry['layers']:6d} {ref['n_steps']:11d} {run_['rule']:9s} "
+                         f"{run_['n_steps']:4d} {100 * run_['max_error']:8.2f}% {100 * run_['mean_error']:9.2f}% "
+                         f"{run_['overlap'] * run_['k']:4.0f}/{run_['k']:<3d}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    networks = list(results["networks"])
+    fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.6), squeeze=False, sharey=True)
+    for ax, network in zip(axes[0], networks):
+        entry = results["networks"][network]
+        for colour, rule in zip(("#0072B2", "#E69F00", "#009E73"), STEP_RULES):
+            runs = sorted((r for r in entry["runs"].values() if r["rule"] == rule), key=lambda r: r["n_steps"])
+            steps = [r["n_steps"] for r in runs]
+            ax.loglog(steps, [100 * r["max_error"] for r in runs], "o-", color=colour, label=f"{rule}, largest")
+            ax.loglog(steps, [100 * r["mean_error"] for r in runs], "s--", color=colour, ms=3, label=f"{rule}, mean")
+        ax.set_title(f"{network} ({entry['layers']} layers)")
+        ax.set_xlabel("grid intervals N")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("relative error of a layer's score (%)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default="demo,swinir-medium,resnet", help="comma-separated (default: all)")
+    parser.add_argument("--steps", default="25,50,100,200,400", help="N of the rules (default 25,50,100,200,400)")
+    parser.add_argument("--reference-start", type=int, default=1600, help="first N of the reference (default 1600)")
+    parser.add_argument("--reference-max", type=int, default=51200, help="largest N of the reference")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest relative change on doubling N")
+    parser.add_argument("--medium-weights", type=Path, help="OUT/pretrain/model.pt of the medium RAM preset")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_convergence"), help="the demo's weights")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path, help="results file (written after each run; resumed)")
+    parser.add_argument("--plot", type=Path, help="figure of the errors against N")
+    args = parser.parse_args(argv)
+    args.networks = [n for n in args.networks.split(",") if n]
+    unknown = sorted(set(args.networks) - set(_cases(args)))
+    if unknown:
+        parser.error(f"--networks: unknown {unknown}; choose from {sorted(_cases(args))}")
+    try:
+        args.steps = [int(n) for n in args.steps.split(",")]
+    except ValueError:
+        parser.error(f"--steps must be comma-separated integers, got {args.steps!r}")
+    if min(args.steps) < 1 or args.reference_start < 1 or not 0 < args.tolerance < 1:
+        parser.error("--steps and --reference-start must be >= 1 and --tolerance in (0, 1)")
+    torch.set_num_threads(args.threads)
+    settings = {"steps": args.steps, "reference_start": args.reference_start, "tolerance": args.tolerance,
+                "medium_weights": str(args.medium_weights), "torch": torch.__version__}  # fmt: skip
+    results: Dict[str, Any] = {"settings": settings, "threads": args.threads, "networks": {}}
+    if args.json and args.json.is_file():
+        earlier = json.loads(args.json.read_text())
+        if earlier.get("settings") == settings:
+            results = earlier
+
+    def save() -> None:
+        if args.json:
+            write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
+
+    run(args, results, save)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), float64, one image per network")
+    print(table(results))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

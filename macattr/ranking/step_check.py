@@ -1,0 +1,104 @@
+"""Is N large enough? The top k and the scores at N grid intervals against N / 2, on a few images.
+
+A step rule of order p (1 for "left" and "right", 2 for "trapezoid" on a smooth path) has an error that
+shrinks as N^-p, so the difference between the scores at N and at N / 2 estimates the error at N
+(Richardson): ``|s_N − s_{N/2}| / (2^p − 1)``. When the top k at N / 2 is not the top k at N, the ranking
+still moves with N and N is too small for the rule.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, List, Optional, Union
+
+from torch import nn
+
+from macattr._checks import check_int
+from macattr.ranking import rank_layers
+from macattr.ranking.settings import RankSettings
+from macattr.scores import LayerScores
+
+_ORDER = {"left": 1, "right": 1, "trapezoid": 2}
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """The comparison of the scores at ``n_steps`` and ``n_steps // 2`` on ``images`` images.
+
+    Attributes:
+        n_steps, rule, images: what was compared.
+        top_k, top_k_at_half: the top k at N and at N / 2, best first.
+        overlap: |top_k ∩ top_k_at_half| / |top_k|, in [0, 1].
+        error: the largest estimated relative error of a layer's score at N,
+            max |s_N − s_{N/2}| / (2^p − 1) / |s_N| over the layers (p: the rule's order).
+    """
+
+    n_steps: int
+    rule: str
+    images: int
+    top_k: List[str]
+    top_k_at_half: List[str]
+    overlap: float
+    error: float
+
+    @property
+    def enough(self) -> bool:
+        """Whether the top k no longer moves between N / 2 and N."""
+        return self.overlap == 1.0
+
+    def summary(self) -> str:
+        verdict = "the same top k" if self.enough else f"top-k overlap {self.overlap:.2f}: N is too small"
+        return (f"N = {self.n_steps} against N = {self.n_steps // 2} ({self.rule} rule, {self.images} images): "
+                f"{verdict}; largest estimated score error at N {100 * self.error:.1f} %")  # fmt: skip
+
+
+def check_steps(
+    model: nn.Module,
+    loader: Iterable[Any],
+    settings: Optional[RankSettings] = None,
+    k: Union[int, float] = 0.1,
+    images: int = 4,
+    warn: bool = True,
+    **rank_options: Any,
+) -> StepCheck:
+    """Rank the first ``images`` images of ``loader`` at ``settings.n_steps`` and at half of it and compare.
+
+    Warns (``UserWarning``, unless ``warn=False``) when the top ``k`` layers differ, naming the remedy: a larger
+    ``n_steps`` or ``rule="trapezoid"``. ``rank_options`` go to [`rank_layers()`][macattr.ranking.rank_layers]
+    (``layers``, ``group``, ``device``, ...). Costs 1.5 × N forward and backward passes per image.
+
+    Examples:
+        >>> import torch
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
+        >>> check = check_steps(model, [torch.rand(2, 3, 8, 8)], RankSettings(n_steps=16), k=1, images=2, warn=False)
+        >>> check.n_steps, check.images, len(check.top_k)
+        (16, 2, 1)
+    """
+    settings = settings if settings is not None else RankSettings()
+    if not isinstance(settings, RankSettings):
+        raise TypeError(f"settings must be RankSettings or None, got {type(settings).__name__}")
+    if not settings.method_record.step_rule:
+        raise ValueError(f"method={settings.method!r} sums no steps along a path; check_steps is for "
+                         "'mac' and 'conductance'")  # fmt: skip
+    check_int("images", images, 1)
+    check_int("n_steps", settings.n_steps, 2)
+    rank_options = {"progress": False, **rank_options}
+    runs = [rank_layers(model, loader, settings=replace(settings, n_steps=n, max_images=images, until_stable=None),
+                        **rank_options) for n in (settings.n_steps, settings.n_steps // 2)]  # fmt: skip
+    full, half = runs
+    top, top_half = full.top_k(k), half.top_k(k)
+    check = StepCheck(settings.n_steps, settings.rule, full.images, top, top_half,
+                      len(set(top) & set(top_half)) / len(top), _error(full, half, _ORDER[settings.rule]))  # fmt: skip
+    if warn and not check.enough:
+        warnings.warn(f"{check.summary()}; raise n_steps or use rule='trapezoid'", UserWarning, stacklevel=2)
+    return check
+
+
+def _error(full: LayerScores, half: LayerScores, order: int) -> float:
+    """The largest Richardson estimate of a score's relative error at the finer grid."""
+    scale = max(abs(v) for v in full.values()) or 1.0
+    return max(abs(full[n] - half[n]) / (2**order - 1) / max(abs(full[n]), 1e-12 * scale) for n in full)
+
+
+__all__ = ["StepCheck", "check_steps"]
