@@ -1,7 +1,9 @@
 """How far the step sum is from the integral: the three step rules at N = 25 … 400 against a converged reference.
 
-    python benchmarks/bench_convergence.py --json docs/bench/convergence.json --plot docs/img/convergence.png
+    PYTHONPATH=. python benchmarks/bench_convergence.py --json convergence.json --plot convergence.png
     python benchmarks/bench_convergence.py --networks demo --steps 25,50 --reference-start 400   # a quick look
+
+(``PYTHONPATH=.``, from the repository root: the medium SwinIR comes from the RAM example.)
 
 For each network, one image in float64: the reference is MAC with the trapezoid rule at N = ``--reference-start``,
 doubled until doubling N changes no layer's score by more than ``--tolerance`` (relative); then every rule at
@@ -147,7 +149,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, help="results file (written after each run; resumed)")
     parser.add_argument("--plot", type=Path, help="figure of the errors against N")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: the table (and --plot) of the networks of these results files, such as "
+                        "those of processes that ran different --networks side by side")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.combine:
+        return _combine(args.combine, args.plot)
     args.networks = [n for n in args.networks.split(",") if n]
     unknown = sorted(set(args.networks) - set(_cases(args)))
     if unknown:
@@ -177,6 +184,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _combine(files: List[Path], figure: Optional[Path]) -> int:
+    results: Dict[str, Any] = {"networks": {}}
+    for file in files:
+        document = json.loads(file.read_text())
+        print(f"{file}: {document['settings']}, {document['threads']} thread(s)")
+        results["networks"].update(document["networks"])
+    print(table(results))
+    if figure:
+        plot(results, figure)
+        print(f"wrote {figure}")
     return 0
 
 

@@ -94,7 +94,11 @@ def ram_medium(arch: str, weights: Optional[Path]) -> nn.Module:
     """The RAM example's ``medium`` network ``arch`` ("swinir": 121 layers, "promptir"), with the mask
     pre-trained ``weights`` of ``python -m examples.ram analyze --preset medium`` (OUT/pretrain/model.pt), or
     random weights (seed 0) without them."""
-    from examples.ram.presets import PRESETS
+    try:
+        from examples.ram.presets import PRESETS
+    except ModuleNotFoundError:
+        raise SystemExit("the medium networks come from the RAM example: run from the repository root with "
+                         "PYTHONPATH=. (e.g. PYTHONPATH=. python benchmarks/bench_cost.py)") from None
     from macattr.restoration.networks import ARCHITECTURES
 
     torch.manual_seed(0)

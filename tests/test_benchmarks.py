@@ -45,3 +45,29 @@ def test_every_timed_method_of_the_table_runs_through_its_public_entry_points() 
                time_pass=True, memory_pass=False)  # fmt: skip
     cells, headers = bench_mac.format_row(row), bench_mac.ROW_HEADER
     assert len(cells) == len(headers)  # every column as wide as its header
+
+
+def test_the_convergence_reference_doubles_until_no_score_moves_more_than_the_tolerance() -> None:
+    import bench_convergence
+    import torch
+
+    from conftest import conv_net
+
+    case = (conv_net(0).float(), torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0)), {})
+    steps = []
+    ref = bench_convergence.reference(case, 4, 0.02, 256, steps.append)
+    assert ref["converged"] and ref["change"] <= 0.02 and ref["n_steps"] == 4 * 2 ** len(steps)
+    again = bench_convergence._scores(case, ref["n_steps"], "trapezoid")
+    assert bench_convergence.compare(again, ref["scores"]) == {"max_error": 0.0, "mean_error": 0.0, "overlap": 1.0,
+                                                                "k": 1}  # fmt: skip
+    coarse = bench_convergence.compare(bench_convergence._scores(case, 2, "left"), ref["scores"])
+    assert coarse["max_error"] > 0.02 >= ref["change"]
+
+
+def test_the_cheaper_analyses_of_the_cost_benchmark_spend_at_most_a_fifth_of_the_full_passes() -> None:
+    import bench_cost
+
+    full, *cheaper = bench_cost.analyses(10)
+    passes = lambda a: 5 * a.per_task * (a.n_steps + 1)  # noqa: E731
+    assert (full.per_task, full.n_steps, full.rule, passes(full)) == (10, 200, "left", 10050)
+    assert all(passes(a) <= passes(full) / 5 for a in cheaper if a.until_stable is None)
