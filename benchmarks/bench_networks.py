@@ -97,8 +97,10 @@ def ram_medium(arch: str, weights: Optional[Path]) -> nn.Module:
     try:
         from examples.ram.presets import PRESETS
     except ModuleNotFoundError:
-        raise SystemExit("the medium networks come from the RAM example: run from the repository root with "
-                         "PYTHONPATH=. (e.g. PYTHONPATH=. python benchmarks/bench_cost.py)") from None
+        raise SystemExit(
+            "the medium networks come from the RAM example: run from the repository root with "
+            "PYTHONPATH=. (e.g. PYTHONPATH=. python benchmarks/bench_cost.py)"
+        ) from None
     from macattr.restoration.networks import ARCHITECTURES
 
     torch.manual_seed(0)
