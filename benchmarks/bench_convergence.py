@@ -28,12 +28,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from resumable import resumable_results
 from torch import Tensor, nn
 
 from bench_networks import pretrained_demo, ram_medium, resnet18
 from macattr import LayerScores, rank_layers
 from macattr.accumulators import STEP_RULES
-from macattr.files import write_text_atomic
 from macattr.restoration.degradations import degrade
 from macattr.restoration.images import sample_images
 
@@ -168,15 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     settings = {"steps": args.steps, "reference_start": args.reference_start, "tolerance": args.tolerance,
                 "medium_weights": str(args.medium_weights), "torch": torch.__version__}  # fmt: skip
-    results: Dict[str, Any] = {"settings": settings, "threads": args.threads, "networks": {}}
-    if args.json and args.json.is_file():
-        earlier = json.loads(args.json.read_text())
-        if earlier.get("settings") == settings:
-            results = earlier
-
-    def save() -> None:
-        if args.json:
-            write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
+    results, save = resumable_results(args.json, settings, args.threads)
 
     run(args, results, save)
     print(f"torch {torch.__version__}, {args.threads} thread(s), float64, one image per network")

@@ -19,7 +19,6 @@ Networks: ``swinir-medium`` (the RAM example's medium SwinIR, 121 layers; pre-tr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from resumable import resumable_results
 from torch import nn
 
 from bench_networks import ram_medium, swin2sr
 from macattr import LayerScores, UntilStable, rank_layers
-from macattr.files import write_text_atomic
 from macattr.restoration.data import analysis_batches
 from macattr.restoration.images import photographs
 
@@ -133,15 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     settings = {"per_task": args.per_task, "tasks": TASKS, "medium_weights": str(args.medium_weights),
                 "torch": torch.__version__}  # fmt: skip
-    results: Dict[str, Any] = {"settings": settings, "threads": args.threads, "networks": {}}
-    if args.json and args.json.is_file():
-        earlier = json.loads(args.json.read_text())
-        if earlier.get("settings") == json.loads(json.dumps(settings)):
-            results = earlier
-
-    def save() -> None:
-        if args.json:
-            write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
+    results, save = resumable_results(args.json, settings, args.threads)
 
     run(args, results, save)
     print(f"torch {torch.__version__}, {args.threads} thread(s), float32")

@@ -1,0 +1,27 @@
+"""A benchmark's results file that a rerun with the same settings resumes from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from macattr.files import write_text_atomic
+
+
+def resumable_results(path: Optional[Path], settings: Dict[str, Any],
+                      threads: int) -> Tuple[Dict[str, Any], Callable[[], None]]:  # fmt: skip
+    """The results in ``path`` when they were made with ``settings``, else fresh ones (``{"settings", "threads",
+    "networks": {}}``), and a function that writes them there atomically (nothing without a path)."""
+    settings = json.loads(json.dumps(settings))  # as a file holds them: tuples become lists
+    results: Dict[str, Any] = {"settings": settings, "threads": threads, "networks": {}}
+    if path is not None and path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier.get("settings") == settings:
+            results = earlier
+
+    def save() -> None:
+        if path is not None:
+            write_text_atomic(path, json.dumps(results, indent=1) + "\n")
+
+    return results, save
