@@ -38,7 +38,9 @@ class UntilStable:
 
     Args:
         threshold: the probability to reach, in (0, 1) (0.95: the top k of 95 % of resamples is the same).
-        k, budget: the selection that has to be stable, as in ``LayerScores.top_k``.
+        k: the selection that has to be stable: a fraction of the candidates or a count, as in
+            ``LayerScores.top_k``.
+        budget: what ``k`` counts, ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
         min_per_group: images of every group before the first check, >= 2 (the bootstrap needs two).
         resamples: bootstrap resamples per check, >= 2.
 
