@@ -9,10 +9,11 @@ that order is a layer's *depth*.
 
 from __future__ import annotations
 
+import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -71,7 +72,10 @@ def candidate_layers(
         specs = _check_specs("layers", layers)
         for spec in specs:
             if isinstance(spec, str) and spec not in dict(named):
-                raise ValueError(f"layers names {spec!r}, which is not a module of the model (see named_modules())")
+                close = difflib.get_close_matches(spec, [n for n, _ in named], n=3)
+                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                raise ValueError(f"layers names {spec!r}, which is not a module of the model{hint}. Its sub-modules "
+                                 f"are {_some_modules(named)} (named_modules())")  # fmt: skip
             if isinstance(spec, nn.Module) and not any(spec is m for _, m in named):
                 raise ValueError(f"layers holds a {type(spec).__name__} that is not a sub-module of the model")
         chosen = [(n, m) for n, m in named if any(_matches(s, n, m) for s in specs)]
@@ -79,11 +83,15 @@ def candidate_layers(
         drop = _check_specs("exclude", exclude)
         chosen = [(n, m) for n, m in chosen if not any(_matches(s, n, m) for s in drop)]
     if not chosen:
-        shown = ", ".join(f"{n} ({type(m).__name__})" for n, m in named[:12]) or "none"
-        more = f" and {len(named) - 12} more" if len(named) > 12 else ""
         raise ValueError(f"no candidate layers: the model has no sub-module matching layers= and exclude=; its "
-                         f"sub-modules are {shown}{more} (named_modules())")  # fmt: skip
+                         f"sub-modules are {_some_modules(named)} (named_modules())")  # fmt: skip
     return dict(chosen)
+
+
+def _some_modules(named: List[Tuple[str, nn.Module]], shown: int = 12) -> str:
+    """The first ``shown`` sub-modules as "name (Type), ...", and how many more there are."""
+    listed = ", ".join(f"{n} ({type(m).__name__})" for n, m in named[:shown]) or "none"
+    return listed + (f" and {len(named) - shown} more" if len(named) > shown else "")
 
 
 def _check_specs(name: str, specs: LayerSpecs) -> list:

@@ -18,8 +18,12 @@ of the chosen layers it cannot adapt (a LayerNorm, a bias-only module, ...), whi
   module of it.
 - A selection of whole blocks of one ``ModuleList`` (``transformer.h.3``, ``transformer.h.7``) becomes
   ``layers_to_transform=[3, 7]`` with ``layers_pattern="h"`` and the block's adaptable layers as targets.
-- ``total_rank=R`` shares R ranks among the targets in proportion to their scores (largest remainders, at least
-  1 each) as ``rank_pattern``, with ``alpha_pattern`` keeping ``lora_alpha / r`` per layer.
+- Single layers are given to PEFT as one regular expression that matches each name whole
+  (``target_modules="(?:0|1\\.0)"``): a list would also adapt every module whose name ends with a chosen name
+  (``1.0`` for a chosen ``0``), as PEFT matches list entries by their ending.
+- ``total_rank=R`` shares R ranks among the targets in proportion to their scores as ``rank_pattern``, with
+  ``alpha_pattern`` keeping ``lora_alpha / r`` per layer; each target gets at least 1 and at most the largest
+  rank its weight can use, min(fan-out, fan-in).
 """
 
 from __future__ import annotations
@@ -96,7 +100,9 @@ def lora_config(
         among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
             taken first and the ones LoRA cannot adapt are reported in ``skipped``).
         r, lora_alpha: LoRA's rank and scale (``lora_alpha`` defaults to ``r``).
-        total_rank: share this many ranks among the targets in proportion to their scores (needs a ranking).
+        total_rank: share this many ranks among the targets in proportion to their scores (needs a ranking):
+            at least 1 each, at most min(fan-out, fan-in) of the layer's weight; ranks no target can use are not
+            spent.
         ranked_model: the model the ranking was made on, when it is not ``model`` (a wrapper around it): names
             are mapped by module identity.
         **lora_options: other ``peft.LoraConfig`` fields (``lora_dropout``, ``task_type``, ...).
@@ -164,11 +170,13 @@ def lora_config(
         if blocks is not None:
             raise ValueError("total_rank= shares ranks among single layers, not among whole blocks")
         inverse = {mapped[n]: n for n in chosen}
-        ranks = _shared_ranks({t: scores[inverse[t]] for t in targets}, total_rank)
+        ranks = _shared_ranks({t: scores[inverse[t]] for t in targets}, total_rank,
+                              {t: _largest_rank(modules[t]) for t in targets})  # fmt: skip
         options.update(rank_pattern={_exact(t): q for t, q in ranks.items()},
                        alpha_pattern={_exact(t): alpha * q / r for t, q in ranks.items()})  # fmt: skip
     conv1d_only = all(type(modules[t]).__name__ == "Conv1D" for t in targets if t in modules)
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+    exact_names = "(?:" + "|".join(re.escape(t) for t in targets) + ")"  # PEFT matches a string whole
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets if blocks is not None else exact_names,
                              fan_in_fan_out=lora_options.pop("fan_in_fan_out", conv1d_only), **options,
                              **lora_options)  # fmt: skip
     return LoraSelection(config, targets, skipped, ranks, None if blocks is None else blocks[1])
@@ -225,24 +233,53 @@ def _blocks(names: List[str], modules: Dict[str, nn.Module]) -> Optional[tuple]:
     return parent.rpartition(".")[2], sorted(int(name.rpartition(".")[2]) for name in names), leaves
 
 
-def _shared_ranks(scores: Dict[str, float], total: int) -> Dict[str, int]:
-    """``total`` ranks shared in proportion to ``scores`` (largest remainders), at least 1 each.
+def _largest_rank(module: nn.Module) -> int:
+    """The largest LoRA rank ``module``'s weight can use: min(fan-out, fan-in) (a higher rank adds nothing).
 
     Examples:
-        >>> _shared_ranks({"a": 3.0, "b": 1.0}, 8)
-        {'a': 6, 'b': 2}
+        >>> _largest_rank(nn.Linear(16, 3)), _largest_rank(nn.Conv2d(4, 32, 3)), _largest_rank(nn.Embedding(50, 8))
+        (3, 32, 8)
+    """
+    weight = module.weight
+    return min(weight.shape[0], weight[0].numel())
+
+
+def _shared_ranks(scores: Dict[str, float], total: int, largest: Dict[str, int]) -> Dict[str, int]:
+    """``total`` ranks shared in proportion to ``scores``, each between 1 and its ``largest`` rank.
+
+    A target whose proportional share is above its largest rank is held there, then one whose share is below 1
+    is held at 1, and the rest is shared again among the others until every share fits; the shares' fractions
+    go by largest remainders. Ranks that no target can use are not spent.
+
+    Examples:
+        >>> _shared_ranks({"a": 9.0, "b": 1.0}, 10, {"a": 64, "b": 64})
+        {'a': 9, 'b': 1}
+        >>> _shared_ranks({"a": 0.673, "b": 0.25, "c": 0.077}, 24, {"a": 64, "b": 64, "c": 64})
+        {'a': 16, 'b': 6, 'c': 2}
+        >>> _shared_ranks({"a": 3.0, "b": 1.0}, 8, {"a": 2, "b": 64})  # a can use 2 ranks at most
+        {'a': 2, 'b': 6}
     """
     if total < len(scores):
         raise ValueError(f"total_rank={total} cannot give each of the {len(scores)} targets a rank of 1")
     weights = {name: max(score, 0.0) for name, score in scores.items()}
-    spread = total - len(scores)  # one rank each first, the rest by score
-    mass = sum(weights.values()) or 1.0
-    exact = {name: spread * w / mass for name, w in weights.items()}
-    ranks = {name: 1 + math.floor(v) for name, v in exact.items()}
-    left = total - sum(ranks.values())
+    held: Dict[str, int] = {}
+    exact: Dict[str, float] = {}
+    while len(held) < len(weights):
+        free = [name for name in weights if name not in held]
+        spread, mass = total - sum(held.values()), sum(weights[name] for name in free)
+        exact = {name: spread * (weights[name] / mass if mass > 0 else 1 / len(free)) for name in free}
+        over = {name: largest[name] for name in free if exact[name] > largest[name]}
+        under = {name: 1 for name in free if exact[name] < 1}
+        if not over and not under:
+            break
+        held.update(over or under)
+    else:
+        exact = {}
+    ranks = {**held, **{name: math.floor(v) for name, v in exact.items()}}
+    left = total - sum(ranks.values()) if exact else 0
     for name in sorted(exact, key=lambda n: exact[n] - math.floor(exact[n]), reverse=True)[:left]:
         ranks[name] += 1
-    return ranks
+    return {name: ranks[name] for name in scores}
 
 
 __all__ = ["ADAPTABLE", "LoraSelection", "adaptable", "lora_config"]

@@ -13,6 +13,7 @@ that holds code is refused) and loads it into a model:
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -28,7 +29,11 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def _note(text: str) -> None:
-    warnings.warn(text, UserWarning, stacklevel=3)
+    """A UserWarning attributed to the first caller outside this module."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, UserWarning, stacklevel=level)
 
 
 def read_state(path: PathLike, key: Optional[str] = None, note: Callable[[str], None] = _note) -> Dict[str, Any]:
@@ -112,9 +117,12 @@ def load_weights(
                          f"the file, {tuple(own[first].shape)} in the model ({len(misshapen)} tensor(s) differ in "
                          "shape); is it another network or another size of it?")  # fmt: skip
     if (missing or unexpected) and strict:
+        nested = [k for k in unexpected if isinstance(state[k], dict)]
+        pick = f"key= (--weights-key) to load one of the state dicts it holds ({', '.join(nested[:5])}), or " \
+            if nested else ""  # fmt: skip
         raise ValueError(f"weights {path} do not fit the model: {_listed(missing, 'missing')}, "
-                         f"{_listed(unexpected, 'unexpected')}; pass key= (--weights-key) to pick another state dict "
-                         "of the file, or strict=False (--non-strict) to load the tensors that fit")  # fmt: skip
+                         f"{_listed(unexpected, 'unexpected')}; pass {pick}strict=False (--non-strict) to load the "
+                         "tensors that fit")  # fmt: skip
     if missing or unexpected:
         note(f"weights {path}: loaded {len(own) - len(missing)} of the model's {len(own)} tensors; left out "
              f"{_listed(missing, 'missing')}, {_listed(unexpected, 'unexpected')}")  # fmt: skip

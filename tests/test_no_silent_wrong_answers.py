@@ -266,7 +266,7 @@ def test_inference_mode_and_meta_tensors_are_refused_with_the_fix() -> None:
 
 def test_integer_images_are_refused_and_floating_ones_take_the_models_dtype() -> None:
     model = conv_net(1).to(torch.bfloat16)
-    with pytest.raises(TypeError, match=r"torch.uint8; .* e.g. x / 255"):
+    with pytest.raises(TypeError, match=r"torch.uint8; .* \(x / 255 for uint8\); for token ids, rank on the embed"):
         rank_layers(model, [(_images(1) * 255).to(torch.uint8)], n_steps=2, progress=False)
     x = _images(1).float()
     cast = rank_layers(model, [x], n_steps=4, seed=0, progress=False)

@@ -77,8 +77,10 @@ def test_candidates_are_modules_owning_parameters_in_depth_order() -> None:
 
 def test_bad_layer_specs_are_refused() -> None:
     model = _model()
-    with pytest.raises(ValueError, match="not a module of the model"):
+    with pytest.raises(ValueError, match="not a module of the model. Its sub-modules are head"):
         candidate_layers(model, layers="nope")
+    with pytest.raises(ValueError, match="did you mean 'tail'"):
+        candidate_layers(model, layers="tial")
     with pytest.raises(ValueError, match="not a sub-module"):
         candidate_layers(model, layers=nn.Conv2d(1, 1, 1))
     with pytest.raises(TypeError, match="layers must hold"):

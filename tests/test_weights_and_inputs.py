@@ -45,8 +45,12 @@ def test_prefixes_are_stripped_with_a_note_and_mismatches_named(tmp_path: Path) 
     assert notes == [f"weights {tmp_path / 'dp.pth'}: the prefix 'module.' of every key was stripped"]
     partial = {k: v for k, v in state.items() if not k.startswith("2.")} | {"extra.weight": torch.zeros(1)}
     torch.save(partial, tmp_path / "partial.pth")
-    with pytest.raises(ValueError, match=r"2 missing \(first: 2.weight, 2.bias\), 1 unexpected \(first: extra"):
+    with pytest.raises(ValueError, match=r"2 missing \(first: 2.weight, 2.bias\), 1 unexpected \(first: extra") as bad:
         load_weights(_net(), tmp_path / "partial.pth")
+    assert "key=" not in str(bad.value)  # no state dict in the file to pick with key=
+    torch.save({"epoch": 3, "net": state}, tmp_path / "nested.pth")
+    with pytest.raises(ValueError, match=r"key= \(--weights-key\) to load one of the state dicts it holds \(net\)"):
+        load_weights(_net(), tmp_path / "nested.pth")
     target = _net()
     with torch.no_grad():
         target[2].weight.zero_()
@@ -56,6 +60,13 @@ def test_prefixes_are_stripped_with_a_note_and_mismatches_named(tmp_path: Path) 
     torch.save(nn.Sequential(nn.Conv2d(3, 8, 3)).state_dict(), tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"tensor '0.weight' is \(8, 3, 3, 3\) in the file, \(4, 3, 3, 3\) in the"):
         load_weights(_net(), tmp_path / "other.pth", strict=False)
+
+
+def test_notes_point_at_the_callers_line(tmp_path: Path) -> None:
+    torch.save({"params": _net().state_dict(), "params_ema": _net().state_dict()}, tmp_path / "both.pth")
+    with pytest.warns(UserWarning, match="hold params and params_ema") as notes:
+        load_weights(_net(), tmp_path / "both.pth")
+    assert notes[0].filename == __file__
 
 
 def test_the_command_takes_a_weights_key_and_non_strict_files(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -94,6 +105,6 @@ def test_normalised_inputs_are_the_ones_the_model_sees_and_the_baseline_stays_ze
                        (3, TypeError)]:  # fmt: skip
         with pytest.raises(error, match="normalize"):
             RankSettings(normalize=bad)
-    with pytest.raises(ValueError, match="normalize has 3 channels"):
+    with pytest.raises(ValueError, match=r"normalize gives 3 channel\(s\) .* one mean and one standard deviation per"):
         rank_layers(nn.Sequential(nn.Conv2d(1, 1, 1)), [torch.rand(1, 1, 4, 4)], normalize="imagenet", n_steps=2,
                     progress=False)  # fmt: skip

@@ -226,16 +226,19 @@ class _Inputs:
         if not x.is_floating_point():
             if self.floating_only:
                 raise TypeError(f"{what} is {x.dtype}; a path moves inputs between a baseline and the input, so "
-                                "they must be floating point: scale them first, e.g. x / 255 for uint8 "
-                                "images")  # fmt: skip
+                                "they must be floating point: scale images first (x / 255 for uint8); for "
+                                "token ids, rank on the embeddings (input_name=\"inputs_embeds\" with "
+                                "embedded tokens, as the models page shows)")  # fmt: skip
             return x.to(self.device)
         x = x.to(device=self.device, dtype=self.dtype or x.dtype)
         if self.normalization is None:
             return x
         mean, std = (torch.tensor(v, device=x.device, dtype=x.dtype) for v in self.normalization)
         if x.dim() < 2 or x.shape[1] != len(mean):
-            raise ValueError(f"normalize has {len(mean)} channels, {what} has shape {tuple(x.shape)} (channels at "
-                             "dimension 1)")  # fmt: skip
+            raise ValueError(f"normalize gives {len(mean)} channel(s) (means {self.normalization[0]}, standard "
+                             f"deviations {self.normalization[1]}), {what} has shape {tuple(x.shape)} (channels "
+                             "at dimension 1): give one mean and one standard deviation per channel (--normalize "
+                             "takes the C means, then the C standard deviations)")  # fmt: skip
         shape = (1, -1, *([1] * (x.dim() - 2)))
         return (x - mean.reshape(shape)) / std.reshape(shape)
 
@@ -400,8 +403,9 @@ def _layers_to_score(
         skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
                               "between calls is not defined"
                         for name in candidates if ran.calls.get(name, 0) > 1})  # fmt: skip
-        skipped.update({name: f"its output's first dimension ({ran.rows[name]}) is not the batch (2): it is the "
-                              "same for every sample (a position embedding, say), so it carries nothing of the input"
+        skipped.update({name: f"its output does not follow the batch (a forward pass of 2 images gave it "
+                              f"{ran.rows[name]} row(s)): it is the same for every sample (a position embedding, "
+                              "say), so it carries nothing of the input"
                         for name in candidates if name in ran.rows and (ran.rows[name] < 2 or ran.rows[name] % 2)
                         and name not in skipped})  # fmt: skip
     names = [name for name in ran.sort(candidates) if name not in skipped]
