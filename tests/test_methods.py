@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -169,3 +170,19 @@ def test_target_label_attributes_each_images_own_class() -> None:
         rank_layers(model, [(x, x)], target="label", n_steps=2, progress=False)
     with pytest.raises(ValueError, match="takes no target"):
         RankSettings(method="gradnorm", target="label")
+
+
+def test_a_random_draw_needs_no_depth_order_and_an_order_without_a_loader_warns() -> None:
+    model = conv_net(0)
+    register(Method("coin", "coin", "coin", order=lambda names, seed: {n: float(seed) for n in names},
+                    random_draw=True))  # fmt: skip
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a random draw does not follow depth, so nothing to warn about
+            assert set(rank_layers(model, None, "coin", progress=False).names) == {"0", "2", "4"}
+        with pytest.warns(UserWarning, match="orders the layers as they are registered"):
+            rank_layers(model, None, "last", progress=False)
+    finally:
+        unregister("coin")
+    with pytest.raises(ValueError, match="is a random draw, so it needs order="):
+        Method("bad", "bad", "bad", scorer=get_method("mac").scorer, random_draw=True)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from macattr.ranking.methods import get_method
 from macattr.scores import LayerScores, resolve_k
 
 from .pipeline import (
@@ -67,7 +68,7 @@ def ablate(run: Run) -> Dict[str, Any]:
         if method == "mac":
             return mac
         rankings = run.out / "ablate"  # the rankings do not depend on the budget: both ablations share them
-        if method == "random":  # a fresh draw per seed; every other ranking is made once and shared by the seeds
+        if get_method(method).random_draw:  # a fresh draw per seed; the other rankings are shared by the seeds
             return rank(run, pretrained, method, rankings / f"rank_random_seed{seed}.json", seed=seed)
         return rank(run, pretrained, method, rankings / f"rank_{method}.json")
 

@@ -65,10 +65,11 @@ def rank_layers(
             with an integer ``target``.
         loader: an iterable of batches: tensors (B, C, H, W), tuples/lists whose
             first item is the input, or dicts with ``"lq"`` (BasicSR/RAM) or
-            ``"input"``. Not needed for "random", "uniform" and "last" (which
-            then follow registration order instead of depth).
-        method: a registered method ([`macattr.ranking.methods`][macattr.ranking.methods]): "mac",
-            "conductance", "internal_influence" (alias "ig"), "gradnorm", "random", "uniform" or "last".
+            ``"input"``. Not needed for a method that scores without images (an order such as "random" or
+            "last": ``needs_loader`` is false in its record), which then follows registration order instead of
+            depth.
+        method: the name or alias of a registered method ([`macattr.ranking.methods`][macattr.ranking.methods];
+            ``macattr.ranking.methods.names()`` lists them, the Ranking and selection page describes each).
             ``None``: the method of ``settings`` ("mac" without settings); a method that differs from
             ``settings.method`` is refused.
         settings: a [`RankSettings`][macattr.ranking.settings.RankSettings]; ``options`` override its fields.
@@ -76,7 +77,9 @@ def rank_layers(
         exclude: modules to leave out of the candidates.
         group: a dict key of the batch, or a function of the batch giving one
             key per sample, for ``samples_per_group`` (RAM: 10 per degradation).
-        loss: for "gradnorm": ``loss(output, ground_truth)``, default L1.
+        loss: for the methods that need ground truth ("gradnorm", "fisher"): ``loss(output, ground_truth)`` of
+            one image at a time (batch of 1) → a scalar; default the mean absolute error (L1, averaged over the
+            elements).
         device: run on this device (the model is moved there and back).
         progress: show a progress bar.
         checkpoint: a JSON file updated atomically after every batch; a run with
@@ -95,9 +98,10 @@ def rank_layers(
     Returns:
         [`LayerScores`][macattr.scores.LayerScores] in depth order (the order in which the
         layers run, recorded once with hooks): per layer the sum over images of
-        the mean over its neurons of ``|attribution|``. Layers that do not run,
-        or (for attribution methods) run more than once per forward pass, are
-        skipped with one warning and listed in ``.skipped``.
+        the method's per-image score (for attribution methods the mean over its
+        neurons of ``|attribution|``; each record's ``score`` says what it is).
+        Layers that do not run, or (for attribution methods) run more than once
+        per forward pass, are skipped with one warning and listed in ``.skipped``.
 
     Examples:
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
@@ -350,7 +354,7 @@ def _pending(
 
 def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerScores:
     """A method that needs no images, without a loader: the layers in the order the model registers them."""
-    if settings.method != "random":
+    if not settings.method_record.random_draw:
         warnings.warn(f"method={settings.method!r} without a loader orders the layers as they are registered, not "
                       "as they run; pass a loader to order them by depth", UserWarning, stacklevel=3)  # fmt: skip
     return LayerScores(settings.method_record.order(names, settings.seed), settings.method, _config(settings, names))

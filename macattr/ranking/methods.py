@@ -45,7 +45,8 @@ class ScoringContext:
         target: Captum's class index for classifiers (``None`` when ``forward`` gives one value per sample).
         layers: the modules to score, in depth order; ``names`` are their names in the model.
         path: the integration path of a method that uses one (``None`` otherwise).
-        loss: ``loss(output, ground_truth)`` for methods that need ground truth (default: L1).
+        loss: ``loss(output, ground_truth)`` of one image (a batch of 1) → a scalar, for methods that need
+            ground truth (default: the mean absolute error).
     """
 
     settings: RankSettings
@@ -76,6 +77,8 @@ class Method:
             ``n_steps``, ``rule`` and ``baselines`` play no part).
         path_types: the path classes it accepts (empty: any [`IntegrationPath`][macattr.paths.IntegrationPath]).
         step_rule: the method sums conductance steps and takes the ``rule`` setting (left, right, trapezoid).
+        random_draw: the scores are a draw from ``seed`` alone, not an order through depth (no warning without a
+            loader; an ablation draws them again for every fine-tuning seed).
         aliases: other names that select it.
         summary: one line for the method tables of the docs and ``--help``.
     """
@@ -89,6 +92,7 @@ class Method:
     default_path: Optional[Callable[[RankSettings], IntegrationPath]] = None
     path_types: Tuple[type, ...] = ()
     step_rule: bool = False
+    random_draw: bool = False
     aliases: Tuple[str, ...] = ()
     summary: str = ""
 
@@ -99,6 +103,8 @@ class Method:
             raise ValueError(f"method {self.name!r} needs exactly one of scorer= (scores images) or order= (no data)")
         if self.step_rule and self.default_path is None:
             raise ValueError(f"method {self.name!r} takes a step rule, so it needs a default path")
+        if self.random_draw and self.order is None:
+            raise ValueError(f"method {self.name!r} is a random draw, so it needs order= (no data)")
         if self.order is not None and (self.needs_ground_truth or self.default_path is not None):
             raise ValueError(f"method {self.name!r} orders layers without data: it cannot need ground truth or a path")
 
@@ -210,7 +216,8 @@ register(Method(
     "fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=scorers.fisher_scorer, needs_ground_truth=True,
     summary="diagonal empirical Fisher information of each layer's own parameters under the fine-tuning loss",
 ))  # fmt: skip
-register(Method("random", "random", "random order", order=scorers.random_order, summary="seeded random scores"))
+register(Method("random", "random", "random order", order=scorers.random_order, random_draw=True,
+                summary="seeded random scores"))  # fmt: skip
 register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,
                 summary="spread evenly through depth (every top k)"))  # fmt: skip
 register(Method("last", "last", "deepest-first order", order=scorers.last_order, summary="the deepest layers first"))

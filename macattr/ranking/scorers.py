@@ -3,7 +3,8 @@
 A scorer takes the analysed images of a batch, their ground truth (or ``None``) and their indices among the
 analysed images, and returns a (B, L) float64 tensor: one score per image and layer. Attribution scorers score a
 layer by the mean over its neurons of ``|attribution|``; ``gradnorm`` by the relative gradient norm of its own
-parameters. The orders (``random_order``, ``uniform_order``, ``last_order``) need no data.
+parameters, ``fisher`` by the mean squared gradient of the loss over them. The orders (``random_order``,
+``uniform_order``, ``last_order``, ``first_order``) need no data.
 """
 
 from __future__ import annotations
@@ -48,10 +49,21 @@ def _labels(y: Optional[Tensor]) -> List[int]:
     return y.tolist()
 
 
-def _sweep_arguments(context: ScoringContext) -> Dict[str, Any]:
-    """The arguments of an attribution method's ``attribute`` call that are the same for every batch."""
+def _sweep_scorer(context: ScoringContext, attribution_class: type, **fixed: Any) -> Scorer:
+    """Mean |attribution| per layer of ``attribution_class`` (a layer attribution class of
+    [`macattr.attribution`][macattr.attribution]) along the context's path: all layers in one sweep per batch,
+    with ``fixed`` passed to every ``attribute`` call."""
     settings = context.settings
-    return dict(target=context.target, n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size)
+    attribution = attribution_class(context.forward, context.layers, train_mode=settings.train_mode)
+    common = dict(n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size, **fixed)
+
+    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
+        path = _seeded(context.path, indices, settings.seed)
+        target = _labels(y) if settings.target == "label" else context.target
+        attributions = attribution.attribute(x, settings.baselines, target=target, path=path, **common)
+        return neuron_means(attributions, x.shape[0])
+
+    return score
 
 
 def _seeded(path: Any, indices: List[int], seed: int) -> Any:
@@ -77,18 +89,7 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
     """
     from macattr.attribution import LayerPathConductance
 
-    settings = context.settings
-    conductance = LayerPathConductance(context.forward, context.layers, train_mode=settings.train_mode)
-    common = _sweep_arguments(context)
-
-    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
-        path = _seeded(context.path, indices, settings.seed)
-        target = _labels(y) if settings.target == "label" else common["target"]
-        attributions = conductance.attribute(x, settings.baselines, **{**common, "target": target}, path=path,
-                                             rule=settings.rule)  # fmt: skip
-        return neuron_means(attributions, x.shape[0])
-
-    return score
+    return _sweep_scorer(context, LayerPathConductance, rule=context.settings.rule)
 
 
 def influence_scorer(context: ScoringContext) -> Scorer:
@@ -96,17 +97,7 @@ def influence_scorer(context: ScoringContext) -> Scorer:
     in one sweep per batch."""
     from macattr.attribution import LayerPathInternalInfluence
 
-    settings = context.settings
-    influence = LayerPathInternalInfluence(context.forward, context.layers, train_mode=settings.train_mode)
-    common = _sweep_arguments(context)
-
-    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
-        path = _seeded(context.path, indices, settings.seed)
-        target = _labels(y) if settings.target == "label" else common["target"]
-        attributions = influence.attribute(x, settings.baselines, **{**common, "target": target}, path=path)
-        return neuron_means(attributions, x.shape[0])
-
-    return score
+    return _sweep_scorer(context, LayerPathInternalInfluence)
 
 
 def gradnorm_scorer(context: ScoringContext) -> Scorer:

@@ -84,12 +84,11 @@ class RankSettings:
     """The settings of [`rank_layers()`][macattr.ranking.rank_layers] that decide the scores.
 
     Args:
-        method: a registered method ([`macattr.ranking.methods`][macattr.ranking.methods]): "mac"
-            (conductance along the mask attribute path), "conductance" (along ``path``, default the linear
-            path), "internal_influence" (alias "ig", RAM's IG baseline), "gradnorm" (relative gradient norm of
-            each layer's own parameters under the fine-tuning loss, on (input, ground truth) pairs), "random"
-            (seeded), "uniform" (spread evenly through depth) or "last" (the deepest layers first). An alias
-            is stored as the method's name.
+        method: the name or alias of a registered method ([`macattr.ranking.methods`][macattr.ranking.methods]):
+            "mac" (conductance along the mask attribute path, the default), "conductance" (along ``path``),
+            "internal_influence" (alias "ig", RAM's IG baseline), the loss-based "gradnorm" and "fisher", the
+            orders "random", "uniform", "last", "first", and any method registered since
+            (``macattr.ranking.methods.names()``). An alias is stored as the method's name.
         target: a name in ``macattr.targets.NAMED_TARGETS`` ("gradient_magnitude",
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
             index or index tuple for classifiers, ``"label"`` (each image's own
