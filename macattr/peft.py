@@ -99,7 +99,8 @@ def lora_config(
         budget: ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
         among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
             taken first and the ones LoRA cannot adapt are reported in ``skipped``).
-        r, lora_alpha: LoRA's rank and scale (``lora_alpha`` defaults to ``r``).
+        r: LoRA's rank of every target (without ``total_rank``).
+        lora_alpha: LoRA's scale (default ``r``).
         total_rank: share this many ranks among the targets in proportion to their scores (needs a ranking):
             at least 1 each, at most min(fan-out, fan-in) of the layer's weight; ranks no target can use are not
             spent.

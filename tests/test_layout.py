@@ -157,3 +157,13 @@ def test_the_examples_of_the_models_page_run_as_written(monkeypatch, tmp_path: P
         for index, code in enumerate(blocks):
             exec(compile(code, f"docs/models.md block {index + 1}", "exec"), namespace)
     assert namespace["share"] <= 0.1 and namespace["chosen"].targets
+
+
+def test_every_public_module_has_a_reference_page() -> None:
+    package = ROOT / "macattr"
+    files = [p.relative_to(package) for p in package.rglob("*.py") if "__all__" in p.read_text()]
+    public = {".".join(("macattr", *f.with_suffix("").parts)).removesuffix(".__init__") for f in files
+              if not any(part.startswith("_") and part != "__init__.py" for part in f.parts)}  # fmt: skip
+    pages = (ROOT / "docs" / "reference").glob("*.md")
+    shown = {name for page in pages for name in re.findall(r"^::: (\S+)", page.read_text(), re.MULTILINE)}
+    assert public - shown == {"macattr", "macattr.cli"}  # the facade's names are its modules'; the command has a page
