@@ -32,7 +32,7 @@ import torch
 import macattr
 from bench_networks import NETWORKS
 from macattr import LayerMAC, targets
-from macattr.accumulators import accumulation_dtype
+from macattr.accumulators import TensorSum, accumulation_dtype
 
 
 def _variants(device: str) -> List[str]:
@@ -57,14 +57,14 @@ def _prepare(variant: str, model: torch.nn.Module, kind: str, x: torch.Tensor):
     return forward, x
 
 
-class FusedConductanceSum:
+class FusedConductanceSum(TensorSum):
     """The left-rule conductance sum of ``macattr.accumulators.ConductanceSum`` (same ``update``/``compute``/
     ``merge``), with each pass's arithmetic (boundary term, differences, products, sum over the grid points,
     copies of the last point) in one ``torch.compile``'d function, which inductor turns into one fused kernel
     per layer shape. Given to the attribution classes as ``accumulator=FusedConductanceSum``."""
 
     def __init__(self) -> None:
-        self.total: Optional[torch.Tensor] = None
+        super().__init__()
         self._last: Tuple[torch.Tensor, ...] = ()
 
     def update(self, values: torch.Tensor, grads: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
@@ -74,15 +74,6 @@ class FusedConductanceSum:
             self.total = torch.zeros_like(values[0])
             self._last = (values[0].clone(), torch.zeros_like(grads[0]))
         _fused_step()(self.total, *self._last, values, grads)
-
-    def compute(self) -> torch.Tensor:
-        if self.total is None:
-            raise ValueError("FusedConductanceSum.compute() before any update()")
-        return self.total
-
-    def merge(self, other: FusedConductanceSum) -> None:
-        if other.total is not None:
-            self.total = other.total.clone() if self.total is None else self.total + other.total
 
 
 def _step(total: torch.Tensor, last_value: torch.Tensor, last_grad: torch.Tensor, values: torch.Tensor,

@@ -5,6 +5,8 @@ Every accumulator has ``update(...)`` (add one batch), ``compute()`` (the result
 so far) and ``merge(other)`` (add another accumulator of the same kind, for
 example one that ran in another process or on another part of the data).
 
+- [`TensorSum`][macattr.accumulators.TensorSum]: a tensor total with ``compute`` and ``merge``, the base of the
+  two below and of custom ``accumulator=`` classes.
 - [`ConductanceSum`][macattr.accumulators.ConductanceSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · (y(α_{j+1}) − y(α_j))``
   over grid points fed in order (the engine's conductance; the right and trapezoid step rules too).
 - [`GradientSum`][macattr.accumulators.GradientSum]: per neuron ``Σ_j ∂F/∂y|_{α_j} · w_j`` (internal influence).
@@ -42,12 +44,44 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+class TensorSum:
+    """A running tensor sum ``total``: ``compute()`` returns it, ``merge(other)`` adds another one's. Subclasses
+    write ``update``; the engine's sums below are two, and a custom ``accumulator=`` can be a third.
+
+    Examples:
+        >>> class Squares(TensorSum):
+        ...     def update(self, values, grads, weights=None):
+        ...         self.add(grads.square().sum(0))
+        >>> a, b = Squares(), Squares()
+        >>> a.update(None, torch.tensor([[1.0], [2.0]])); b.update(None, torch.tensor([[3.0]]))
+        >>> a.merge(b)
+        >>> a.compute().tolist()
+        [14.0]
+    """
+
+    def __init__(self) -> None:
+        self.total: Optional[Tensor] = None
+
+    def add(self, part: Tensor) -> None:
+        """Add ``part`` to the total (the first part becomes the total)."""
+        self.total = part if self.total is None else self.total + part
+
+    def compute(self) -> Tensor:
+        if self.total is None:
+            raise ValueError(f"{type(self).__name__}.compute() before any update()")
+        return self.total
+
+    def merge(self, other: TensorSum) -> None:
+        if other.total is not None:
+            self.total = other.total.clone() if self.total is None else self.total + other.total
+
+
 STEP_RULES = ("left", "right", "trapezoid")
 """Which gradient a conductance step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by: ``left``
 ``∂F/∂y|_{α_j}``, ``right`` ``∂F/∂y|_{α_{j+1}}``, ``trapezoid`` their mean."""
 
 
-class ConductanceSum:
+class ConductanceSum(TensorSum):
     """Running ``Σ_j ĝ_j · (y_{j+1} − y_j)`` over consecutive grid points, with ``ĝ_j`` the gradient of the
     step's ``rule``: ``g_j`` (left, the default), ``g_{j+1}`` (right) or ``½ (g_j + g_{j+1})`` (trapezoid).
 
@@ -72,8 +106,8 @@ class ConductanceSum:
     def __init__(self, rule: str = "left") -> None:
         if rule not in STEP_RULES:
             raise ValueError(f"rule must be one of {list(STEP_RULES)}, got {rule!r}")
+        super().__init__()
         self.rule = rule
-        self.total: Optional[Tensor] = None
         self._last: Optional[Tuple[Tensor, Tensor]] = None
         self._buffers: Tuple[Tensor, ...] = ()
 
@@ -107,18 +141,8 @@ class ConductanceSum:
         last_grad.copy_(grads[-1])
         self._last = self._buffers
 
-    def compute(self) -> Tensor:
-        if self.total is None:
-            raise ValueError("ConductanceSum.compute() before any update()")
-        return self.total
 
-    def merge(self, other: ConductanceSum) -> None:
-        if other.total is None:
-            return
-        self.total = other.total.clone() if self.total is None else self.total + other.total
-
-
-class GradientSum:
+class GradientSum(TensorSum):
     """Running ``Σ_j g_j · w_j``: ``update(values, grads (S, N, ...), weights (S,))``; ``compute()`` → (N, ...).
 
     Examples:
@@ -128,23 +152,10 @@ class GradientSum:
         [2.0]
     """
 
-    def __init__(self) -> None:
-        self.total: Optional[Tensor] = None
-
     def update(self, values: Optional[Tensor], grads: Tensor, weights: Tensor) -> None:
         dtype = accumulation_dtype(grads.dtype)
         shape = (-1,) + (1,) * (grads.dim() - 1)
-        part = (grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0)
-        self.total = part if self.total is None else self.total + part
-
-    def compute(self) -> Tensor:
-        if self.total is None:
-            raise ValueError("GradientSum.compute() before any update()")
-        return self.total
-
-    def merge(self, other: GradientSum) -> None:
-        if other.total is not None:
-            self.total = other.total.clone() if self.total is None else self.total + other.total
+        self.add((grads.to(dtype) * weights.to(device=grads.device, dtype=dtype).reshape(shape)).sum(0))
 
 
 class ScoreSum:
@@ -222,5 +233,6 @@ __all__ = [
     "ConductanceSum",
     "GradientSum",
     "ScoreSum",
+    "TensorSum",
     "accumulation_dtype",
 ]

@@ -154,7 +154,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         accumulator: for experiments with the arithmetic: a function of no arguments that makes the running
             sum of one layer tensor, an [`Accumulator`][macattr.accumulators.Accumulator] fed
             ``update(values, grads, weights)`` with each pass's (S, N, ...) values and gradients and its grid
-            weights (S,); default ``ConductanceSum(rule)`` (``GradientSum()`` for internal influence).
+            weights (S,); default ``ConductanceSum(rule)`` (``GradientSum()`` for internal influence). A
+            subclass of [`TensorSum`][macattr.accumulators.TensorSum] writes only ``update``.
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
