@@ -324,7 +324,8 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
     if not settings.method_record.step_rule:
         raise _CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
-    check = check_steps(model, batches, settings, args.k, images=4, warn=False, group=group, device=device)
+    check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget, group=group,
+                        device=device)  # fmt: skip
     advice = "" if check.enough else "; raise --n-steps or use --rule trapezoid"
     if is_main_process():
         print(f"check of N: {check.summary()}{advice}")

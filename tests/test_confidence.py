@@ -192,13 +192,24 @@ def test_check_steps_compares_n_with_half_and_warns_when_the_top_k_moves() -> No
 def test_the_error_estimate_of_check_steps_tracks_the_true_error_on_a_smooth_path() -> None:
     model = conv_net(1)
     x = torch.rand(1, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = rank_layers(model, [x], method="conductance", n_steps=4096, rule="trapezoid", progress=False)
     for rule in ("left", "trapezoid"):
-        settings = RankSettings("conductance", n_steps=32, rule=rule)
-        check = check_steps(model, [x], settings, k=1, images=1, warn=False)
-        exact = rank_layers(model, [x], method="conductance", n_steps=4096, rule="trapezoid", progress=False)
-        at_n = rank_layers(model, [x], settings=settings, progress=False)
-        true = max(abs(at_n[n] - exact[n]) / abs(exact[n]) for n in exact)
-        assert true / 2 < check.error < true * 2, (rule, check.error, true)
+        for n_steps in (32, 33, 9):  # an odd N is compared with (N - 1) / 2: a ratio above 2
+            settings = RankSettings("conductance", n_steps=n_steps, rule=rule)
+            check = check_steps(model, [x], settings, k=1, images=1, warn=False)
+            at_n = rank_layers(model, [x], settings=settings, progress=False)
+            true = max(abs(at_n[n] - exact[n]) / abs(exact[n]) for n in exact)
+            assert true / 1.6 < check.error < true * 1.6, (rule, n_steps, check.error, true)
+
+
+def test_check_steps_counts_k_in_the_budget_and_refuses_settings_outside_its_settings() -> None:
+    model = conv_net(0, depth=4)
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    check = check_steps(model, [x], RankSettings(n_steps=8), k=0.3, images=2, warn=False, budget="parameters")
+    at_n = rank_layers(model, [x], n_steps=8, progress=False)
+    assert check.top_k == at_n.top_k(0.3, "parameters") != at_n.top_k(0.3)
+    with pytest.raises(TypeError, match=r"not as \['n_steps'\] \(they would change both runs\)"):
+        check_steps(model, [x], RankSettings(n_steps=8), n_steps=2)
 
 
 def test_the_command_prints_and_writes_the_confidence_and_stops_when_stable(tmp_path: Path, capsys) -> None:

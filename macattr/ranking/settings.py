@@ -33,7 +33,9 @@ class UntilStable:
     ``resamples``); the ranking stops once the share of resamples whose top ``k`` (by ``budget``) is the
     current one reaches ``threshold``, or when the loader, ``samples_per_group`` or ``max_images`` has no more
     images to give. The scores' config records how it stopped (``"stopped"``: passes, images, the last
-    probability, whether it reached the threshold). The loader must give the same images in the same order on
+    probability, whether it reached the threshold). Without groups, a ranking that stops after n images equals
+    ``max_images=n``; with groups it analyses the images of ``samples_per_group=q`` but numbers them, and so seeds
+    their mask paths, in the order the passes reach them. The loader must give the same images in the same order on
     every pass (it is checked); the ranking runs in one process and without a checkpoint.
 
     Args:

@@ -1,15 +1,15 @@
-"""Is N large enough? The top k and the scores at N grid intervals against N / 2, on a few images.
+"""Is N large enough? The top k and the scores at N grid intervals against M = ⌊N / 2⌋, on a few images.
 
 A step rule of order p (1 for "left" and "right", 2 for "trapezoid" on a smooth path) has an error that
-shrinks as N^-p, so the difference between the scores at N and at N / 2 estimates the error at N
-(Richardson): ``|s_N − s_{N/2}| / (2^p − 1)``. When the top k at N / 2 is not the top k at N, the ranking
-still moves with N and N is too small for the rule.
+shrinks as N^-p, so the difference between the scores at N and at M estimates the error at N (Richardson):
+``|s_N − s_M| / ((N / M)^p − 1)``, which is ``|s_N − s_M| / (2^p − 1)`` for an even N. When the top k at M is
+not the top k at N, the ranking still moves with N and N is too small for the rule.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, List, Optional, Union
 
 from torch import nn
@@ -31,7 +31,7 @@ class StepCheck:
         top_k, top_k_at_half: the top k at N and at N / 2, best first.
         overlap: |top_k ∩ top_k_at_half| / |top_k|, in [0, 1].
         error: the largest estimated relative error of a layer's score at N,
-            max |s_N − s_{N/2}| / (2^p − 1) / |s_N| over the layers (p: the rule's order).
+            max |s_N − s_M| / ((N / M)^p − 1) / |s_N| over the layers (M = ⌊N / 2⌋, p: the rule's order).
     """
 
     n_steps: int
@@ -60,13 +60,16 @@ def check_steps(
     k: Union[int, float] = 0.1,
     images: int = 4,
     warn: bool = True,
+    budget: str = "layers",
     **rank_options: Any,
 ) -> StepCheck:
-    """Rank the first ``images`` images of ``loader`` at ``settings.n_steps`` and at half of it and compare.
+    """Rank the first ``images`` images of ``loader`` at ``settings.n_steps`` and at half of it (rounded down)
+    and compare.
 
-    Warns (``UserWarning``, unless ``warn=False``) when the top ``k`` layers differ, naming the remedy: a larger
-    ``n_steps`` or ``rule="trapezoid"``. ``rank_options`` go to [`rank_layers()`][macattr.ranking.rank_layers]
-    (``layers``, ``group``, ``device``, ...). Costs 1.5 × N forward and backward passes per image.
+    Warns (``UserWarning``, unless ``warn=False``) when the top ``k`` layers (counted in ``budget``, as in
+    ``LayerScores.top_k``) differ, naming the remedy: a larger ``n_steps`` or ``rule="trapezoid"``.
+    ``rank_options`` go to [`rank_layers()`][macattr.ranking.rank_layers] (``layers``, ``group``, ``device``,
+    ...), not the fields of ``settings``. Costs 1.5 × N forward and backward passes per image.
 
     Examples:
         >>> import torch
@@ -83,22 +86,29 @@ def check_steps(
                          "'mac' and 'conductance'")  # fmt: skip
     check_int("images", images, 1)
     check_int("n_steps", settings.n_steps, 2)
+    setting_names = [f.name for f in fields(RankSettings) if f.name in rank_options]
+    if setting_names:
+        raise TypeError(f"check_steps takes the ranking's settings as settings=, not as {setting_names} (they would "
+                        "change both runs): pass RankSettings(...) with them")  # fmt: skip
     rank_options = {"progress": False, **rank_options}
-    runs = [rank_layers(model, loader, settings=replace(settings, n_steps=n, max_images=images, until_stable=None),
-                        **rank_options) for n in (settings.n_steps, settings.n_steps // 2)]  # fmt: skip
-    full, half = runs
-    top, top_half = full.top_k(k), half.top_k(k)
+    steps = (settings.n_steps, settings.n_steps // 2)
+    full, half = (rank_layers(model, loader, **rank_options,
+                              settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
+                  for n in steps)  # fmt: skip
+    top, top_half = full.top_k(k, budget), half.top_k(k, budget)
+    ratio = (steps[0] / steps[1]) ** _ORDER[settings.rule]
     check = StepCheck(settings.n_steps, settings.rule, full.images, top, top_half,
-                      len(set(top) & set(top_half)) / len(top), _error(full, half, _ORDER[settings.rule]))  # fmt: skip
+                      len(set(top) & set(top_half)) / len(top), _error(full, half, ratio - 1))  # fmt: skip
     if warn and not check.enough:
         warnings.warn(f"{check.summary()}; raise n_steps or use rule='trapezoid'", UserWarning, stacklevel=2)
     return check
 
 
-def _error(full: LayerScores, half: LayerScores, order: int) -> float:
-    """The largest Richardson estimate of a score's relative error at the finer grid."""
+def _error(full: LayerScores, half: LayerScores, shrink: float) -> float:
+    """The largest Richardson estimate of a score's relative error at the finer grid: the difference divided by
+    ``shrink`` = (N / M)^p − 1."""
     scale = max(abs(v) for v in full.values()) or 1.0
-    return max(abs(full[n] - half[n]) / (2**order - 1) / max(abs(full[n]), 1e-12 * scale) for n in full)
+    return max(abs(full[n] - half[n]) / shrink / max(abs(full[n]), 1e-12 * scale) for n in full)
 
 
 __all__ = ["StepCheck", "check_steps"]
