@@ -129,6 +129,8 @@ def plot(results: Dict[str, Any], path: Path) -> None:
             ax.loglog(steps, [100 * r["max_error"] for r in runs], "o-", color=colour, label=f"{rule}, largest")
             ax.loglog(steps, [100 * r["mean_error"] for r in runs], "s--", color=colour, ms=3, label=f"{rule}, mean")
         ax.set_title(f"{network} ({entry['layers']} layers)")
+        ax.set_xticks(steps, [str(n) for n in steps], minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_xlabel("grid intervals N")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("relative error of a layer's score (%)")
