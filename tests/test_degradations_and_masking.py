@@ -16,7 +16,7 @@ from macattr.restoration.degradations import (
     parse_task,
     random_level,
 )
-from macattr.restoration.images import sample_images
+from macattr.restoration.images import photographs, sample_images
 from macattr.restoration.masking import masked_l1, random_pixel_mask
 
 
@@ -133,3 +133,11 @@ def test_bad_mask_and_image_arguments_are_refused(tmp_path) -> None:
         image_files(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="holds no images"):
         image_files(tmp_path)
+
+
+def test_photographs_are_decoded_once_but_every_caller_gets_its_own_copy() -> None:
+    first = photographs("test")
+    first[0].zero_()
+    again = photographs("test")
+    assert again[0].abs().sum() > 0 and all(a.data_ptr() != b.data_ptr() for a, b in zip(first, again))
+    assert [tuple(image.shape) for image in again] == [tuple(image.shape) for image in photographs("test")]

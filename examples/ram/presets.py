@@ -162,6 +162,7 @@ PRESETS: Dict[str, Preset] = {
         analyze=Analysis(per_task=2, size=16, n_steps=6),
         evaluate=Evaluation(size=32, count=8, tiles=64),
         tasks=("noise25", "jpeg50"),
+        ratios=(0.25, 0.5),
         robustness=Robustness(seeds=(1,), per_task=(1,), n_steps=(3,)),
     ),  # fmt: skip
     "tiny": Preset(

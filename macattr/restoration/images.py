@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -139,6 +140,12 @@ def photographs(split: str) -> List[Tensor]:
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return [image.clone() for image in _decoded_photographs(split)]
+
+
+@functools.lru_cache(maxsize=2)
+def _decoded_photographs(split: str) -> Tuple[Tensor, ...]:
+    """The photographs of ``split``, decoded once per process (the pipeline asks for them at every stage)."""
     try:
         import skimage.data
     except ImportError:
@@ -149,7 +156,7 @@ def photographs(split: str) -> List[Tensor]:
         array = array[0] if isinstance(array, tuple) else array  # stereo_motorcycle → left view
         array = np.stack([array] * 3, axis=-1) if array.ndim == 2 else array[..., :3]
         out.append(torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous())
-    return out
+    return tuple(out)
 
 
 __all__ = [
