@@ -49,8 +49,14 @@ def _cases(args: argparse.Namespace) -> Dict[str, Callable[[], Case]]:
     return {
         "demo": lambda: (pretrained_demo(args.work / "demo"), _noisy_crop(), {}),
         "swinir-medium": lambda: (ram_medium("swinir", args.medium_weights), _noisy_crop(), {}),
-        "resnet": lambda: (resnet18(16), sample_images(32)[1][None], {"target": 0}),
+        "resnet": lambda: (_seeded(resnet18, 16), sample_images(32)[1][None], {"target": 0}),
     }
+
+
+def _seeded(build: Callable[..., nn.Module], *args: Any) -> nn.Module:
+    """``build(*args)`` with torch's generator seeded (0): the same random weights in every run and resume."""
+    torch.manual_seed(0)
+    return build(*args)
 
 
 def _scores(case: Case, n_steps: int, rule: str) -> LayerScores:
@@ -75,12 +81,20 @@ def reference(case: Case, start: int, tolerance: float, limit: int, log: Callabl
 
 
 def compare(scores: LayerScores, exact: Dict[str, float], k: float = 0.1) -> Dict[str, float]:
-    """Relative errors of ``scores`` against ``exact`` (largest, mean) and the top-k overlap with its top k."""
+    """Relative errors of ``scores`` against ``exact`` (largest, mean), the top-k overlap with its top k, and how
+    the scores' own error estimate relates to the true error: its largest value, the share of layers whose
+    estimate is below their true error (``understated``), the median and smallest ratio of estimate to true
+    error over the layers, and the largest completeness gap at the input."""
     errors = np.array([abs(scores[n] - exact[n]) / abs(exact[n]) for n in exact])
     truth = LayerScores(exact, "mac")
     top, true_top = scores.top_k(k), truth.top_k(k)
+    estimated = np.array([scores.error(n) / abs(exact[n]) for n in exact])
+    ratios = estimated / np.maximum(errors, 1e-300)
     return {"max_error": float(errors.max()), "mean_error": float(errors.mean()),
-            "overlap": len(set(top) & set(true_top)) / len(true_top), "k": len(true_top)}  # fmt: skip
+            "overlap": len(set(top) & set(true_top)) / len(true_top), "k": len(true_top),
+            "estimate_max": float(estimated.max()), "understated": float((estimated < errors).mean()),
+            "ratio_median": float(np.median(ratios)), "ratio_min": float(ratios.min()),
+            "input_gap": float(scores.input_gaps.max())}  # fmt: skip
 
 
 def run(args: argparse.Namespace, results: Dict[str, Any], save: Callable[[], None]) -> None:
@@ -98,7 +112,7 @@ def run(args: argparse.Namespace, results: Dict[str, Any], save: Callable[[], No
         for rule in STEP_RULES:
             for n in args.steps:
                 key = f"{rule} {n}"
-                if key in entry["runs"]:
+                if "estimate_max" in entry["runs"].get(key, {}):
                     continue
                 entry["runs"][key] = {"rule": rule, "n_steps": n, **compare(_scores(case, n, rule), exact)}
                 save()
@@ -106,13 +120,19 @@ def run(args: argparse.Namespace, results: Dict[str, Any], save: Callable[[], No
 
 def table(results: Dict[str, Any]) -> str:
     lines = [f"{'network':14s} {'layers':>6s} {'reference N':>11s} {'rule':9s} {'N':>4s} {'max error':>9s} "
-             f"{'mean error':>10s} {'top-10 %':>8s}"]  # fmt: skip
+             f"{'mean error':>10s} {'top-10 %':>8s} {'max estimate':>12s} {'understated':>11s} "
+             f"{'estimate/error':>14s} {'input gap':>9s}"]  # fmt: skip
     for network, entry in results["networks"].items():
         ref = entry["reference"]
         for run_ in entry["runs"].values():
-            lines.append(f"{network:14s} {entry['layers']:6d} {ref['n_steps']:11d} {run_['rule']:9s} "
-                         f"{run_['n_steps']:4d} {100 * run_['max_error']:8.2f}% {100 * run_['mean_error']:9.2f}% "
-                         f"{run_['overlap'] * run_['k']:4.0f}/{run_['k']:<3d}")  # fmt: skip
+            line = (f"{network:14s} {entry['layers']:6d} {ref['n_steps']:11d} {run_['rule']:9s} "
+                    f"{run_['n_steps']:4d} {100 * run_['max_error']:8.2f}% {100 * run_['mean_error']:9.2f}% "
+                    f"{run_['overlap'] * run_['k']:4.0f}/{run_['k']:<3d}")  # fmt: skip
+            if "estimate_max" in run_:  # median (smallest) ratio of the estimate to the true error
+                line += (f" {100 * run_['estimate_max']:11.2f}% {100 * run_['understated']:10.0f}% "
+                         f"{run_['ratio_median']:7.2g} ({run_['ratio_min']:.2g}) "
+                         f"{100 * run_['input_gap']:8.2f}%")  # fmt: skip
+            lines.append(line)
     return "\n".join(lines)
 
 

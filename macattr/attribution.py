@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -136,6 +137,43 @@ class _Rows:
         return points
 
 
+@dataclass(frozen=True)
+class CertifiedAttribution:
+    """Attributions with their own error estimate and the certificate of the step sum that made them.
+
+    Attributes:
+        attributions: what ``attribute`` returns: per layer a tensor (N, ...) (a tuple for layers with several
+            output tensors), a list for a list of layers.
+        errors: the same structure: each neuron's estimated absolute error against the integral along the path,
+            ``Σ_j |(g_{j+1} − g_j) · (y_{j+1} − y_j)|`` over the grid's steps (the spread between the right and
+            left rules; half of it for the trapezoid). It bounds the error where the gradient moves
+            monotonically within each step, and is an estimate otherwise.
+        change: ``F(X(end)) − F(X(start))`` (N,).
+        input_sum: the conductance at the path's input, summed over its elements (N,): it tends to ``change``
+            as the grid resolves the path, for every model.
+        input_scale: ``Σ_j |Σ_elements ĝ_j · ΔX_j|`` (N,), the size of the input's step contributions.
+        convergence_delta: per layer (a list for a list of layers), ``Σ attributions − change`` (N,), as Captum.
+
+    The completeness gap at the input, [`input_gap`][macattr.attribution.CertifiedAttribution.input_gap], is a
+    measured lower bound on how far the step sum is from the integral on each sample: a large gap proves that
+    the grid does not resolve the path.
+    """
+
+    attributions: Any
+    errors: Any
+    change: Tensor
+    input_sum: Tensor
+    input_scale: Tensor
+    convergence_delta: Any
+
+    @property
+    def input_gap(self) -> Tensor:
+        """``|input_sum − change| / max(input_scale, |change|)`` per sample (N,), in [0, ∞): 0 when the step sum
+        is complete at the input; normalised by a scale that does not vanish when ``F`` barely changes."""
+        scale = torch.maximum(self.input_scale.abs(), self.change.abs()).clamp(min=torch.finfo(self.change.dtype).tiny)
+        return (self.input_sum - self.change).abs() / scale
+
+
 class LayerPathConductance(LayerAttribution, GradientAttribution):
     """Conductance of every neuron of one or more layers along a path.
 
@@ -220,7 +258,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         *,
         path: Optional[IntegrationPath] = None,
         rule: str = "left",
-    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
+        certify: bool = False,
+    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any], CertifiedAttribution]:
         """Attributions in the shape of each layer's output (or input), (N, ...).
 
         Args:
@@ -251,15 +290,18 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                 ``"left"`` ``∂F/∂y|_{α_j}`` (Captum's and the paper's Eq. 9), ``"right"``
                 ``∂F/∂y|_{α_{j+1}}`` (the RAM authors' code), ``"trapezoid"`` their mean (second order on
                 a smooth path). All three take the same passes and memory.
+            certify: return a [`CertifiedAttribution`][macattr.attribution.CertifiedAttribution]: the
+                attributions with each neuron's estimated error and the completeness gap at the input (the
+                backward pass then reaches the input: one more layer's gradient per pass).
 
         Returns:
             per layer a tensor (a tuple for layers with several output tensors);
             a list for a list of layers. With ``return_convergence_delta``, also
-            the delta (N,) (a list for a list of layers).
+            the delta (N,) (a list for a list of layers). With ``certify``, a ``CertifiedAttribution``.
         """
         return self._attribute_along(
             self._path_or_own(path), inputs, baselines, target, additional_forward_args, n_steps, method,
-            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule, certify,
         )  # fmt: skip
 
     def _path_or_own(self, path: Optional[IntegrationPath]) -> IntegrationPath:
@@ -283,7 +325,8 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         return_convergence_delta: bool,
         attribute_to_layer_input: bool,
         rule: str = "left",
-    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
+        certify: bool = False,
+    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any], CertifiedAttribution]:
         if return_convergence_delta and not self.has_convergence_delta():
             raise ValueError(f"return_convergence_delta is not available for {type(self).__name__}")
         check_choice("method", method, QUADRATURES)
@@ -297,11 +340,14 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             group = min(internal_batch_size, n_samples)
             steps_per_pass = 1 if self.train_mode else max(1, internal_batch_size // n_samples)
         for name, flag in (("return_convergence_delta", return_convergence_delta),
-                           ("attribute_to_layer_input", attribute_to_layer_input)):  # fmt: skip
+                           ("attribute_to_layer_input", attribute_to_layer_input), ("certify", certify)):  # fmt: skip
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if certify and self.accumulator is not None:
+            raise ValueError("certify=True estimates the error of conductance's own step sums; it cannot be used "
+                             "with a custom accumulator=")  # fmt: skip
         plan = SweepPlan(check_int("n_steps", n_steps, 1), self.quantity, method, steps_per_pass,
-                         attribute_to_layer_input, rule, self.accumulator)  # fmt: skip
+                         attribute_to_layer_input, rule, self.accumulator, certify)  # fmt: skip
         extra = additional_forward_args
         extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
         points_at = path.bind(formatted, bases) if group < n_samples else None
@@ -319,10 +365,14 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
                     additional_forward_args=tuple(_rows(a, n_samples, rows) for a in extra),
                     names=self.layer_names, outputs_at_ends=bool(return_convergence_delta),
                 ))  # fmt: skip
-        return self._format(SweepResult.concatenate(parts), return_convergence_delta)
+        result = SweepResult.concatenate(parts)
+        if certify:
+            return self._certified(result)
+        return self._format(result.attributions, result, return_convergence_delta)
 
-    def _format(self, result: SweepResult, return_convergence_delta: bool) -> Any:
-        attributions = [tensors[0] if len(tensors) == 1 else tensors for tensors in result.attributions]
+    def _format(self, per_layer: List[Tuple[Tensor, ...]], result: SweepResult, return_convergence_delta: bool) -> Any:
+        """``per_layer`` (attributions or their errors) shaped as ``attribute`` returns them, with the deltas."""
+        attributions = [tensors[0] if len(tensors) == 1 else tensors for tensors in per_layer]
         single = not isinstance(self.layer, list)
         formatted = attributions[0] if single else attributions
         if not return_convergence_delta:
@@ -333,6 +383,13 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             sum(t.reshape(n, -1).sum(1) for t in tensors).to(change.dtype) - change for tensors in result.attributions
         ]
         return formatted, (deltas[0] if single else deltas)
+
+    def _certified(self, result: SweepResult) -> CertifiedAttribution:
+        attributions, deltas = self._format(result.attributions, result, True)
+        change = result.end_outputs - result.start_outputs
+        return CertifiedAttribution(attributions, self._format(result.errors, result, False), change,
+                                    result.input_sums.to(change.dtype), result.input_scales.to(change.dtype),
+                                    deltas)  # fmt: skip
 
 
 class LayerPathInternalInfluence(LayerPathConductance):
@@ -430,8 +487,9 @@ class LayerMAC(LayerPathConductance):
         *,
         path: Optional[IntegrationPath] = None,
         rule: str = "left",
+        certify: bool = False,
         **path_options: Any,
-    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any]]:
+    ) -> Union[Attribution, List[Attribution], Tuple[Any, Any], CertifiedAttribution]:
         """MAC of every neuron of the layer(s), (N, ...); arguments as in
         [`LayerPathConductance.attribute()`][macattr.attribution.LayerPathConductance.attribute].
 
@@ -456,11 +514,12 @@ class LayerMAC(LayerPathConductance):
                 raise TypeError(f"LayerMAC.attribute: {error}; the mask path's options are {options}") from None
         return self._attribute_along(
             path, inputs, baselines, target, additional_forward_args, n_steps, method,
-            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule,
+            internal_batch_size, return_convergence_delta, attribute_to_layer_input, rule, certify,
         )  # fmt: skip
 
 
 __all__ = [
+    "CertifiedAttribution",
     "LayerMAC",
     "LayerPathConductance",
     "LayerPathInternalInfluence",

@@ -311,7 +311,8 @@ def _rank(args: argparse.Namespace) -> None:
             if args.check_steps:
                 _check_steps(model, batches, settings, args, group, device)
             scores = rank_layers(model, batches, settings=settings, group=group, device=device,
-                                 progress=not args.no_progress, checkpoint=args.checkpoint)  # fmt: skip
+                                 progress=not args.no_progress, checkpoint=args.checkpoint,
+                                 tolerance=args.tolerance, strict=args.strict)  # fmt: skip
         finally:
             main_process = is_main_process()
             finish()
@@ -324,9 +325,13 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
     if not settings.method_record.step_rule:
         raise _CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
-    check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget, group=group,
-                        device=device)  # fmt: skip
-    advice = "" if check.enough else "; raise --n-steps or use --rule trapezoid"
+    check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget,
+                        tolerance=args.tolerance, group=group, device=device)  # fmt: skip
+    advice = (
+        ""
+        if check.enough
+        else "; raise --n-steps" + ("" if settings.rule == "trapezoid" else " or use --rule trapezoid")
+    )
     if is_main_process():
         print(f"check of N: {check.summary()}{advice}")
 
@@ -353,10 +358,14 @@ def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
         write_ram_files(scores, args.ram_files)
     print(f"{scores.method}: {scores.images} images, {len(scores)} layers; top {len(top)} (k={args.k} of the "
           f"{args.budget}), {100 * scores.share(top):.1f} % of the parameters:")  # fmt: skip
+    relative = scores.relative_errors() if scores.errors is not None else None
     for rank, name in enumerate(top, start=1):
+        error = "" if relative is None else f" ± {100 * relative[name]:.2g} %"
         shown = "" if sure is None else (f"  P(top k) {sure.in_top_k[name]:.2f}, 95 % interval "
                                          f"[{sure.low[name]:.4g}, {sure.high[name]:.4g}]")  # fmt: skip
-        print(f"  {rank:2d}. {name}  {scores[name]:.4g}{shown}")
+        print(f"  {rank:2d}. {name}  {scores[name]:.4g}{error}{shown}")
+    if relative is not None:
+        print(f"step sum: {scores.certificate(args.tolerance).summary()}")
     print(sure.summary() if sure is not None else "confidence: not computed (needs 2 images in every group)")
     print(f"wrote {args.out}")
 
@@ -473,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-steps",
         action="store_true",
         help="first compare the top k at N and N/2 on 4 images, and say whether N is large enough",
+    )
+    rank.add_argument("--tolerance", type=_probability, default=0.1,
+                      help="relative error the scores must be within: warn (or with --strict refuse) when a "
+                      "layer's estimated error or an image's completeness gap is over it (default 0.1)")  # fmt: skip
+    rank.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2, no files) a ranking whose estimated error is over --tolerance",
     )
     rank.add_argument("--checkpoint", help="resume file, updated after every image")
     rank.add_argument("--ram-files", help="also write RAM's filter_*.txt into this folder")

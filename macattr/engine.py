@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_int
-from macattr.accumulators import STEP_RULES, ConductanceSum, GradientSum
+from macattr.accumulators import STEP_RULES, CompletenessSum, ConductanceSum, GradientSum
 from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
 from macattr.targets import TargetIndex, expand_target, select_target
 
@@ -148,7 +148,7 @@ def _expand_args(args: tuple, n_samples: int, repeats: int) -> tuple:
     )
 
 
-def _forward(recorder: LayerRecorder, run: Callable[[], Tensor]) -> Tensor:
+def _forward(recorder: LayerRecorder, run: Callable[[], Any]) -> Any:
     """``run()`` with the hooks capturing; re-run once with clones if a captured tensor was changed in place."""
     for attempt in range(2):
         recorder.clear()
@@ -193,19 +193,22 @@ def _roots(tensors: Sequence[Tensor]) -> List[Tensor]:
     return list({id(t): t for t in tensors if t.grad_fn is None or not below[t.grad_fn]}.values())
 
 
-def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[int, int, Tensor], None]) -> None:
+def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[int, int, Tensor], None],
+                   inputs: LayerTensors = ()) -> None:  # fmt: skip
     """Backward from ``Σ F`` that hands ``∂F/∂y`` of every captured tensor ``j`` of layer ``i`` to
     ``consume(i, j, grad)`` as soon as autograd has it, and stops at the earliest captured tensors.
 
-    Each gradient is used while it is fresh and then freed, so no pass holds the gradients of all layers;
-    parameters get no gradient. A tensor ``F`` does not depend on is handed zeros.
+    ``inputs``: leaves the backward pass must reach too (the path's points, for the certificate); their
+    gradients go to ``consume(L, j, grad)`` with ``L`` the number of layers. Each gradient is used while it is
+    fresh and then freed, so no pass holds the gradients of all layers; parameters get no gradient. A tensor
+    ``F`` does not depend on is handed zeros.
     """
     if not scores.requires_grad:
         raise ValueError(
             "the forward function's output does not depend on its inputs through autograd "
             "(does it run under torch.no_grad() or detach its output?)"
         )
-    tracked = [(i, j, t) for i, tensors in enumerate(recorder.captured) for j, t in enumerate(tensors)]
+    tracked = [(i, j, t) for i, tensors in enumerate([*recorder.captured, inputs]) for j, t in enumerate(tensors)]
     waiting = {(i, j): t for i, j, t in tracked}
 
     def hook_for(i: int, j: int) -> Callable[[Tensor], None]:
@@ -238,7 +241,9 @@ def _backward_into(recorder: LayerRecorder, scores: Tensor, consume: Callable[[i
         recorder.recomputing, recorder.on_recompute = False, None
         for handle in handles:
             handle.remove()
-    unreached = sorted({recorder.names[i] for i, _ in waiting if recorder.without_autograd[i]})
+    unreached = sorted(
+        {recorder.names[i] for i, _ in waiting if i < len(recorder.layers) and recorder.without_autograd[i]}
+    )
     if unreached:
         raise ValueError(
             f"layer {unreached} ran without autograd (under torch.no_grad() in the model's forward, or inside a "
@@ -284,6 +289,11 @@ class SweepResult:
     start_outputs, end_outputs: ``F`` (N,) at the ends of the path's interval
     (``None`` when they were not asked for and the grid does not reach them).
 
+    With a certified plan (``SweepPlan(certify=True)``): errors, per layer, per tensor, (N, ...), each
+    attribution's estimated absolute error (``ConductanceSum.error_estimate``); input_sums (N,), the
+    conductance at the input summed over its elements, and input_scales (N,), the size of its steps (see
+    [`CompletenessSum`][macattr.accumulators.CompletenessSum]).
+
     Examples:
         >>> part = SweepResult([(torch.ones(1, 2),)], None, None)
         >>> SweepResult.concatenate([part, part]).attributions[0][0].shape
@@ -293,6 +303,9 @@ class SweepResult:
     attributions: List[LayerTensors]
     start_outputs: Optional[Tensor]
     end_outputs: Optional[Tensor]
+    errors: Optional[List[LayerTensors]] = None
+    input_sums: Optional[Tensor] = None
+    input_scales: Optional[Tensor] = None
 
     @staticmethod
     def concatenate(parts: Sequence[SweepResult]) -> SweepResult:
@@ -301,12 +314,16 @@ class SweepResult:
             raise ValueError("concatenate needs at least one SweepResult")
         if len(parts) == 1:
             return parts[0]
-        attributions = [
-            tuple(torch.cat(pieces) for pieces in zip(*layer)) for layer in zip(*(p.attributions for p in parts))
-        ]
-        ends = [None if parts[0].start_outputs is None else torch.cat([getattr(p, side) for p in parts])
-                for side in ("start_outputs", "end_outputs")]  # fmt: skip
-        return SweepResult(attributions, *ends)
+
+        def joined(per_layer: Sequence[List[LayerTensors]]) -> List[LayerTensors]:
+            return [tuple(torch.cat(pieces) for pieces in zip(*layer)) for layer in zip(*per_layer)]
+
+        def cat(side: str) -> Optional[Tensor]:
+            return None if getattr(parts[0], side) is None else torch.cat([getattr(p, side) for p in parts])
+
+        errors = None if parts[0].errors is None else joined([p.errors for p in parts])
+        return SweepResult(joined([p.attributions for p in parts]), cat("start_outputs"), cat("end_outputs"), errors,
+                           cat("input_sums"), cat("input_scales"))  # fmt: skip
 
 
 def saved_activation_bytes(run: Callable[[], object]) -> int:
@@ -370,7 +387,9 @@ class SweepPlan:
     rule, "left", "right" or "trapezoid" (see [`ConductanceSum`][macattr.accumulators.ConductanceSum]).
     ``accumulator``: a function of no arguments making the running sum of one layer tensor (an
     [`Accumulator`][macattr.accumulators.Accumulator] fed ``update(values, grads, weights)`` pass by pass);
-    default ``ConductanceSum(rule)`` or ``GradientSum()``.
+    default ``ConductanceSum(rule)`` or ``GradientSum()``. ``certify`` (conductance only): also estimate each
+    attribution's error from the spread of the step rules and take the conductance at the input (the backward
+    pass then reaches the input), see [`SweepResult`][macattr.engine.SweepResult].
 
     Examples:
         >>> from macattr.paths import LinearPath
@@ -387,6 +406,7 @@ class SweepPlan:
     to_layer_input: bool = False
     rule: str = "left"
     accumulator: Optional[Callable[[], Any]] = None
+    certify: bool = False
 
     def __post_init__(self) -> None:
         check_int("n_steps", self.n_steps, 1)
@@ -399,6 +419,11 @@ class SweepPlan:
             check_int("steps_per_pass", self.steps_per_pass, 1)
         if not isinstance(self.to_layer_input, bool):
             raise TypeError(f"to_layer_input must be True or False, got {self.to_layer_input!r}")
+        if not isinstance(self.certify, bool):
+            raise TypeError(f"certify must be True or False, got {self.certify!r}")
+        if self.certify and (self.quantity != "conductance" or self.accumulator is not None):
+            raise ValueError("certify=True estimates the error of conductance's own step sums: it needs "
+                             "quantity='conductance' and no custom accumulator")  # fmt: skip
 
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
         """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
@@ -408,17 +433,20 @@ class SweepPlan:
         """The running sum of one layer tensor."""
         if self.accumulator is not None:
             return self.accumulator()
-        return ConductanceSum(self.rule) if self.quantity == "conductance" else GradientSum()
+        return ConductanceSum(self.rule, spread=self.certify) if self.quantity == "conductance" else GradientSum()
 
 
-def _evaluate(forward_func: Callable[..., Tensor], points: Tuple[Tensor, ...], target: TargetIndex,
-              additional_forward_args: tuple, n_samples: int, track: bool = True) -> Tensor:  # fmt: skip
-    """``F`` (R,) at the stacked points (R = steps · N rows); ``track``: with autograd, from fresh leaves."""
+def _evaluate(
+    forward_func: Callable[..., Tensor], points: Tuple[Tensor, ...], target: TargetIndex,
+    additional_forward_args: tuple, n_samples: int, track: bool = True,
+) -> Tuple[Tensor, LayerTensors]:  # fmt: skip
+    """``F`` (R,) at the stacked points (R = steps · N rows), and the points as the model saw them;
+    ``track``: with autograd, from fresh leaves."""
     steps = points[0].shape[0] // n_samples
     with torch.set_grad_enabled(track):
         inputs = tuple(p.detach().requires_grad_(track) for p in points)
         output = forward_func(*inputs, *_expand_args(additional_forward_args, n_samples, steps))
-        return select_target(output, expand_target(target, n_samples, steps))
+        return select_target(output, expand_target(target, n_samples, steps)), inputs
 
 
 def sweep(
@@ -458,26 +486,35 @@ def sweep(
     sums: List[List] = []
     rows: List[List[int]] = []
     outputs: List[Tensor] = []
+    at_input: List = []  # the certificate's sums at the input, one per input tensor
 
     def run(chunk: slice, recorder: LayerRecorder) -> None:
         steps = len(alphas[chunk])
         points = points_at(alphas[chunk])
-        scores = _forward(recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples))
+        scores, leaves = _forward(
+            recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples)
+        )
+        leaves = leaves if plan.certify else ()
         if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
             sums.extend([plan.new_sum() for _ in tensors] for tensors in recorder.captured)
             rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
-        values = [list(tensors) for tensors in recorder.captured]
+            if plan.certify:
+                at_input.extend(CompletenessSum(plan.rule) for _ in leaves)
+                sums.append(at_input)
+                rows.append([n_samples] * len(leaves))
+        values = [list(tensors) for tensors in [*recorder.captured, leaves]]
         pass_weights, device_type = weights[chunk], scores.device.type
         under_autocast = torch.is_autocast_enabled(device_type)
 
         def consume(i: int, j: int, grad: Tensor) -> None:
             value, values[i][j] = values[i][j].detach(), None  # the pass keeps no reference once it is summed
-            split = [_split_steps(t, steps, rows[i][j], recorder.names[i]) for t in (value, grad)]
+            name = recorder.names[i] if i < len(recorder.names) else "(input)"
+            split = [_split_steps(t, steps, rows[i][j], name) for t in (value, grad)]
             # sums stay in full precision; entering autocast costs time, so only when it is on
             with torch.autocast(device_type, enabled=False) if under_autocast else contextlib.nullcontext():
                 sums[i][j].update(*split, pass_weights)
 
-        _backward_into(recorder, scores, consume)
+        _backward_into(recorder, scores, consume, leaves)
         recorder.clear()
         outputs.append(scores.detach().reshape(steps, n_samples))
 
@@ -488,16 +525,22 @@ def sweep(
             steps_per_pass, start = automatic_steps_per_pass(saved, inputs[0].device), 1
         for first in range(start, len(alphas), steps_per_pass):
             run(slice(first, first + steps_per_pass), recorder)
-    attributions = [tuple(acc.compute() for acc in layer_sums) for layer_sums in sums]
-    if not outputs_at_ends:
+    layer_sums = sums[: len(layers)]
+    attributions = [tuple(acc.compute() for acc in tensors) for tensors in layer_sums]
+    certificate: Dict[str, Any] = {}
+    if plan.certify:
+        certificate = {"errors": [tuple(acc.error_estimate() for acc in tensors) for tensors in layer_sums],
+                       "input_sums": sum(acc.compute() for acc in at_input),
+                       "input_scales": sum(acc.scale for acc in at_input)}  # fmt: skip
+    if not (outputs_at_ends or plan.certify):
         return SweepResult(attributions, None, None)
     at_grid = torch.cat(outputs)
     start, end = interval_of(path)
     if float(alphas[0]) == start and float(alphas[-1]) == end:
-        return SweepResult(attributions, at_grid[0], at_grid[-1])
+        return SweepResult(attributions, at_grid[0], at_grid[-1], **certificate)
     points = points_at(torch.tensor([start, end], dtype=torch.float64))
-    ends = _evaluate(forward_func, points, target, additional_forward_args, n_samples, track=False)
-    return SweepResult(attributions, *ends.reshape(2, n_samples))
+    ends, _ = _evaluate(forward_func, points, target, additional_forward_args, n_samples, track=False)
+    return SweepResult(attributions, *ends.reshape(2, n_samples), **certificate)
 
 
 __all__ = [

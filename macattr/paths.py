@@ -264,6 +264,10 @@ class MaskAttributionPath:
             padding tokens (``exclude=attention_mask == 0``).
         end: where the path's interval ends, in ``(1 − mask_ratio, 1]`` (default
             1, the whole input; the RAM authors' code stops at ``1 − r / N``).
+        cut: the RAM authors' code's mask instead of the smooth one: the thresholds are ``(k − 1) / K``, and
+            every cell whose threshold is not below ``α`` is exactly the baseline (their mask reveals the
+            ``⌈K α⌉`` first cells of the order with the sigmoid and cuts the rest); so no cell is half
+            revealed at a grid point that lands on its threshold.
 
     Examples:
         >>> path = MaskAttributionPath(mask_ratio=0.5, seed=0)
@@ -288,6 +292,7 @@ class MaskAttributionPath:
     descending: bool = False
     exclude: Optional[Tensor] = None
     end: float = 1.0
+    cut: bool = False
 
     def __post_init__(self) -> None:
         check_real("mask_ratio", self.mask_ratio, low=0.0, high=1.0, low_open=True)
@@ -306,8 +311,9 @@ class MaskAttributionPath:
         if not named and not isinstance(self.order, Tensor):
             raise ValueError(f"order must be 'random', 'numpy' or an importance tensor, got {self.order!r}")
         check_real("end", self.end, low=1.0 - float(self.mask_ratio), high=1.0, low_open=True)
-        if not isinstance(self.descending, bool):
-            raise TypeError(f"descending must be True or False, got {self.descending!r}")
+        for name in ("descending", "cut"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.exclude is not None and (not isinstance(self.exclude, Tensor) or self.exclude.dtype != torch.bool):
             raise TypeError("exclude must be a boolean tensor (True = the cell never changes) or None")
         if self.thresholds is not None:
@@ -413,7 +419,8 @@ class MaskAttributionPath:
             ranked = torch.gather(ranked, 1, (~flat_excluded).to(torch.int8).argsort(dim=1, stable=True))
         counted = (torch.full((n,), ranked.shape[1], device=x.device) if excluded is None
                    else (~excluded).flatten(1).sum(1))  # fmt: skip
-        position = torch.arange(1, ranked.shape[1] + 1, device=x.device, dtype=torch.float64).expand(n, -1)
+        first = 0 if self.cut else 1  # the authors' code numbers the cells from 0
+        position = torch.arange(first, ranked.shape[1] + first, device=x.device, dtype=torch.float64).expand(n, -1)
         skipped = ranked.shape[1] - counted
         values = ((position - skipped[:, None]).clamp(min=0) / counted.clamp(min=1)[:, None]).to(torch.float64)
         thresholds = torch.empty_like(values).scatter_(1, ranked, values)
@@ -462,6 +469,13 @@ class MaskAttributionPath:
     def reveal(self, alphas: Tensor, thresholds: Tensor) -> Tensor:
         """How much of each cell is revealed: (S,) × (N, cells...) → float64 (S, N, cells...) in [0, 1]."""
         distance = alphas.to(thresholds).reshape(-1, *([1] * thresholds.dim())) - thresholds[None]
+        if self.cut:  # cells at or beyond their threshold stay at the baseline (the tolerance: i / K vs α)
+            shown = distance > 1e-12
+            return (
+                shown.to(torch.float64)
+                if math.isinf(self.sharpness)
+                else torch.sigmoid(self.sharpness * distance) * shown
+            )
         if math.isinf(self.sharpness):  # the tolerance keeps 1 − r from rounding below a threshold it equals
             return (distance >= -1e-12).to(torch.float64)
         return torch.sigmoid(self.sharpness * distance)

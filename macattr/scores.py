@@ -81,6 +81,12 @@ class LayerScores(Mapping[str, float]):
     the scores) and ``groups`` each image's group label (``""`` without groups); ``rank_layers`` keeps both, and
     [`confidence()`][macattr.scores.LayerScores.confidence] resamples them to say how sure the top k is.
 
+    ``errors`` (images, layers) float64 holds each per-image score's estimated absolute error against the
+    integral along the path, and ``input_gaps`` (images,) each image's completeness gap at the input (the
+    certificate of the step sum; ``rank_layers`` keeps both for "mac" and "conductance"):
+    [`error()`][macattr.scores.LayerScores.error] and [`relative_errors()`][macattr.scores.LayerScores.relative_errors]
+    give each layer's, [`certificate()`][macattr.scores.LayerScores.certificate] the verdict.
+
     Examples:
         >>> scores = LayerScores({"head": 0.2, "body.0": 0.9, "tail": 0.5}, "mac", images=4,
         ...                      parameters={"head": 10, "body.0": 80, "tail": 10}, model_parameters=100)
@@ -101,6 +107,8 @@ class LayerScores(Mapping[str, float]):
         model_parameters: Optional[int] = None,
         per_image: Optional[Any] = None,
         groups: Optional[Sequence[str]] = None,
+        errors: Optional[Any] = None,
+        input_gaps: Optional[Any] = None,
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
@@ -120,6 +128,7 @@ class LayerScores(Mapping[str, float]):
             if missing or self.model_parameters is None or self.model_parameters < max(self.parameters.values()):
                 raise ValueError("parameters must give every layer's count, and model_parameters at least each one")
         self.per_image, self.groups = _per_image_rows(per_image, groups, list(values.values()))
+        self.errors, self.input_gaps = _certificate_rows(errors, input_gaps, self.per_image)
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -214,6 +223,55 @@ class LayerScores(Mapping[str, float]):
 
         return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget)
 
+    def error(self, name: str) -> float:
+        """The estimated absolute error of ``name``'s score against the integral (same units as the score): the sum
+        of its per-image errors. ``ValueError`` for scores without errors (a method that integrates no steps, or
+        scores built by hand)."""
+        if self.errors is None:
+            raise ValueError(f"these scores carry no error estimate (method {self.method!r}; rank_layers keeps one "
+                             "for 'mac' and 'conductance')")  # fmt: skip
+        return float(self.errors[:, self.depth_index(name)].sum())
+
+    def relative_errors(self) -> Dict[str, float]:
+        """Each layer's estimated error over its score, name → value in [0, ∞) (``inf`` for a zero score with a
+        nonzero error, 0 for a zero score without one)."""
+        out = {}
+        for name, score in self._scores.items():
+            error = self.error(name)
+            out[name] = error / abs(score) if score else (math.inf if error else 0.0)
+        return out
+
+    def certificate(self, tolerance: float = 0.1, k: Union[int, float, None] = None,
+                    budget: str = "layers") -> Certificate:  # fmt: skip
+        """Whether the scores can be trusted to ``tolerance`` (a relative error, in (0, 1)).
+
+        The layers that count are the top ``k`` (by ``budget``, as in ``top_k``) when ``k`` is given, else every
+        layer whose score is at least 1e-6 of the largest (the relative error of a score near zero says nothing
+        about the ranking). They pass when each one's estimated relative error is at most ``tolerance`` and every
+        image's completeness gap at the input is too.
+
+        Examples:
+            >>> scores = LayerScores({"a": 2.0, "b": 1.0}, "mac", images=1, per_image=[[2.0, 1.0]],
+            ...                      errors=[[0.02, 0.3]], input_gaps=[0.001])
+            >>> verdict = scores.certificate(0.05)
+            >>> verdict.trusted, verdict.worst_layer, round(verdict.worst_error, 3)
+            (False, 'b', 0.3)
+            >>> scores.certificate(0.05, k=1).trusted  # the top 1 alone is within 5 %
+            True
+        """
+        check_tolerance(tolerance)
+        relative = self.relative_errors()
+        if k is not None:
+            counted = self.top_k(k, budget)
+        else:
+            largest = max(abs(v) for v in self._scores.values())
+            counted = [n for n, v in self._scores.items() if abs(v) >= 1e-6 * largest] or self.names
+        worst = max(counted, key=lambda n: relative[n])
+        gap = float(self.input_gaps.max())
+        over = [n for n in counted if relative[n] > tolerance]
+        return Certificate(tolerance, worst, relative[worst], over, gap, float(np.median(self.input_gaps)),
+                           len(counted))  # fmt: skip
+
     def share(self, names: Sequence[str], model: Optional[Any] = None) -> float:
         """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1] (a
         parameter shared by two layers, such as tied embeddings, counts for each)."""
@@ -249,12 +307,15 @@ class LayerScores(Mapping[str, float]):
             "config": self.config,
             "images": self.images,
             "layers": [{"name": n, "score": s, "index": order[n],
-                        **({} if self.parameters is None else {"parameters": self.parameters[n]})}
+                        **({} if self.parameters is None else {"parameters": self.parameters[n]}),
+                        **({} if self.errors is None else {"error": self.error(n)})}
                        for n, s in self.ranked()],
             "skipped": self.skipped,
             **({} if self.model_parameters is None else {"model_parameters": self.model_parameters}),
             **({} if self.per_image is None else
                {"per_image": {"groups": self.groups, "scores": self.per_image.tolist()}}),
+            **({} if self.errors is None else
+               {"certificate": {"errors": self.errors.tolist(), "input_gaps": self.input_gaps.tolist()}}),
         }  # fmt: skip
 
     def save(self, path: PathLike, confidence: Optional[Confidence] = None) -> Path:
@@ -275,10 +336,12 @@ class LayerScores(Mapping[str, float]):
             counted = all("parameters" in entry for entry in layers) and "model_parameters" in document
             counts = {entry["name"]: entry["parameters"] for entry in layers} if counted else None
             rows = document.get("per_image")
+            certified = document.get("certificate") or {}
             return cls(
                 scores, document["method"], document.get("config", {}), document.get("images", 0),
                 document.get("skipped", {}), counts, document.get("model_parameters") if counted else None,
                 None if rows is None else rows["scores"], None if rows is None else rows["groups"],
+                certified.get("errors"), certified.get("input_gaps"),
             )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a LayerScores document (needs method and layers[name, score]): {error}") from None
@@ -385,6 +448,68 @@ def _per_image_rows(
     return values, labels
 
 
+def _certificate_rows(
+    errors: Optional[Any], gaps: Optional[Any], per_image: Optional[np.ndarray]
+) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``errors`` (images, layers) and ``gaps`` (images,) as float64 arrays that fit ``per_image``, finite, >= 0."""
+    if errors is None and gaps is None:
+        return None, None
+    if errors is None or gaps is None or per_image is None:
+        raise ValueError("errors and input_gaps come together, with the per_image scores they belong to")
+    errors, gaps = np.asarray(errors, dtype=np.float64), np.asarray(gaps, dtype=np.float64)
+    if errors.shape != per_image.shape or gaps.shape != (per_image.shape[0],):
+        raise ValueError(f"errors must have the shape of per_image {per_image.shape} and input_gaps "
+                         f"({per_image.shape[0]},), got {errors.shape} and {gaps.shape}")  # fmt: skip
+    if not (np.isfinite(errors).all() and np.isfinite(gaps).all()) or errors.min() < 0 or gaps.min() < 0:
+        raise ValueError("errors and input_gaps must be finite and >= 0")
+    return errors, gaps
+
+
+def check_tolerance(tolerance: object) -> float:
+    """``tolerance`` if it is a relative error in (0, 1).
+
+    Examples:
+        >>> check_tolerance(0.05)
+        0.05
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be a relative error in (0, 1), got {tolerance!r}")
+    return float(tolerance)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The verdict on how far a ranking's scores can be from the integral along their path.
+
+    Attributes:
+        tolerance: the relative error asked for.
+        worst_layer, worst_error: the counted layer with the largest estimated relative error, and that error.
+        over: the counted layers whose estimated relative error exceeds ``tolerance``, in depth order.
+        worst_gap, median_gap: the largest and the median completeness gap at the input over the images.
+        counted: how many layers were judged.
+    """
+
+    tolerance: float
+    worst_layer: str
+    worst_error: float
+    over: List[str]
+    worst_gap: float
+    median_gap: float
+    counted: int
+
+    @property
+    def trusted(self) -> bool:
+        """Whether every counted layer and every image are within ``tolerance``."""
+        return not self.over and self.worst_gap <= self.tolerance
+
+    def summary(self) -> str:
+        """One line: the verdict, the worst layer's estimated error and the input's completeness gap."""
+        verdict = "within" if self.trusted else "NOT within"
+        return (f"estimated error {verdict} {100 * self.tolerance:g} %: largest {100 * self.worst_error:.3g} % "
+                f"({self.worst_layer}), {len(self.over)} of {self.counted} layers over; completeness gap at the "
+                f"input {100 * self.worst_gap:.3g} % at most (median {100 * self.median_gap:.3g} %)")  # fmt: skip
+
+
 @dataclass
 class Agreement:
     """How several scorings of the same layers agree, pair by pair.
@@ -453,8 +578,10 @@ def agreement(
 
 __all__ = [
     "Agreement",
+    "Certificate",
     "LayerScores",
     "agreement",
     "check_k",
+    "check_tolerance",
     "resolve_k",
 ]

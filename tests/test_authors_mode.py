@@ -1,8 +1,9 @@
-"""The RAM authors' analysis, re-implemented from its description as a plain loop, against macattr's authors'
-mode (``RankSettings.ram_code``) on a SwinIR- and a PromptIR-style network."""
+"""The RAM authors' analysis, written from their published mask and loop semantics as a plain loop, against
+macattr's authors' mode (``RankSettings.ram_code``) on a SwinIR- and a PromptIR-style network."""
 
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import numpy as np
@@ -18,12 +19,23 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).reshape
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).reshape(1, 3, 1, 1)
 
 
+def authors_mask(order: np.ndarray, alpha: float, sharpness: float, shape: tuple) -> torch.Tensor:
+    """Their mask: with L pixels and the order ``order``, pixel ``order[i]`` is ``σ(k (α − i / L))`` for
+    ``i < ⌈L α⌉`` and exactly 0 from there on."""
+    count = len(order)
+    mask = np.zeros(count)
+    shown = int(np.ceil(count * alpha))
+    for i in range(shown):
+        mask[order[i]] = 1 / (1 + math.exp(-sharpness * (alpha - i / count)))
+    return torch.from_numpy(mask).reshape(shape)
+
+
 def authors_loop(model: nn.Module, image: torch.Tensor, n: int, ratio: float, sharpness: float,
                  seed: int) -> Dict[str, float]:  # fmt: skip
-    """Their loop as described: one image and one grid point per pass, α_j = 1 − r + j r / N for j = 0 … N − 1,
-    the image normalised with ImageNet's statistics and multiplied by the soft mask of a numpy pixel order, a full
-    backward pass (parameter gradients too) from the gradient-magnitude target, every module that owns parameters
-    hooked, and Σ_{j=1}^{N-1} ∂F/∂y|_{α_j} (y(α_j) − y(α_{j−1})) per neuron; a layer's score is the mean |·|."""
+    """Their loop: one image and one grid point per pass, α_j = 1 − r + j r / N for j = 0 … N − 1, the image
+    normalised with ImageNet's statistics and multiplied by their mask of a numpy pixel order, a full backward
+    pass (parameter gradients too) from the gradient-magnitude target, every module that owns parameters hooked,
+    and Σ_{j=1}^{N-1} ∂F/∂y|_{α_j} (y(α_j) − y(α_{j−1})) per neuron; a layer's score is the mean |·|."""
     layers = {n_: m for n_, m in model.named_modules() if n_ and next(m.parameters(recurse=False), None) is not None}
     values: Dict[str, torch.Tensor] = {}
     grads: Dict[str, torch.Tensor] = {}
@@ -38,9 +50,6 @@ def authors_loop(model: nn.Module, image: torch.Tensor, n: int, ratio: float, sh
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
     height, width = image.shape[-2:]
     order = np.random.RandomState(image_seed(seed, 0) % 2**32).permutation(height * width)
-    thresholds = np.empty(height * width)
-    thresholds[order] = np.arange(1, height * width + 1) / (height * width)  # k / K in reveal order
-    thresholds = torch.from_numpy(thresholds).reshape(height, width)
     normalised = (image - IMAGENET_MEAN) / IMAGENET_STD
     sums: Dict[str, torch.Tensor] = {}
     previous: Dict[str, torch.Tensor] = {}
@@ -48,7 +57,7 @@ def authors_loop(model: nn.Module, image: torch.Tensor, n: int, ratio: float, sh
     try:
         for j in range(n):
             alpha = 1 - ratio + j * ratio / n
-            point = (normalised * torch.sigmoid(sharpness * (alpha - thresholds))).requires_grad_()
+            point = (normalised * authors_mask(order, alpha, sharpness, (height, width))).requires_grad_()
             model.zero_grad()
             target(point).sum().backward()
             for name in layers:
@@ -82,7 +91,8 @@ def test_the_authors_mode_gives_their_loops_numbers(build) -> None:
     for name in shared:
         assert ours[name] == pytest.approx(theirs[name], rel=1e-5, abs=1e-12), name
     assert ours.config["rule"] == "right" and ours.config["k_rounding"] == "down"
-    assert ours.config["path"]["end"] == pytest.approx(1 - 0.5 / 16) and ours.config["path"]["order"] == "numpy"
+    path = ours.config["path"]
+    assert path["end"] == pytest.approx(1 - 0.5 / 16) and path["order"] == "numpy" and path["cut"] is True
 
 
 def test_the_authors_mode_rounds_k_down_and_their_grid_never_reaches_the_whole_image() -> None:

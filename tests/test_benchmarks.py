@@ -58,10 +58,12 @@ def test_the_convergence_reference_doubles_until_no_score_moves_more_than_the_to
     ref = bench_convergence.reference(case, 4, 0.02, 256, steps.append)
     assert ref["converged"] and ref["change"] <= 0.02 and ref["n_steps"] == 4 * 2 ** len(steps)
     again = bench_convergence._scores(case, ref["n_steps"], "trapezoid")
-    assert bench_convergence.compare(again, ref["scores"]) == {"max_error": 0.0, "mean_error": 0.0, "overlap": 1.0,
-                                                                "k": 1}  # fmt: skip
+    same = bench_convergence.compare(again, ref["scores"])
+    assert {key: same[key] for key in ("max_error", "mean_error", "overlap", "k", "understated")} == {
+        "max_error": 0.0, "mean_error": 0.0, "overlap": 1.0, "k": 1, "understated": 0.0}  # fmt: skip
     coarse = bench_convergence.compare(bench_convergence._scores(case, 2, "left"), ref["scores"])
     assert coarse["max_error"] > 0.02 >= ref["change"]
+    assert coarse["estimate_max"] >= coarse["max_error"] and coarse["ratio_min"] >= 1  # the estimate bounds it here
 
 
 def test_the_cheaper_analyses_of_the_cost_benchmark_spend_at_most_a_fifth_of_the_full_passes() -> None:

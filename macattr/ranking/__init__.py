@@ -34,12 +34,12 @@ from macattr.ranking.batches import Group, Selected, Selection, analysed_batches
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.methods import Method, ScoringContext
-from macattr.ranking.scorers import Scorer
+from macattr.ranking.scorers import ImageScores, Scorer
 from macattr.ranking.settings import RankSettings, UntilStable
-from macattr.scores import LayerScores, check_k, resolve_k
+from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
-__all__ = ["RankSettings", "UntilStable", "rank_layers", "select_top_k"]
+__all__ = ["RankSettings", "UncertifiedError", "UntilStable", "rank_layers", "select_top_k"]
 
 
 def rank_layers(
@@ -56,6 +56,8 @@ def rank_layers(
     progress: bool = True,
     checkpoint: Optional[PathLike] = None,
     distributed: Optional[bool] = None,
+    tolerance: float = 0.1,
+    strict: bool = False,
     **options: Any,
 ) -> LayerScores:
     """Score every candidate layer of ``model`` over the images of ``loader``.
@@ -90,6 +92,11 @@ def rank_layers(
             ``torch.distributed`` group (None: whenever one is initialised;
             False: never). Every process gets the same loader and returns the
             same scores; see [`macattr.ranking.distributed`][macattr.ranking.distributed].
+        tolerance: the relative error the scores must be within (in (0, 1)): a ranking by "mac" or
+            "conductance" estimates every score's error against the integral along its path and every image's
+            completeness gap at the input ([`LayerScores.certificate()`][macattr.scores.LayerScores.certificate]),
+            and warns when a layer or an image is over it.
+        strict: refuse (``UncertifiedError``, a ``ValueError``) instead of warning.
         **options: fields of [`RankSettings`][macattr.ranking.settings.RankSettings] (``target``, ``n_steps``,
             ``path`` (any [`IntegrationPath`][macattr.paths.IntegrationPath], e.g. ``BlurPath(2.0)``),
             ``mask_ratio``, ``sharpness``, ``patch_size``, ``mask_dims``, ``baselines``, ``seed``,
@@ -111,6 +118,9 @@ def rank_layers(
         (4, ['0', '2'])
     """
     settings = RankSettings.from_options(method, settings, options)
+    check_tolerance(tolerance)
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     model = eager(model, warn=True)  # a torch.compile'd model's layers run no hooks: its original module's do
@@ -138,8 +148,32 @@ def rank_layers(
             return _counted(scoring, counts)
         if settings.until_stable is None:  # a finished checkpoint still reads the loader: its images are checked
             scoring.run(group, shard, progress, Selection(settings.samples_per_group, settings.max_images))
-            return _counted(_scores_of(scoring, shard), counts)
-        return _until_stable(scoring, batches, group, shard, progress, counts)
+            scores = _counted(_scores_of(scoring, shard), counts)
+        else:
+            scores = _until_stable(scoring, batches, group, shard, progress, counts)
+    return _judged(scores, tolerance, strict)
+
+
+class UncertifiedError(ValueError):
+    """A ranking whose estimated error exceeds its tolerance, refused under ``strict=True``."""
+
+
+def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
+    """``scores``, after a warning (or under ``strict``, a refusal) when their certificate is over ``tolerance``."""
+    if scores.errors is None:
+        return scores
+    verdict = scores.certificate(tolerance)
+    if verdict.trusted:
+        return scores
+    rule = scores.config.get("rule", "left")
+    remedies = ["rule='trapezoid'" if rule != "trapezoid" else None, "a larger n_steps",
+                "a baseline that keeps normalisation layers away from their eps (see macattr.baselines)"]  # fmt: skip
+    message = (f"rank_layers: {verdict.summary()}; over: {verdict.over[:5]}{' ...' if len(verdict.over) > 5 else ''}"
+               f". Remedies: {', '.join(r for r in remedies if r)}")  # fmt: skip
+    if strict:
+        raise UncertifiedError(message + " (strict=True refuses the scores)")
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return scores
 
 
 def _check_passes(batches: Iterable[Any], checkpoint: Optional[PathLike], shard: Shard) -> None:
@@ -163,10 +197,11 @@ def _scores_of(scoring: _Scoring, shard: Shard, stopped: Optional[Dict[str, Any]
         raise ValueError("the loader yielded no images to rank")
     rows, groups = scoring.total.rows()
     complete = len(rows) == scoring.total.images  # a checkpoint written without per-image scores lacks some
+    errors, gaps = scoring.total.certificate() if complete else (None, None)
     config = scoring.config if stopped is None else {**scoring.config, "stopped": stopped}
     return LayerScores(scoring.total.compute(), scoring.settings.method, config, scoring.total.images,
                        scoring.skipped, per_image=rows if complete else None,
-                       groups=groups if complete else None)  # fmt: skip
+                       groups=groups if complete else None, errors=errors, input_gaps=gaps)  # fmt: skip
 
 
 def _until_stable(scoring: _Scoring, loader: Iterable[Any], group: Group, shard: Shard, progress: bool,
@@ -206,7 +241,8 @@ def _counted(scores: LayerScores, counts: Tuple[Dict[str, int], int]) -> LayerSc
     """``scores`` with each layer's trainable parameter elements and the model's (for budgets in parameters)."""
     sizes, total = counts
     return LayerScores(dict(scores), scores.method, scores.config, scores.images, scores.skipped,
-                       {name: sizes[name] for name in scores}, total, scores.per_image, scores.groups)  # fmt: skip
+                       {name: sizes[name] for name in scores}, total, scores.per_image, scores.groups,
+                       scores.errors, scores.input_gaps)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -279,7 +315,8 @@ class _Scoring:
             if rows:
                 x = self.inputs.prepare(batch.x[rows], "the loader's input")
                 y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
-                self.total.update(self.score(x, y, indices), indices, groups)
+                result = ImageScores.of(self.score(x, y, indices))
+                self.total.update(result.scores, indices, groups, result.errors, result.input_gaps)
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
             bar.update()

@@ -1,26 +1,52 @@
 """The scorers of the registered methods ([`macattr.ranking.methods`][macattr.ranking.methods]).
 
 A scorer takes the analysed images of a batch, their ground truth (or ``None``) and their indices among the
-analysed images, and returns a (B, L) float64 tensor: one score per image and layer. Attribution scorers score a
-layer by the mean over its neurons of ``|attribution|``; ``gradnorm`` by the relative gradient norm of its own
-parameters, ``fisher`` by the mean squared gradient of the loss over them. The orders (``random_order``,
-``uniform_order``, ``last_order``, ``first_order``) need no data.
+analysed images, and returns a (B, L) float64 tensor: one score per image and layer, or
+[`ImageScores`][macattr.ranking.scorers.ImageScores], the scores with their estimated errors and certificate.
+Attribution scorers score a layer by the mean over its neurons of ``|attribution|``; ``gradnorm`` by the
+relative gradient norm of its own parameters, ``fisher`` by the mean squared gradient of the loss over them.
+The orders (``random_order``, ``uniform_order``, ``last_order``, ``first_order``) need no data.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from macattr.paths import IntegrationPath, interval_of
 from macattr.ranking.batches import image_seed
 
 if TYPE_CHECKING:
     from macattr.ranking.methods import ScoringContext
 
-Scorer = Callable[[Tensor, Optional[Tensor], List[int]], Tensor]
+
+@dataclass(frozen=True)
+class ImageScores:
+    """A scorer's answer for B images and L layers.
+
+    Attributes:
+        scores: (B, L) float64, one score per image and layer.
+        errors: (B, L) float64 or None: each score's estimated absolute error against the integral (same units).
+        input_gaps: (B,) float64 or None: each image's relative completeness gap at the input (see
+            [`CertifiedAttribution.input_gap`][macattr.attribution.CertifiedAttribution.input_gap]).
+    """
+
+    scores: Tensor
+    errors: Optional[Tensor] = None
+    input_gaps: Optional[Tensor] = None
+
+    @classmethod
+    def of(cls, result: Union[Tensor, ImageScores]) -> ImageScores:
+        """A scorer's result as ``ImageScores`` (a plain (B, L) tensor has no errors)."""
+        return result if isinstance(result, ImageScores) else cls(result)
+
+
+Scorer = Callable[[Tensor, Optional[Tensor], List[int]], Union[Tensor, ImageScores]]
 
 
 def neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
@@ -52,18 +78,46 @@ def _labels(y: Optional[Tensor]) -> List[int]:
 def _sweep_scorer(context: ScoringContext, attribution_class: type, **fixed: Any) -> Scorer:
     """Mean |attribution| per layer of ``attribution_class`` (a layer attribution class of
     [`macattr.attribution`][macattr.attribution]) along the context's path: all layers in one sweep per batch,
-    with ``fixed`` passed to every ``attribute`` call."""
+    with ``fixed`` passed to every ``attribute`` call. With ``certify=True`` in ``fixed``, each score comes with
+    its estimated error (the mean over the layer's neurons of theirs, which bounds the error of the mean of
+    ``|attribution|``) and each image with its completeness gap at the input."""
     settings = context.settings
     attribution = attribution_class(context.forward, context.layers, train_mode=settings.train_mode)
     common = dict(n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size, **fixed)
 
-    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Tensor:
+    unchecked = [True]  # the path's start is checked on the first batch
+
+    def score(x: Tensor, y: Optional[Tensor], indices: List[int]) -> Union[Tensor, ImageScores]:
         path = _seeded(context.path, indices, settings.seed)
+        if unchecked:
+            unchecked.clear()
+            warn_at_a_singular_start(context, path, x)
         target = _labels(y) if settings.target == "label" else context.target
-        attributions = attribution.attribute(x, settings.baselines, target=target, path=path, **common)
-        return neuron_means(attributions, x.shape[0])
+        result = attribution.attribute(x, settings.baselines, target=target, path=path, **common)
+        if not fixed.get("certify"):
+            return neuron_means(result, x.shape[0])
+        return ImageScores(neuron_means(result.attributions, x.shape[0]), neuron_means(result.errors, x.shape[0]),
+                           result.input_gap.detach().double().cpu())  # fmt: skip
 
     return score
+
+
+def warn_at_a_singular_start(context: ScoringContext, path: IntegrationPath, x: Tensor) -> None:
+    """Warn when a normalisation layer is singular at the start of ``path`` for the batch ``x`` in more of its
+    rows than at the end (the data's own flat patches are not the start's doing): two forward passes without
+    autograd; see [`macattr.baselines`][macattr.baselines]."""
+    from macattr.baselines import singular_normalizations, singular_start_message
+
+    base = torch.as_tensor(context.settings.baselines, dtype=x.dtype, device=x.device)
+    points = path.bind((x,), (torch.broadcast_to(base, x.shape),))
+    at_start, at_end = (
+        singular_normalizations(context.model, lambda: context.outputs(points(torch.tensor([alpha]))[0]))
+        for alpha in interval_of(path)
+    )
+    shares_at_end = {found.name: found.share for found in at_end}
+    found = [f for f in at_start if f.share > shares_at_end.get(f.name, 0.0)]
+    if found:
+        warnings.warn(f"rank_layers: {singular_start_message(found)}", UserWarning, stacklevel=5)
 
 
 def _seeded(path: Any, indices: List[int], seed: int) -> Any:
@@ -73,8 +127,9 @@ def _seeded(path: Any, indices: List[int], seed: int) -> Any:
 
 
 def attribution_scorer(context: ScoringContext) -> Scorer:
-    """Mean |conductance| per layer along the context's path, all layers in one sweep per batch; a path with
-    ``for_images`` (the mask path) gets the seeds of images ``(seed, i)`` for the analysed images ``i``.
+    """Mean |conductance| per layer along the context's path, all layers in one sweep per batch, with each
+    score's estimated error and each image's completeness gap at the input; a path with ``for_images`` (the mask
+    path) gets the seeds of images ``(seed, i)`` for the analysed images ``i``.
 
     Examples:
         >>> from macattr import targets
@@ -84,12 +139,13 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
         >>> context = ScoringContext(RankSettings(n_steps=8), model, model, targets.output_sum(model), None,
         ...                          [model[0], model[2]], ["0", "2"], MaskAttributionPath(), None)
-        >>> attribution_scorer(context)(torch.rand(2, 3, 8, 8), None, [0, 1]).shape  # (images, layers)
-        torch.Size([2, 2])
+        >>> result = attribution_scorer(context)(torch.rand(2, 3, 8, 8), None, [0, 1])
+        >>> result.scores.shape, result.errors.shape, result.input_gaps.shape  # (images, layers), per image
+        (torch.Size([2, 2]), torch.Size([2, 2]), torch.Size([2]))
     """
     from macattr.attribution import LayerPathConductance
 
-    return _sweep_scorer(context, LayerPathConductance, rule=context.settings.rule)
+    return _sweep_scorer(context, LayerPathConductance, rule=context.settings.rule, certify=True)
 
 
 def influence_scorer(context: ScoringContext) -> Scorer:
@@ -231,6 +287,7 @@ def last_order(names: List[str], seed: int) -> Dict[str, float]:
 
 
 __all__ = [
+    "ImageScores",
     "Scorer",
     "attribution_scorer",
     "first_order",

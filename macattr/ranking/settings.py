@@ -266,9 +266,13 @@ class RankSettings:
         Their grid is ``α_j = 1 − r + j r / N`` for j = 0 … N − 1: N points that stop at ``1 − r / N`` and never
         reach the whole image, here N − 1 intervals of a mask path that ends there (``n_steps`` of the record is
         N − 1). Each step takes the gradient at its end (``rule="right"``), the pixel order of each image is
-        ``numpy.random.RandomState(s).permutation`` with the image's seed ``s`` (``order="numpy"``), the images
-        are normalised with ImageNet's mean and standard deviation before the path (their zero baseline is the
-        mean colour), and ``top_k`` rounds a fraction of the layers down. They hook every module that owns
+        ``numpy.random.RandomState(s).permutation`` with the image's seed ``s`` (``order="numpy"``), their mask
+        reveals the pixel at position ``i`` of that order (from 0) with ``σ(δ (α − i / K))`` and leaves every
+        pixel from position ``⌈K α⌉`` on exactly at the baseline (``cut=True``), the images are normalised with
+        ImageNet's mean and standard deviation before the path (their zero baseline is the mean colour), and
+        ``top_k`` rounds a fraction of the layers down. Their runs draw the orders of all images from numpy's
+        global stream, seeded once and shared with their data loading; no seed reproduces those draws, so each
+        image here gets its own seeded order (the numbers differ from a run of theirs only by that draw). They hook every module that owns
         parameters, which are macattr's default candidates; they take one image and one grid point per pass,
         which changes no number. ``settings`` are other fields (``target``, ``samples_per_group``, ...).
 
@@ -278,7 +282,7 @@ class RankSettings:
             (15, 'right', (0.5, 0.96875))
         """
         check_int("n_steps", n_steps, 2)
-        path = MaskAttributionPath(mask_ratio, sharpness, order="numpy", end=1.0 - mask_ratio / n_steps)
+        path = MaskAttributionPath(mask_ratio, sharpness, order="numpy", end=1.0 - mask_ratio / n_steps, cut=True)
         return cls("mac", n_steps=n_steps - 1, rule="right", path=path, normalize="imagenet", seed=seed,
                    k_rounding="down", **settings)  # fmt: skip
 

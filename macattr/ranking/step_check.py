@@ -1,9 +1,15 @@
-"""Is N large enough? The top k and the scores at N grid intervals against M = ⌊N / 2⌋, on a few images.
+"""Is N large enough? The top k and the scores at N grid intervals against M = ⌊N / 2⌋, on a few images, with
+the certificate of the step sum at N.
 
 A step rule of order p (1 for "left" and "right", 2 for "trapezoid" on a smooth path) has an error that
 shrinks as N^-p, so the difference between the scores at N and at M estimates the error at N (Richardson):
-``|s_N − s_M| / ((N / M)^p − 1)``, which is ``|s_N − s_M| / (2^p − 1)`` for an even N. When the top k at M is
-not the top k at N, the ranking still moves with N and N is too small for the rule.
+``|s_N − s_M| / ((N / M)^p − 1)``, which is ``|s_N − s_M| / (2^p − 1)`` for an even N. That estimate assumes
+the sums already converge at the rule's order; where they do not (a start at which a normalisation layer is
+singular, a mask path that reveals many pixels per step), N and N / 2 can agree while both are far from the
+integral. So the verdict also needs the step sum's own certificate at N
+([`LayerScores.certificate()`][macattr.scores.LayerScores.certificate]): every score's estimated error and every
+image's completeness gap at the input. N is enough when the top k at M is the top k at N and all three are
+within the tolerance.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from torch import nn
 from macattr._checks import check_int
 from macattr.ranking import rank_layers
 from macattr.ranking.settings import RankSettings
-from macattr.scores import LayerScores
+from macattr.scores import LayerScores, check_tolerance
 
 _ORDER = {"left": 1, "right": 1, "trapezoid": 2}
 
@@ -30,8 +36,11 @@ class StepCheck:
         n_steps, rule, images: what was compared.
         top_k, top_k_at_half: the top k at N and at N / 2, best first.
         overlap: |top_k ∩ top_k_at_half| / |top_k|, in [0, 1].
-        error: the largest estimated relative error of a layer's score at N,
+        error: the largest Richardson estimate of a layer's relative error at N,
             max |s_N − s_M| / ((N / M)^p − 1) / |s_N| over the layers (M = ⌊N / 2⌋, p: the rule's order).
+        estimate: the certificate's largest estimated relative error at N over the layers it judges.
+        input_gap: the largest completeness gap at the input at N over the images.
+        tolerance: the relative error that ``enough`` allows each of the three.
     """
 
     n_steps: int
@@ -41,16 +50,23 @@ class StepCheck:
     top_k_at_half: List[str]
     overlap: float
     error: float
+    estimate: float
+    input_gap: float
+    tolerance: float
 
     @property
     def enough(self) -> bool:
-        """Whether the top k no longer moves between N / 2 and N."""
-        return self.overlap == 1.0
+        """Whether the top k no longer moves between N / 2 and N and the scores at N are within ``tolerance`` by
+        the Richardson estimate, the certificate's estimate and the completeness gap at the input."""
+        return self.overlap == 1.0 and max(self.error, self.estimate, self.input_gap) <= self.tolerance
 
     def summary(self) -> str:
-        verdict = "the same top k" if self.enough else f"top-k overlap {self.overlap:.2f}: N is too small"
+        verdict = "converged" if self.enough else "NOT converged"
+        top = "the same top k" if self.overlap == 1.0 else f"top-k overlap {self.overlap:.2f}: N is too small"
         return (f"N = {self.n_steps} against N = {self.n_steps // 2} ({self.rule} rule, {self.images} images): "
-                f"{verdict}; largest estimated score error at N {100 * self.error:.1f} %")  # fmt: skip
+                f"{verdict} to {100 * self.tolerance:g} %: {top}; largest estimated score error at N "
+                f"{100 * self.error:.3g} % (N against N / 2), {100 * self.estimate:.3g} % (the step sum's own "
+                f"estimate); completeness gap at the input {100 * self.input_gap:.3g} %")  # fmt: skip
 
 
 def check_steps(
@@ -61,13 +77,15 @@ def check_steps(
     images: int = 4,
     warn: bool = True,
     budget: str = "layers",
+    tolerance: float = 0.1,
     **rank_options: Any,
 ) -> StepCheck:
     """Rank the first ``images`` images of ``loader`` at ``settings.n_steps`` and at half of it (rounded down)
     and compare.
 
-    Warns (``UserWarning``, unless ``warn=False``) when the top ``k`` layers (counted in ``budget``, as in
-    ``LayerScores.top_k``) differ, naming the remedy: a larger ``n_steps`` or ``rule="trapezoid"``.
+    Warns (``UserWarning``, unless ``warn=False``) when N is not enough (see ``StepCheck.enough``): the top ``k``
+    layers (counted in ``budget``, as in ``LayerScores.top_k``) differ, or an error estimate or the completeness
+    gap at the input is over ``tolerance`` (a relative error in (0, 1)); the warning names the remedies.
     ``rank_options`` go to [`rank_layers()`][macattr.ranking.rank_layers] (``layers``, ``group``, ``device``,
     ...), not the fields of ``settings``. Costs 1.5 × N forward and backward passes per image.
 
@@ -86,21 +104,28 @@ def check_steps(
                          "'mac' and 'conductance'")  # fmt: skip
     check_int("images", images, 1)
     check_int("n_steps", settings.n_steps, 2)
+    check_tolerance(tolerance)
     setting_names = [f.name for f in fields(RankSettings) if f.name in rank_options]
     if setting_names:
         raise TypeError(f"check_steps takes the ranking's settings as settings=, not as {setting_names} (they would "
                         "change both runs): pass RankSettings(...) with them")  # fmt: skip
     rank_options = {"progress": False, **rank_options}
     steps = (settings.n_steps, settings.n_steps // 2)
-    full, half = (rank_layers(model, loader, **rank_options,
-                              settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
-                  for n in steps)  # fmt: skip
+    with warnings.catch_warnings():  # the verdict below reports the certificate
+        warnings.filterwarnings("ignore", message="rank_layers: estimated error", category=UserWarning)
+        full, half = (rank_layers(model, loader, **rank_options, tolerance=tolerance,
+                                  settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
+                      for n in steps)  # fmt: skip
     top, top_half = full.top_k(k, budget), half.top_k(k, budget)
     ratio = (steps[0] / steps[1]) ** _ORDER[settings.rule]
+    certificate = full.certificate(tolerance)
     check = StepCheck(settings.n_steps, settings.rule, full.images, top, top_half,
-                      len(set(top) & set(top_half)) / len(top), _error(full, half, ratio - 1))  # fmt: skip
+                      len(set(top) & set(top_half)) / len(top), _error(full, half, ratio - 1),
+                      certificate.worst_error, certificate.worst_gap, tolerance)  # fmt: skip
     if warn and not check.enough:
-        warnings.warn(f"{check.summary()}; raise n_steps or use rule='trapezoid'", UserWarning, stacklevel=2)
+        remedy = "raise n_steps" if settings.rule == "trapezoid" else "raise n_steps or use rule='trapezoid'"
+        warnings.warn(f"{check.summary()}; {remedy}, or start the path where no normalisation layer is singular "
+                      "(macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
     return check
 
 
