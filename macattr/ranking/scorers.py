@@ -110,10 +110,12 @@ def warn_at_a_singular_start(context: ScoringContext, path: IntegrationPath, x: 
 
     base = torch.as_tensor(context.settings.baselines, dtype=x.dtype, device=x.device)
     points = path.bind((x,), (torch.broadcast_to(base, x.shape),))
-    at_start, at_end = (
-        singular_normalizations(context.model, lambda: context.outputs(points(torch.tensor([alpha]))[0]))
-        for alpha in interval_of(path)
-    )
+
+    def singular_at(alpha: float) -> list:
+        point = points(torch.tensor([alpha], dtype=torch.float64))[0]
+        return singular_normalizations(context.model, lambda: context.outputs(point))
+
+    at_start, at_end = (singular_at(alpha) for alpha in interval_of(path))
     shares_at_end = {found.name: found.share for found in at_end}
     found = [f for f in at_start if f.share > shares_at_end.get(f.name, 0.0)]
     if found:
