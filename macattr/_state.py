@@ -48,7 +48,8 @@ def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> I
     training = [m.training for m in modules]
     flags = [p.requires_grad for p in parameters]
     grads = [p.grad for p in parameters]
-    with torch.no_grad():
+    with torch.no_grad():  # values too: a reentrant checkpoint's backward adds into existing .grad in place
+        saved_grads = [None if g is None else g.clone() for g in grads]
         saved_buffers = [b.clone() for b in buffers]
     token = _PRESERVED.set(outer | {id(m) for m in modules})
     try:
@@ -64,5 +65,8 @@ def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> I
             parameter.requires_grad_(flag)
             parameter.grad = grad
         with torch.no_grad():
+            for grad, saved in zip(grads, saved_grads):
+                if grad is not None:
+                    grad.copy_(saved)
             for buffer, saved in zip(buffers, saved_buffers):
                 buffer.copy_(saved)

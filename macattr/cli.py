@@ -30,7 +30,7 @@ import torch
 from macattr import __version__
 from macattr.accumulators import STEP_RULES
 from macattr.confidence import Confidence
-from macattr.files import FileInUse, exclusive
+from macattr.files import FileInUse, WriteFailed, exclusive, output_file, write_atomic
 from macattr.layers import candidate_layers
 from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
 from macattr.plots import COMPARE_KINDS, KINDS
@@ -228,11 +228,11 @@ def load_loader(spec: str) -> Iterable:
     return loader
 
 
-def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int) -> list:
+def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed: int, channels: int = 3) -> list:
     """One batch per image and task, ``{"lq", "gt", "task"}``; clean images (task "clean") without tasks."""
     batches = []
     for index, file in enumerate(image_files(folder)):
-        clean = read_image(file)
+        clean = read_image(file, channels)
         clean = (center_crop(clean, size) if size else clean)[None]
         if tasks:
             batches += degraded_batches(clean, tasks, seed=derive_seed(seed, "image", index))
@@ -273,14 +273,20 @@ def _batches(args: argparse.Namespace) -> Iterable:
     if (args.images is None) == (args.loader is None):
         raise _CommandError("pass one of --images (a folder of images) or --loader (module:function)")
     if args.loader is not None:
-        given = [option for option, value in (("--degrade", args.degrade), ("--size", args.size)) if value]
+        given = [option for option, value in (("--degrade", args.degrade), ("--size", args.size),
+                                               ("--channels", args.channels != 3)) if value]  # fmt: skip
         if given:
             raise _CommandError(f"{', '.join(given)} work on --images; a --loader yields its batches as they are")
         return load_loader(args.loader)
-    return _image_batches(args.images, args.size, args.degrade, args.seed)
+    return _image_batches(args.images, args.size, args.degrade, args.seed, args.channels)
 
 
 def _rank(args: argparse.Namespace) -> None:
+    output_file(args.out, "--out", [".json"])  # every file the run writes is checked before it starts
+    if args.checkpoint:
+        output_file(args.checkpoint, "--checkpoint")
+    if args.ram_files:
+        _ram_folder(args.ram_files)
     if get_method(args.method).needs_ground_truth and not (args.degrade or args.loader):
         raise _CommandError(f"--method {args.method} needs ground truth: --degrade (it scores the loss between "
                             "restored degraded images and the clean ones) or a --loader of (input, truth) "
@@ -387,12 +393,19 @@ def _plot(args: argparse.Namespace) -> None:
     _save_figure(figure, args.out, args.dpi)
 
 
+def _ram_folder(folder: str) -> None:
+    """``--ram-files``: a folder that exists or can be made, and written."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise _CommandError(f"--ram-files {folder} is a file; name a folder (the three RAM files go in it)")
+    output_file(path / "filter_name.txt", "--ram-files")
+
+
 def _save_figure(figure, out: str, dpi: int) -> None:
     suffix = Path(out).suffix.lower().lstrip(".")
     if suffix not in FIGURE_FORMATS:
         raise _CommandError(f"--out must end in one of {', '.join('.' + f for f in FIGURE_FORMATS)}, got {out!r}")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=dpi)
+    write_atomic(out, lambda tmp: figure.savefig(tmp, dpi=dpi, format=suffix))
     print(f"wrote {out}")
 
 
@@ -440,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--non-strict", action="store_true",
                       help="load the tensors that fit and list the ones left out, instead of refusing the "
                       "file")  # fmt: skip
-    rank.add_argument("--images", help="folder of PNG/JPEG images")
+    rank.add_argument("--images", help="folder of PNG/JPEG/BMP/TIFF images (8 or 16 bits, or floats in [0, 1])")
+    rank.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                      help="read --images as 3 (RGB, default) or 1 (grey) channels")  # fmt: skip
     rank.add_argument("--loader", help="package.module:function returning an iterable of batches (any model)")
     rank.add_argument("--out", default="scores.json", help="scores file (default scores.json)")
     rank.add_argument("--method", choices=method_names(aliases=True), default="mac",
@@ -536,6 +551,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # the reader of stdout has gone (| head): nothing more to say, and no one to say it to
         _silence_stdout()
         return 141
+    except WriteFailed as error:  # a full disk, a folder without permission: the file and the cause
+        print(f"macattr: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         status = _status_of(error)
         if args.debug or status == 1 and not isinstance(error, RankFailed):

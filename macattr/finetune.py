@@ -128,8 +128,10 @@ def freeze_except(model: nn.Module, names: Iterable[str], recurse: bool = False)
 
 
 def parameter_counts(model: nn.Module, names: Iterable[str]) -> Tuple[Dict[str, int], int]:
-    """Per named layer, the trainable parameter elements it owns (what fine-tuning it trains), and the model's
-    trainable parameter elements in all; "trainable" means ``requires_grad`` now.
+    """Per named layer, the parameter elements it owns (what fine-tuning it trains: ``freeze_except`` makes them
+    trainable whether they are frozen now or not), and the model's parameter elements in all (the denominator
+    of ``freeze_except``'s ``fraction``). A parameter frozen now counts like any other, so a budget in
+    parameters is the share that fine-tuning the selection will train.
 
     Examples:
         >>> parameter_counts(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), ["1"])
@@ -141,8 +143,8 @@ def parameter_counts(model: nn.Module, names: Iterable[str]) -> Tuple[Dict[str, 
     unknown = [n for n in names if n not in modules]
     if unknown:
         raise ValueError(f"names holds {unknown!r}, which are not modules of the model (see named_modules())")
-    own = {n: sum(p.numel() for p in modules[n].parameters(recurse=False) if p.requires_grad) for n in names}
-    return own, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    own = {n: sum(p.numel() for p in modules[n].parameters(recurse=False)) for n in names}
+    return own, sum(p.numel() for p in model.parameters())
 
 
 def _warn_small_owners(modules: dict, names: List[str]) -> None:

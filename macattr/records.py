@@ -34,6 +34,50 @@ def tensor_fingerprint(tensor: Tensor) -> str:
     return f"tensor{tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
 
 
+def model_digest(model: torch.nn.Module) -> Dict[str, str]:
+    """Every parameter and buffer of ``model`` by name → its fingerprint: what a record compares to tell two sets
+    of weights apart (a digest of the values, not of the names alone).
+
+    Examples:
+        >>> layer = torch.nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.zero_()
+        >>> model_digest(layer)
+        {'weight': 'tensor(1, 2) sha256:af5570f5a1810b7a'}
+    """
+    return {name: tensor_fingerprint(t) for name, t in (*model.named_parameters(), *model.named_buffers())}
+
+
+def callable_identity(function: Any) -> str:
+    """What tells two callables apart in a record: the qualified name, plus a digest of the code, its constants
+    and the values it closes over (two lambdas share the name ``<lambda>`` but not their code), or of a module's
+    weights.
+
+    Examples:
+        >>> a, b = (lambda out: out.sum()), (lambda out: out.mean())
+        >>> callable_identity(a) == callable_identity(a), callable_identity(a) == callable_identity(b)
+        (True, False)
+    """
+    name = getattr(function, "__qualname__", getattr(function, "__name__", type(function).__name__))
+    parts: List[Any] = [getattr(function, "__module__", None), name]
+    if isinstance(function, torch.nn.Module):
+        parts.append(sorted(model_digest(function).items()))
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        parts += [code.co_code.hex(), json_value(list(code.co_consts)), code.co_names]
+    cells = getattr(function, "__closure__", None) or ()
+    parts.append([json_value(_cell_value(cell)) for cell in cells])
+    return f"{name} sha256:{hashlib.sha256(repr(parts).encode()).hexdigest()[:16]}"
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+    return callable_identity(value) if callable(value) and not isinstance(value, type) else value
+
+
 def json_value(value: Any) -> Any:
     """``value`` as a JSON value: numbers, strings, lists and dicts as they are, tensors as fingerprints,
     infinities as ``"inf"``, tuples as lists, dataclasses as ``{"type": name, field: value, ...}``, callables
@@ -111,4 +155,13 @@ def read_record(path: PathLike) -> Optional[Any]:
         raise ValueError(f"{where} is not a settings record (JSON); delete it to make {Path(path).name} anew") from None
 
 
-__all__ = ["differences", "json_value", "read_record", "record_path", "tensor_fingerprint", "write_record"]
+__all__ = [
+    "callable_identity",
+    "differences",
+    "json_value",
+    "model_digest",
+    "read_record",
+    "record_path",
+    "tensor_fingerprint",
+    "write_record",
+]

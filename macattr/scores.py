@@ -73,8 +73,8 @@ class LayerScores(Mapping[str, float]):
     the score, descending, with ties broken by depth (the shallower layer first). ``skipped`` holds layers that
     could not be scored (name → reason); they are not in the mapping.
 
-    ``parameters`` (name → the trainable parameter elements the layer owns, what fine-tuning it trains) and
-    ``model_parameters`` (the model's trainable parameter elements) let a selection be budgeted and reported in
+    ``parameters`` (name → the parameter elements the layer owns, what fine-tuning it trains, frozen now or not)
+    and ``model_parameters`` (the model's parameter elements) let a selection be budgeted and reported in
     parameters; ``rank_layers`` records both.
 
     ``per_image`` (images, layers) float64, in depth order, holds each analysed image's own scores (they sum to
@@ -172,7 +172,7 @@ class LayerScores(Mapping[str, float]):
         """The best layers within the budget ``k``, best first.
 
         ``budget="layers"`` (the default): ``k`` layers, a fraction in (0, 1] of them rounded up or a count.
-        ``budget="parameters"``: layers by score until ``k`` of the model's trainable parameters (a fraction in
+        ``budget="parameters"``: layers by score until ``k`` of the model's parameters (a fraction in
         (0, 1], or a number of parameter elements) are trained. The budget is a cap: a layer that would take the
         total over it is passed over and the walk goes on down the ranking, so that selections of different
         methods train about the same share. The counts come from ``model`` when given, else from the ones
@@ -273,7 +273,7 @@ class LayerScores(Mapping[str, float]):
                            len(counted))  # fmt: skip
 
     def share(self, names: Sequence[str], model: Optional[Any] = None) -> float:
-        """The share of the model's trainable parameters that fine-tuning ``names`` trains, in [0, 1] (a
+        """The share of the model's parameters that fine-tuning ``names`` trains, in [0, 1] (a
         parameter shared by two layers, such as tied embeddings, counts for each)."""
         sizes, total = self._counts(model)
         unknown = [name for name in names if name not in sizes]
@@ -282,7 +282,7 @@ class LayerScores(Mapping[str, float]):
         return min(1.0, sum(sizes[name] for name in names) / max(total, 1))
 
     def _counts(self, model: Optional[Any]) -> Tuple[Dict[str, int], int]:
-        """Each layer's trainable parameter elements and the model's, from ``model`` or as recorded."""
+        """Each layer's parameter elements and the model's, from ``model`` or as recorded."""
         if model is not None:
             from macattr.finetune import parameter_counts
 

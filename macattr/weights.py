@@ -4,11 +4,15 @@
 that holds code is refused) and loads it into a model:
 
 - a file that wraps the state dict under a key (BasicSR's ``params`` and ``params_ema``, ``state_dict``,
-  ``model``, ``net_g``) is unwrapped; with a choice, ``params`` is taken (as RAM's analysis configuration reads it)
-  and a note says which key was used and which others are there; ``key=`` picks one;
-- ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped, with a note;
+  ``model``, ``net_g``), also twice (``{"state_dict": {"model": ...}}``), is unwrapped; with a choice, ``params``
+  is taken (as RAM's analysis configuration reads it) and a note says which key was used and which others are
+  there; ``key=`` picks one, at the top or one wrapper down, or a dotted path (``"state_dict.model"``);
+- ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped, in any order and
+  nesting (``_orig_mod.module.``), with a note;
 - keys that do not fit are named, the first missing and unexpected ones with their counts; ``strict=False``
-  loads the rest and lists what was left out.
+  loads the rest and lists what was left out, but a file none of whose tensors fit is refused either way;
+- nothing is loaded unless every value to load is a tensor of the model's shape: a failure leaves the model as
+  it was.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def read_state(path: PathLike, key: Optional[str] = None, note: Callable[[str], 
         ["loaded params (as RAM's configuration does", "key='params_ema' for the others)"]
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"weights file {path} is a folder; pass the file inside it")
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     try:
@@ -61,26 +67,41 @@ def read_state(path: PathLike, key: Optional[str] = None, note: Callable[[str], 
                          f"objects other than tensors are refused): {first}") from None  # fmt: skip
     if not isinstance(state, dict):
         raise ValueError(f"weights {path} hold a {type(state).__name__}, not a state dict")
-    wrappers = [k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)]
+    state = _unwrapped(state, key, path, note)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _PREFIXES:
+            if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                note(f"weights {path}: the prefix {prefix!r} of every key was stripped")
+                stripped = True
+    return state
+
+
+def _unwrapped(state: Dict[str, Any], key: Optional[str], path: Path, note: Callable[[str], None]) -> Dict[str, Any]:
+    """The state dict inside ``state``: under ``key`` (a dotted path, looked up at the top or one wrapper down),
+    else under the first of ``WRAPPER_KEYS`` it has, again while a wrapper holds only wrappers."""
     if key is not None:
-        if not isinstance(state.get(key), dict):
-            raise ValueError(f"weights {path} have no state dict under key {key!r}; their keys are {list(state)[:10]}")
-        chosen = key
-    elif wrappers:
-        chosen = wrappers[0]
+        parts, level = key.split("."), state
+        if parts[0] not in level:
+            inner = [k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)]
+            level = state[inner[0]] if inner else level
+        for part in parts:
+            if not isinstance(level, dict) or not isinstance(level.get(part), dict):
+                raise ValueError(f"weights {path} have no state dict under key {key!r}; their keys are "
+                                 f"{list(state)[:10]}")  # fmt: skip
+            level = level[part]
+        return level
+    while True:
+        wrappers = [k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)]
+        if not wrappers or any(isinstance(v, torch.Tensor) for v in state.values()):
+            return state
         if len(wrappers) > 1:
             others = ", ".join(repr(k) for k in wrappers[1:])
-            note(f"weights {path} hold {' and '.join(wrappers)}; loaded {chosen} (as RAM's configuration does; "
+            note(f"weights {path} hold {' and '.join(wrappers)}; loaded {wrappers[0]} (as RAM's configuration does; "
                  f"key={others} for the others)")  # fmt: skip
-    else:
-        chosen = None
-    if chosen is not None:
-        state = state[chosen]
-    for prefix in _PREFIXES:
-        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-            note(f"weights {path}: the prefix {prefix!r} of every key was stripped")
-    return state
+        state = state[wrappers[0]]
 
 
 def load_weights(
@@ -108,6 +129,18 @@ def load_weights(
     """
     state = read_state(path, key, note)
     own = model.state_dict()
+    odd = [k for k in own if k in state and not isinstance(state[k], torch.Tensor)]
+    if odd:
+        raise ValueError(f"weights {path} hold {type(state[odd[0]]).__name__} values, not tensors, under the "
+                         f"model's keys ({_listed(odd, 'such')}); nothing was loaded")  # fmt: skip
+    nested = [str(k) for k, v in state.items() if isinstance(v, dict) and k not in own]
+    pick = f"key= (--weights-key) to load one of the state dicts it holds ({', '.join(nested[:5])}), or " \
+        if nested else ""  # fmt: skip
+    if own and not any(k in state for k in own):
+        raise ValueError(f"weights {path} do not fit the model: none of the file's {len(state)} entries is one of "
+                         f"the model's {len(own)} tensors (the file's first: {', '.join(map(str, list(state)[:3]))}; "
+                         f"the model's first: {', '.join(list(own)[:3])}); pass {pick or 'the weights of this '}"
+                         f"{'another file' if pick else 'network'}")  # fmt: skip
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     misshapen = [k for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
@@ -117,9 +150,6 @@ def load_weights(
                          f"the file, {tuple(own[first].shape)} in the model ({len(misshapen)} tensor(s) differ in "
                          "shape); is it another network or another size of it?")  # fmt: skip
     if (missing or unexpected) and strict:
-        nested = [k for k in unexpected if isinstance(state[k], dict)]
-        pick = f"key= (--weights-key) to load one of the state dicts it holds ({', '.join(nested[:5])}), or " \
-            if nested else ""  # fmt: skip
         raise ValueError(f"weights {path} do not fit the model: {_listed(missing, 'missing')}, "
                          f"{_listed(unexpected, 'unexpected')}; pass {pick}strict=False (--non-strict) to load the "
                          "tensors that fit")  # fmt: skip

@@ -49,8 +49,8 @@ def test_rankings_record_the_parameter_counts_and_files_keep_them(tmp_path: Path
     with freeze_except(model, top) as trainable:
         assert trainable.fraction == pytest.approx(scores.share(top)) and trainable.fraction <= 0.4
     frozen = conv_net(0)
-    frozen[0].requires_grad_(False)  # frozen layers count for nothing, in the layer and in the model
-    assert parameter_counts(frozen, ["0"]) == ({"0": 0}, total - sizes["0"])
+    frozen[0].requires_grad_(False)  # a frozen layer counts what fine-tuning it would train
+    assert parameter_counts(frozen, ["0"]) == ({"0": sizes["0"]}, total)
 
 
 def test_select_top_k_and_the_command_budget_in_parameters(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -11,6 +11,7 @@ walk ([`macattr.ranking.batches`][macattr.ranking.batches]), the scorers
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
 from contextlib import ExitStack, contextmanager
@@ -36,6 +37,7 @@ from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import ImageScores, Scorer
 from macattr.ranking.settings import RankSettings, UntilStable
+from macattr.records import callable_identity, model_digest
 from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
@@ -159,7 +161,14 @@ class UncertifiedError(ValueError):
 
 
 def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
-    """``scores``, after a warning (or under ``strict``, a refusal) when their certificate is over ``tolerance``."""
+    """``scores``, after a warning (or under ``strict``, a refusal) when their certificate is over ``tolerance``,
+    and a warning when a quarter of the layers or more score exactly 0."""
+    zeros = [name for name, value in scores.items() if value == 0.0]
+    if scores.images and len(zeros) >= 2 and len(zeros) >= 0.25 * len(scores):
+        message = (f"rank_layers: {len(zeros)} of {len(scores)} layers score exactly 0 (first: {', '.join(zeros[:3])}"
+                   "): nothing the input does reaches them, as in an untrained model with zero-initialised layers; "
+                   "check that the weights were loaded")  # fmt: skip
+        warnings.warn(message, UserWarning, stacklevel=3)
     if scores.errors is None:
         return scores
     verdict = scores.certificate(tolerance)
@@ -238,7 +247,7 @@ def _until_stable(scoring: _Scoring, loader: Iterable[Any], group: Group, shard:
 
 
 def _counted(scores: LayerScores, counts: Tuple[Dict[str, int], int]) -> LayerScores:
-    """``scores`` with each layer's trainable parameter elements and the model's (for budgets in parameters)."""
+    """``scores`` with each layer's parameter elements and the model's (for budgets in parameters)."""
     sizes, total = counts
     return LayerScores(dict(scores), scores.method, scores.config, scores.images, scores.skipped,
                        {name: sizes[name] for name in scores}, total, scores.per_image, scores.groups,
@@ -350,7 +359,8 @@ def _prepare(
     if not method.needs_loader:
         return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
     total = ScoreSum(names)
-    record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world)
+    record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world,
+                                     _identity(model, settings, loss))
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
     score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss))
@@ -395,6 +405,15 @@ def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerSco
         warnings.warn(f"method={settings.method!r} without a loader orders the layers as they are registered, not "
                       "as they run; pass a loader to order them by depth", UserWarning, stacklevel=3)  # fmt: skip
     return LayerScores(settings.method_record.order(names, settings.seed), settings.method, _config(settings, names))
+
+
+def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable]) -> Dict[str, Any]:
+    """What a checkpoint must match besides the settings: a digest of the weights, and the identity of each
+    function given (``target``, ``output``, ``loss``) that its name alone does not tell apart."""
+    weights = hashlib.sha256(repr(sorted(model_digest(model).items())).encode()).hexdigest()
+    given = {"target": settings.target, "output": settings.output, "loss": loss}
+    functions = {name: callable_identity(value) for name, value in given.items() if callable(value)}
+    return {"weights_sha256": weights, **functions}
 
 
 def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:
@@ -485,7 +504,7 @@ def select_top_k(
     """Names of the best layers within the budget ``k``, best first (RAM: k = 0.1 of the candidates).
 
     ``budget="layers"``: ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least one), an
-    int a count. ``budget="parameters"``: ``k`` is a fraction of the model's trainable parameters (or a number
+    int a count. ``budget="parameters"``: ``k`` is a fraction of the model's parameters (or a number
     of them), filled by score as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says.
     ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is checked before the ranking
     runs.

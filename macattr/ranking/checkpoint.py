@@ -4,8 +4,10 @@ Progress is counted in samples of the loader's stream, not in batches, so a run
 resumed with other batch sizes picks up at the right image. A fingerprint of
 every sample before that point guards against resuming with other images, also
 when the checkpoint is finished (the loader is then read once more, without
-any attribution). A digest of the file's whole content guards against a file
-edited or damaged after it was written.
+any attribution). The run's identity, a digest of the model's weights and of the
+functions it was given (a callable target, output or loss: their code and the values they close over), guards
+against resuming with other weights of the same architecture or another function of the same name. A digest of
+the file's whole content guards against a file edited or damaged after it was written.
 Under ``torch.distributed`` every process keeps its own file
 (``name.rank0-of-2.json``, ...) and a resumed run must have as many processes
 and the same batches, since they decide which process scored what.
@@ -16,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from torch import Tensor
 
@@ -128,9 +130,11 @@ class Checkpoint:
     method: str
     config: Dict[str, Any]
     world: int = 1
+    identity: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_process(cls, path: Path, method: str, config: Dict[str, Any], rank: int, world: int) -> Checkpoint:
+    def for_process(cls, path: Path, method: str, config: Dict[str, Any], rank: int, world: int,
+                    identity: Optional[Dict[str, Any]] = None) -> Checkpoint:  # fmt: skip
         """Process ``rank`` of ``world``'s checkpoint for the path the user gave; refuses files of another
         number of processes."""
         path = Path(path)
@@ -145,7 +149,7 @@ class Checkpoint:
                 f"checkpoint {path} was written by {others[0]} process(es), this run has {world}; resume with "
                 f"{others[0]} (torchrun --nproc_per_node={others[0]}), or delete its files to start again"
             )
-        return cls(mine, method, config, world)
+        return cls(mine, method, config, world, identity or {})
 
     def load(self, total: ScoreSum) -> Progress:
         """The progress recorded in the file (nothing done if there is none); loads its sums into ``total``."""
@@ -157,6 +161,7 @@ class Checkpoint:
             progress = Progress(int(state["samples"]), str(state["digest"]), bool(state["complete"]),
                                 int(state.get("batches", 0)))  # fmt: skip
             method, config, scores = state["method"], state["config"], state["scores"]
+            identity = state.get("identity")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             raise ValueError(
                 f"checkpoint {self.path} is not a rank_layers checkpoint (of macattr 0.3 or later); delete it or "
@@ -173,6 +178,13 @@ class Checkpoint:
                 f"checkpoint {self.path} was written by another run (method or settings differ: {changed}); "
                 "delete it or pass another checkpoint path"
             )
+        if identity != self.identity:
+            changed = ("it was written without a record of the weights (by an older macattr)" if identity is None
+                       else "; ".join(differences(identity, self.identity)))  # fmt: skip
+            raise ValueError(
+                f"checkpoint {self.path} was written for other weights or functions ({changed}); its sums belong "
+                "to that model: delete it or pass another checkpoint path"
+            )
         total.load_state_dict(scores)
         return progress
 
@@ -186,6 +198,7 @@ class Checkpoint:
             "complete": progress.complete,
             "batches": progress.batches,
             "world": self.world,
+            "identity": self.identity,
         }
         document["content_sha256"] = _content_digest(document)
         write_text_atomic(self.path, json.dumps(document) + "\n")

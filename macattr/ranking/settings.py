@@ -274,7 +274,8 @@ class RankSettings:
         global stream, seeded once and shared with their data loading; no seed reproduces those draws, so each
         image here gets its own seeded order (the numbers differ from a run of theirs only by that draw). They
         hook every module that owns parameters, which are macattr's default candidates; they take one image and
-        one grid point per pass, which changes no number. ``settings`` are other fields (``target``, ``samples_per_group``, ...).
+        one grid point per pass, which changes no number. ``settings`` are other fields (``target``,
+        ``samples_per_group``, ...).
 
         Examples:
             >>> authors = RankSettings.ram_code(n_steps=16)

@@ -26,26 +26,54 @@ TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "stereo_motorcycle", "hubble_d
 TEST_PHOTOS = ("coffee", "camera", "coins", "moon")
 
 
-def read_image(path: PathLike) -> Tensor:
-    """An image file as an RGB float32 tensor (3, H, W) in [0, 1].
+def read_image(path: PathLike, channels: int = 3) -> Tensor:
+    """An image file as a float32 tensor (channels, H, W) in [0, 1], at the file's own bit depth.
 
-    A file that is missing, truncated or not an image is a ``ValueError`` that names it.
+    8-bit files are divided by 255, 16-bit ones (grey PNG and TIFF) by 65535; float files (TIFF) are taken as
+    they are and must lie in [0, 1]. ``channels=3`` gives RGB (a grey file repeated in each channel),
+    ``channels=1`` grey (a colour file through ITU-R 601-2 luma, as Pillow converts it). A file that is
+    missing, truncated, too large for Pillow's decompression-bomb limit, not an image, or out of range is a
+    ``ValueError`` that names it.
 
     Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
         >>> save_image(path, torch.full((3, 4, 6), 0.5))
-        >>> read_image(path).shape
-        torch.Size([3, 4, 6])
+        >>> read_image(path).shape, read_image(path, channels=1).shape
+        (torch.Size([3, 4, 6]), torch.Size([1, 4, 6]))
     """
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            array = _unit_range(image, channels, path)
     except FileNotFoundError:
         raise ValueError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except IsADirectoryError:
+        raise ValueError(f"image file {path} is a folder") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    tensor = torch.from_numpy(array)
+    return tensor[None].contiguous() if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _unit_range(image: Image.Image, channels: int, path: PathLike) -> np.ndarray:
+    """The pixels of ``image`` as float32 (H, W) for one channel or (H, W, 3), scaled from the file's depth."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):  # one channel of more than 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            low, high = float(values.min()), float(values.max())
+            if low < 0 or high > 1 or not np.isfinite(values).all():
+                raise ValueError(f"image {path} holds floats in [{low:.4g}, {high:.4g}]; float images are read as "
+                                 "they are and must lie in [0, 1]")  # fmt: skip
+        elif values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"image {path} holds 32-bit integers beyond 16 bits ([{values.min():.0f}, "
+                             f"{values.max():.0f}]); save it as 8 or 16 bits, or as floats in [0, 1]")  # fmt: skip
+        else:
+            values = values / 65535.0
+        grey = values.astype(np.float32)
+        return grey if channels == 1 else np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
 
 
 def save_image(path: PathLike, image: Tensor) -> None:

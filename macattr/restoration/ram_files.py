@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List
 
@@ -12,6 +13,10 @@ from macattr.scores import LayerScores
 def write_ram_files(scores: LayerScores, directory: PathLike) -> List[Path]:
     """Write the three files into ``directory``, one entry per line, score descending: the layer names,
     their scores, and their depth indices (position in execution order). Returns the paths.
+
+    All three are written and flushed to disk under temporary names first, and then renamed over the old ones
+    one after the other: a run stopped while writing leaves the old three; only a stop between the three
+    renames (microseconds) could mix two runs.
 
     Examples:
         >>> import tempfile
@@ -27,7 +32,11 @@ def write_ram_files(scores: LayerScores, directory: PathLike) -> List[Path]:
         "filter_cond.txt": [repr(score) for _, score in ranked],
         "filter_index.txt": [str(scores.depth_index(name)) for name, _ in ranked],
     }
-    return [write_text_atomic(folder / file, "\n".join(lines) + "\n") for file, lines in contents.items()]
+    staged = {file: write_text_atomic(folder / f".{file}.staged", "\n".join(lines) + "\n")
+              for file, lines in contents.items()}  # fmt: skip
+    for file, path in staged.items():
+        os.replace(path, folder / file)
+    return [folder / file for file in contents]
 
 
 __all__ = [

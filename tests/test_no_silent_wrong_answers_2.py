@@ -1,0 +1,290 @@
+"""Round two of the ways a ranking could look right and be wrong: checkpoints of other weights or functions,
+budgets that forget frozen parameters, image files read at the wrong depth, weights that did not load, and
+outputs that do not go where asked. Each test failed before the fix it guards."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import conv_net
+from macattr import rank_layers
+
+
+def _images(seed: int, n: int = 4, size: int = 6) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_certificates():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="rank_layers: estimated error", category=UserWarning)
+        yield
+
+
+# checkpoints ----------------------------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_of_other_weights_is_refused_finished_or_partial(tmp_path: Path) -> None:
+    kwargs = dict(n_steps=4, seed=0, progress=False, checkpoint=tmp_path / "ck.json")
+    first = rank_layers(conv_net(0), [_images(0)], **kwargs)
+    with pytest.raises(ValueError, match="written for other weights or functions.*weights_sha256"):
+        rank_layers(conv_net(1), [_images(0)], **kwargs)  # the same architecture, other weights
+    again = rank_layers(conv_net(0), [_images(0)], **kwargs)
+    assert dict(again) == dict(first)
+
+    class Interrupted(Exception):
+        pass
+
+    def two_then_stop():
+        yield _images(0)[:2]
+        raise Interrupted
+
+    partial = dict(kwargs, checkpoint=tmp_path / "partial.json")
+    with pytest.raises(Interrupted):
+        rank_layers(conv_net(0), two_then_stop(), **partial)
+    with pytest.raises(ValueError, match="other weights or functions"):
+        rank_layers(conv_net(1), [_images(0)], **partial)
+
+
+def test_two_lambda_targets_of_one_name_do_not_share_a_checkpoint(tmp_path: Path) -> None:
+    kwargs = dict(n_steps=4, seed=0, progress=False, checkpoint=tmp_path / "ck.json")
+    rank_layers(conv_net(0), [_images(0)], target=lambda out: out.sum(dim=(1, 2, 3)), **kwargs)
+    with pytest.raises(ValueError, match="other weights or functions.*target"):
+        rank_layers(conv_net(0), [_images(0)], target=lambda out: out.mean(dim=(1, 2, 3)), **kwargs)
+
+
+# budgets in parameters ------------------------------------------------------------------------------------------
+
+
+def test_a_budget_in_parameters_counts_frozen_layers_as_what_fine_tuning_them_trains() -> None:
+    from torch import nn
+
+    from macattr import freeze_except
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 40, 3, padding=1), nn.Tanh(), nn.Conv2d(40, 3, 1)).double()
+    model[0].requires_grad_(False)  # the layer holding most of the weights is frozen now
+    scores = rank_layers(model, [_images(0)], n_steps=4, seed=0, progress=False)
+    assert scores.parameters == {"0": 1120, "2": 123} and scores.model_parameters == 1243
+    chosen = scores.top_k(0.5, budget="parameters")
+    assert "0" not in chosen  # 90 % of the parameters does not fit a 50 % budget, frozen or not
+    with freeze_except(model, chosen) as trainable:
+        assert trainable.fraction == pytest.approx(scores.share(chosen)) and trainable.fraction <= 0.5
+    model.requires_grad_(False)  # everything frozen: the budget still means what fine-tuning trains
+    frozen = rank_layers(model, [_images(0)], n_steps=4, seed=0, progress=False)
+    assert frozen.model_parameters == 1243 and frozen.share(["0", "2"]) == 1.0
+    assert frozen.top_k(0.1, budget="parameters") == [] or frozen.share(frozen.top_k(0.1, "parameters")) <= 0.1
+
+
+# image files as they are ----------------------------------------------------------------------------------------
+
+
+def test_sixteen_bit_and_float_files_keep_their_values_and_grey_files_their_channel(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from macattr.restoration.images import read_image
+
+    ramp = np.arange(64, dtype=np.float64).reshape(8, 8) / 63.0
+    Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float.tif")
+    Image.fromarray((ramp * 4).astype(np.float32), mode="F").save(tmp_path / "bright.tif")
+    for name in ("deep.png", "float.tif"):
+        grey = read_image(tmp_path / name, channels=1)
+        assert grey.shape == (1, 8, 8) and float((grey[0].double() - torch.from_numpy(ramp)).abs().max()) < 1e-4, name
+        rgb = read_image(tmp_path / name)
+        assert rgb.shape == (3, 8, 8) and torch.equal(rgb[0], rgb[2]) and torch.equal(rgb[0], grey[0]), name
+    with pytest.raises(ValueError, match=r"bright.tif holds floats in \[0, 4\]; .* must lie in \[0, 1\]"):
+        read_image(tmp_path / "bright.tif")
+    with pytest.raises(ValueError, match="channels must be 1 \\(grey\\) or 3 \\(RGB\\)"):
+        read_image(tmp_path / "deep.png", channels=2)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_image(tmp_path)
+
+
+def test_a_grey_model_is_ranked_from_a_folder_of_sixteen_bit_images(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from macattr.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        values = np.random.default_rng(i).integers(0, 4096, size=(8, 8)).astype(np.uint16)  # 12-bit data
+        Image.fromarray(values).save(images / f"{i}.png")
+    (tmp_path / "grey.py").write_text("import torch\nfrom torch import nn\ndef build():\n    torch.manual_seed(0)\n"
+                                      "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), "
+                                      "nn.Conv2d(4, 1, 3, padding=1))\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["rank", "--model", "grey:build", "--images", "images", "--channels", "1", "--n-steps", "4",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "scores.json").read_text())["images"] == 2
+
+
+# weights that did not load --------------------------------------------------------------------------------------
+
+
+def test_weights_that_would_not_load_leave_the_model_as_it_was(tmp_path: Path) -> None:
+    from torch import nn
+
+    from macattr.weights import load_weights
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2))
+
+    trained = fresh()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    state = trained.state_dict()
+    torch.save({"x.weight": torch.ones(2)}, tmp_path / "other.pth")
+    for strict in (True, False):
+        with pytest.raises(ValueError, match="none of the file's 1 entries is one of the model's 4 tensors"):
+            load_weights(fresh(), tmp_path / "other.pth", strict=strict)
+    torch.save({**state, "2.bias": 7}, tmp_path / "odd.pth")
+    model = fresh()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="hold int values, not tensors.*nothing was loaded"):
+        load_weights(model, tmp_path / "odd.pth", strict=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    torch.save({f"_orig_mod.module.{k}": v for k, v in state.items()}, tmp_path / "wrapped.pth")
+    torch.save({"state_dict": {"model": state}, "epoch": 3}, tmp_path / "twice.pth")
+    torch.save({"state_dict": {"model": state, "ema": state}, "epoch": 3}, tmp_path / "choice.pth")
+    for name, key in (("wrapped.pth", None), ("twice.pth", None), ("twice.pth", "model"),
+                      ("choice.pth", "state_dict.ema"), ("choice.pth", "model")):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_weights(fresh(), tmp_path / name, key=key)
+        assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items()), (name, key)
+    with pytest.raises(ValueError, match="is a folder"):
+        load_weights(fresh(), tmp_path)
+
+
+def test_the_command_refuses_non_strict_weights_that_fit_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    from macattr.cli import main
+    from macattr.restoration.images import sample_images, save_image
+
+    monkeypatch.delitem(sys.modules, "unloadable_factory", raising=False)
+    (tmp_path / "unloadable_factory.py").write_text("import torch\nfrom torch import nn\ndef build():\n    torch.manual_seed(0)\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), "
+                                     "nn.Conv2d(4, 3, 3, padding=1))\n")  # fmt: skip
+    (tmp_path / "images").mkdir()
+    save_image(tmp_path / "images" / "a.png", sample_images(16)[0])
+    torch.save({"encoder.weight": torch.ones(3)}, tmp_path / "w.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["rank", "--model", "unloadable_factory:build", "--images", "images", "--weights", "w.pth", "--non-strict",
+                 "--n-steps", "2", "--no-progress"])  # fmt: skip
+    assert code == 2 and "none of the file's 1 entries" in capsys.readouterr().err
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_a_model_whose_layers_mostly_score_zero_is_named() -> None:
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 3, 1))
+    model = model.double()
+    with torch.no_grad():
+        model[1].weight.zero_()  # zero-initialised, as in untrained restoration networks: nothing gets through
+    with pytest.warns(UserWarning, match=r"4 of 4 layers score exactly 0 \(first: 0, 1, 2\).*weights were loaded"):
+        rank_layers(model, [_images(0)], n_steps=2, progress=False)
+
+
+# outputs --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def command(tmp_path: Path, monkeypatch):
+    """Run ``macattr rank`` on a tiny network and one image in ``tmp_path``: argv tail → (exit code, stderr)."""
+    import sys
+
+    from macattr.cli import main
+    from macattr.restoration.images import sample_images, save_image
+
+    monkeypatch.delitem(sys.modules, "counted_factory", raising=False)
+    (tmp_path / "counted_factory.py").write_text("import torch\nfrom torch import nn\ncalls = []\ndef build():\n"
+                                     "    calls.append(1)\n    torch.manual_seed(0)\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), "
+                                     "nn.Conv2d(4, 3, 3, padding=1))\n")  # fmt: skip
+    (tmp_path / "images").mkdir()
+    save_image(tmp_path / "images" / "a.png", sample_images(16)[0])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def run(*extra: str, capsys=None) -> int:
+        return main(["rank", "--model", "counted_factory:build", "--images", "images", "--n-steps", "2",
+                     "--no-progress", *extra])  # fmt: skip
+
+    return run
+
+
+def test_outputs_are_regular_files_checked_before_the_analysis(command, tmp_path: Path, capsys) -> None:
+    import os
+
+    import counted_factory  # the model factory of the fixture: it records each call
+
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file.txt").write_text("x")
+    refusals = [
+        (["--out", "folder"], "--out folder must end in .json"),
+        (["--out", "folder.json"], None),
+        (["--out", "pipe.json"], None),
+        (["--out", "scores.csv"], "--out scores.csv must end in .json"),
+        (["--ram-files", "file.txt"], "--ram-files file.txt is a file; name a folder"),
+        (["--checkpoint", "folder"], "--checkpoint folder is a folder"),
+    ]
+    (tmp_path / "folder.json").mkdir()
+    os.mkfifo(tmp_path / "pipe.json")
+    refusals[1] = (["--out", "folder.json"], "--out folder.json is a folder; name a file in it")
+    refusals[2] = (["--out", "pipe.json"], "--out pipe.json is not a regular file")
+    for extra, message in refusals:
+        counted_factory.calls.clear()
+        assert command(*extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert counted_factory.calls == [], extra  # refused before the model was built
+    assert (tmp_path / "pipe").exists() and not (tmp_path / "pipe").is_file()
+
+
+def test_a_symlinked_output_updates_its_target_and_leaves_no_lock(command, tmp_path: Path, capsys) -> None:
+    import json
+    import os
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "real.json").write_text("{}")
+    os.symlink(tmp_path / "runs" / "real.json", tmp_path / "latest.json")
+    assert command("--out", "latest.json", "--ram-files", "ram") == 0
+    assert (tmp_path / "latest.json").is_symlink()
+    assert json.loads((tmp_path / "runs" / "real.json").read_text())["method"] == "mac"
+    leftovers = sorted(p.name for p in tmp_path.rglob(".*") if p.suffix in (".lock", ".staged", ".tmp"))
+    assert leftovers == []
+
+
+def test_a_write_that_fails_is_one_line_naming_the_file(command, monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    real_replace = os.replace
+
+    def full_disk(source, target):
+        if str(target).endswith("scores.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert command() == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "macattr: error: cannot write scores.json: No space left on device"
