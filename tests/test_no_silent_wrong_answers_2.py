@@ -25,6 +25,31 @@ def _quiet_certificates():
         yield
 
 
+@pytest.fixture
+def command(tmp_path: Path, monkeypatch):
+    """Run ``macattr rank`` on a tiny network and one image in ``tmp_path``: argv tail → (exit code, stderr)."""
+    import sys
+
+    from macattr.cli import main
+    from macattr.restoration.images import sample_images, save_image
+
+    monkeypatch.delitem(sys.modules, "counted_factory", raising=False)
+    (tmp_path / "counted_factory.py").write_text("import torch\nfrom torch import nn\ncalls = []\ndef build():\n"
+                                     "    calls.append(1)\n    torch.manual_seed(0)\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), "
+                                     "nn.Conv2d(4, 3, 3, padding=1))\n")  # fmt: skip
+    (tmp_path / "images").mkdir()
+    save_image(tmp_path / "images" / "a.png", sample_images(16)[0])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def run(*extra: str) -> int:
+        return main(["rank", "--model", "counted_factory:build", "--images", "images", "--n-steps", "2",
+                     "--no-progress", *extra])  # fmt: skip
+
+    return run
+
+
 # checkpoints ----------------------------------------------------------------------------------------------------
 
 
@@ -169,24 +194,10 @@ def test_weights_that_would_not_load_leave_the_model_as_it_was(tmp_path: Path) -
         load_weights(fresh(), tmp_path)
 
 
-def test_the_command_refuses_non_strict_weights_that_fit_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
-    import sys
-
-    from macattr.cli import main
-    from macattr.restoration.images import sample_images, save_image
-
-    monkeypatch.delitem(sys.modules, "unloadable_factory", raising=False)
-    (tmp_path / "unloadable_factory.py").write_text("import torch\nfrom torch import nn\ndef build():\n    torch.manual_seed(0)\n"
-                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), "
-                                     "nn.Conv2d(4, 3, 3, padding=1))\n")  # fmt: skip
-    (tmp_path / "images").mkdir()
-    save_image(tmp_path / "images" / "a.png", sample_images(16)[0])
+def test_the_command_refuses_non_strict_weights_that_fit_nothing(command, tmp_path: Path, capsys) -> None:
     torch.save({"encoder.weight": torch.ones(3)}, tmp_path / "w.pth")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    code = main(["rank", "--model", "unloadable_factory:build", "--images", "images", "--weights", "w.pth", "--non-strict",
-                 "--n-steps", "2", "--no-progress"])  # fmt: skip
-    assert code == 2 and "none of the file's 1 entries" in capsys.readouterr().err
+    assert command("--weights", "w.pth", "--non-strict") == 2
+    assert "none of the file's 1 entries" in capsys.readouterr().err
     assert not (tmp_path / "scores.json").exists()
 
 
@@ -203,31 +214,6 @@ def test_a_model_whose_layers_mostly_score_zero_is_named() -> None:
 
 
 # outputs --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def command(tmp_path: Path, monkeypatch):
-    """Run ``macattr rank`` on a tiny network and one image in ``tmp_path``: argv tail → (exit code, stderr)."""
-    import sys
-
-    from macattr.cli import main
-    from macattr.restoration.images import sample_images, save_image
-
-    monkeypatch.delitem(sys.modules, "counted_factory", raising=False)
-    (tmp_path / "counted_factory.py").write_text("import torch\nfrom torch import nn\ncalls = []\ndef build():\n"
-                                     "    calls.append(1)\n    torch.manual_seed(0)\n"
-                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), "
-                                     "nn.Conv2d(4, 3, 3, padding=1))\n")  # fmt: skip
-    (tmp_path / "images").mkdir()
-    save_image(tmp_path / "images" / "a.png", sample_images(16)[0])
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def run(*extra: str, capsys=None) -> int:
-        return main(["rank", "--model", "counted_factory:build", "--images", "images", "--n-steps", "2",
-                     "--no-progress", *extra])  # fmt: skip
-
-    return run
 
 
 def test_outputs_are_regular_files_checked_before_the_analysis(command, tmp_path: Path, capsys) -> None:
