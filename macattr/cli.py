@@ -18,6 +18,7 @@ import importlib.util
 import io
 import math
 import os
+import re
 import sys
 import traceback
 from contextlib import ExitStack
@@ -248,7 +249,12 @@ def _demo(args: argparse.Namespace) -> None:
              progress=not args.no_progress)  # fmt: skip
 
 
-_MASK_OPTIONS = {"mask_ratio": "--mask-ratio", "sharpness": "--sharpness", "patch_size": "--patch-size"}
+_MASK_OPTIONS = {
+    "mask_ratio": "--mask-ratio",
+    "sharpness": "--sharpness",
+    "patch_size": "--patch-size",
+    "mask_dims": "--mask-dims",
+}
 
 
 def _path(args: argparse.Namespace) -> Tuple[Optional[IntegrationPath], Dict[str, object]]:
@@ -309,14 +315,14 @@ def _rank(args: argparse.Namespace) -> None:
                 held.enter_context(exclusive(Path(args.ram_files) / "filter_name.txt", "RAM files folder"))
         model = load_model(args.model, args.weights, args.seed, args.weights_key, not args.non_strict)
         if args.budget == "layers":
-            resolve_k(args.k, len(candidate_layers(model)))
+            resolve_k(args.k, len(candidate_layers(model, None, args.exclude)))
         batches = _batches(args)
         device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
         group = "task" if args.per_task or args.degrade else None
         try:
             if args.check_steps:
                 _check_steps(model, batches, settings, args, group, device)
-            scores = rank_layers(model, batches, settings=settings, group=group, device=device,
+            scores = rank_layers(model, batches, settings=settings, group=group, device=device, exclude=args.exclude,
                                  progress=not args.no_progress, checkpoint=args.checkpoint,
                                  tolerance=args.tolerance, strict=args.strict)  # fmt: skip
         finally:
@@ -332,7 +338,7 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     if not settings.method_record.step_rule:
         raise _CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
     check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget,
-                        tolerance=args.tolerance, group=group, device=device)  # fmt: skip
+                        tolerance=args.tolerance, group=group, device=device, exclude=args.exclude)  # fmt: skip
     advice = (
         ""
         if check.enough
@@ -346,7 +352,8 @@ def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings
     """``--ram-code``: MAC as the RAM authors' code computes it (``RankSettings.ram_code``)."""
     given = [option for option, value in (("--path", args.path), ("--rule", args.rule != "left"),
                                           ("--normalize", args.normalize), ("--method", args.method != "mac"),
-                                          ("--patch-size", "patch_size" in mask)) if value]  # fmt: skip
+                                          ("--patch-size", "patch_size" in mask),
+                                          ("--mask-dims", "mask_dims" in mask)) if value]  # fmt: skip
     if given:
         raise _CommandError(f"--ram-code sets the method, path, step rule and normalisation itself; drop "
                             f"{', '.join(given)}")  # fmt: skip
@@ -391,6 +398,14 @@ def _plot(args: argparse.Namespace) -> None:
         resolve_k(args.top_k, min(len(s) for s in sets))
     figure = plot_layer_importance(sets if len(sets) > 1 else sets[0], kind=args.kind, top_k=args.top_k, log=args.log)
     _save_figure(figure, args.out, args.dpi)
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    """A regular expression of layer names (``--exclude``)."""
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({error}): {text!r}") from None
 
 
 def _ram_folder(folder: str) -> None:
@@ -481,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--mask-ratio", type=_positive_float, help="r of the mask path (default 0.5)")
     rank.add_argument("--sharpness", type=_positive_float, help="δ of the mask path (default 1e4; 'inf': hard)")
     rank.add_argument("--patch-size", type=_positive_int, help="cell size of the mask path (default 1)")
+    rank.add_argument("--mask-dims", choices=["image", "sequence", "volume"],
+                      help="what the mask path masks cell by cell: image (N, C, H, W) pixels (default), sequence "
+                      "(N, T, D) tokens, volume (N, C, D, H, W) voxels")  # fmt: skip
+    rank.add_argument("--exclude", type=_regex, metavar="REGEX",
+                      help="leave out the candidate layers whose names match this regular expression (a position "
+                      "embedding, a layer that sees no input)")  # fmt: skip
     rank.add_argument("--blur-sigma", type=_positive_float, help="σ of --path blur at its start (default 4)")
     rank.add_argument("--baseline", type=float, default=0.0, help="the baseline x' of the path (default 0)")
     rank.add_argument("--normalize", type=_parse_normalize,

@@ -274,3 +274,112 @@ def test_a_write_that_fails_is_one_line_naming_the_file(command, monkeypatch, ca
     assert command() == 1
     err = capsys.readouterr().err.strip()
     assert err == "macattr: error: cannot write scores.json: No space left on device"
+
+
+# the models people bring ----------------------------------------------------------------------------------------
+
+
+class _Conditioned(torch.nn.Module):
+    """An image model with a timestep and a per-sample mask among its keyword arguments (a diffusion UNet's
+    signature): the output depends on both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.time = torch.nn.Linear(1, 4)
+        self.out = torch.nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x) + self.time(timestep.reshape(-1, 1).to(x.dtype))[..., None, None])
+        return self.out(h) * mask[:, None, None, None]
+
+
+def _conditioned_direct(model, x, timestep, mask, n_steps) -> dict:
+    """The same ranking with the keyword arguments bound by hand, all images in one batch."""
+    return dict(rank_layers(_Bound(model, timestep, mask), [x], n_steps=n_steps, seed=0, progress=False))
+
+
+class _Bound(torch.nn.Module):
+    def __init__(self, model, timestep, mask) -> None:
+        super().__init__()
+        self.model, self.timestep, self.mask = model, timestep, mask
+
+    def forward(self, x):
+        whole = len(x) % len(self.mask) == 0  # every grid point of every image, or the first images alone
+        mask = self.mask.repeat(len(x) // len(self.mask)) if whole else self.mask[: len(x)]
+        return self.model(x, timestep=self.timestep, mask=mask)
+
+
+def test_forward_kwargs_constant_and_per_batch_reach_every_call() -> None:
+    model = _Conditioned().double()
+    x = _images(0, n=3)
+    mask = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    batches = [{"input": x[:2], "mask": mask[:2]}, {"input": x[2:], "mask": mask[2:]}]
+    timestep = torch.tensor(7.0)
+    scores = rank_layers(model, batches, n_steps=6, seed=0, progress=False,
+                         forward_kwargs=lambda batch: {"timestep": timestep, "mask": batch["mask"]})  # fmt: skip
+    expected = _conditioned_direct(model, x, timestep, mask, 6)
+    assert scores.names == ["conv", "out"] and "time" in scores.skipped  # its output (1, 4) does not follow the batch
+    for name in ("conv", "out"):
+        assert scores[name] == pytest.approx(expected[f"model.{name}"], rel=1e-10)
+    with pytest.raises(TypeError, match="forward_kwargs must be a dict"):
+        rank_layers(model, batches, n_steps=2, progress=False, forward_kwargs=[("timestep", 1)])
+    constant = rank_layers(model, [x], n_steps=6, seed=0, progress=False,
+                           forward_kwargs={"timestep": timestep, "mask": mask})  # fmt: skip
+    assert constant["conv"] == pytest.approx(expected["model.conv"], rel=1e-10)
+
+
+def test_a_causal_lm_is_ranked_by_each_sequence_s_own_next_token() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from macattr.baselines import token_embedding
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().double()
+    ids = torch.randint(1, 64, (3, 9), generator=torch.Generator().manual_seed(0))
+    embeddings = model.get_input_embeddings()(ids[:, :8]).detach()
+    labels = torch.stack([torch.full((3,), 7), ids[:, 8]], dim=1)  # (position, next token) per sequence
+    options = dict(input_name="inputs_embeds", mask_dims="sequence", n_steps=8, seed=0, progress=False,
+                   baselines=token_embedding(model, 0))  # fmt: skip
+    ours = rank_layers(model, [(embeddings, labels)], target="label", **options)
+    tokens = ids[:, 8]
+
+    def own_next_token(logits: torch.Tensor) -> torch.Tensor:  # (R, T, V), R = grid points × 3, step-major
+        return logits[torch.arange(len(logits)), 7, tokens.repeat(len(logits) // 3)]
+
+    reference = rank_layers(model, [embeddings], target=own_next_token, **options)
+    assert ours.names == reference.names and len(ours.names) >= 10
+    for name in ours.names:
+        assert ours[name] == pytest.approx(reference[name], rel=1e-10), name
+    with pytest.raises(TypeError, match=r"class indices \(N,\) or index rows \(N, k\)"):
+        rank_layers(model, [(embeddings, labels.double())], target="label", **options)
+
+
+def test_the_command_excludes_layers_and_masks_tokens(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+    import sys
+
+    from macattr.cli import main
+
+    monkeypatch.delitem(sys.modules, "sequence_factory", raising=False)
+    (tmp_path / "sequence_factory.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1))\n"
+        "def batches():\n    return [torch.rand(2, 5, 8, generator=torch.Generator().manual_seed(0))]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["rank", "--model", "sequence_factory:build", "--loader", "sequence_factory:batches", "--n-steps", "4",
+              "--no-progress", "--target", "sum", "--mask-dims", "sequence"]  # fmt: skip
+    assert main([*common, "--exclude", r"^4$"]) == 0
+    document = json.loads((tmp_path / "scores.json").read_text())
+    assert sorted(entry["name"] for entry in document["layers"]) == ["0", "2"]
+    assert document["config"]["path"]["mask_dims"] == "sequence"
+    with pytest.raises(SystemExit) as exit:  # argparse's own error, before anything runs
+        main([*common, "--exclude", "(unclosed"])
+    assert exit.value.code == 2
+    assert "not a regular expression" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from macattr.layers import LayerSpecs, candidate_layers, execution_order
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair, fingerprint
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
+from macattr.ranking.keywords import BatchKeywords, ForwardKwargs
 from macattr.ranking.methods import Method, ScoringContext
 from macattr.ranking.scorers import ImageScores, Scorer
 from macattr.ranking.settings import RankSettings, UntilStable
@@ -58,6 +59,7 @@ def rank_layers(
     progress: bool = True,
     checkpoint: Optional[PathLike] = None,
     distributed: Optional[bool] = None,
+    forward_kwargs: ForwardKwargs = None,
     tolerance: float = 0.1,
     strict: bool = False,
     **options: Any,
@@ -94,6 +96,10 @@ def rank_layers(
             ``torch.distributed`` group (None: whenever one is initialised;
             False: never). Every process gets the same loader and returns the
             same scores; see [`macattr.ranking.distributed`][macattr.ranking.distributed].
+        forward_kwargs: keyword arguments of every call of the model besides its input: a dict (the same for
+            every batch; a diffusion UNet's ``{"timestep": t}``) or a function of the loader's batch returning one
+            (``lambda batch: {"attention_mask": batch["mask"]}``). A tensor whose first dimension is the batch's
+            size is per sample: it follows the analysed samples and every grid point. Recorded in checkpoints.
         tolerance: the relative error the scores must be within (in (0, 1)): a ranking by "mac" or
             "conductance" estimates every score's error against the integral along its path and every image's
             completeness gap at the input ([`LayerScores.certificate()`][macattr.scores.LayerScores.certificate]),
@@ -145,7 +151,9 @@ def rank_layers(
             mine = process_path(Path(checkpoint), shard.rank, shard.world)
             shard.guard(lambda: held.enter_context(exclusive(mine, "checkpoint")))
         shard.guard(lambda: shard.check_same_model(model))  # one model in every process, or none at all
-        scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard))
+        keywords = BatchKeywords(forward_kwargs)
+        scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard,
+                                               keywords))  # fmt: skip
         if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
             return _counted(scoring, counts)
         if settings.until_stable is None:  # a finished checkpoint still reads the loader: its images are checked
@@ -309,6 +317,7 @@ class _Scoring:
     done: Progress
     score: Scorer
     inputs: _Inputs
+    keywords: BatchKeywords
 
     def run(self, group: Group, shard: Shard, progress: bool, selection: Selection,
             analysed: Optional[Counter] = None) -> None:  # fmt: skip
@@ -323,6 +332,8 @@ class _Scoring:
             batch, rows, indices, groups = item
             if rows:
                 x = self.inputs.prepare(batch.x[rows], "the loader's input")
+                if self.keywords.given:
+                    self.keywords.use(batch.raw, rows, batch.x.shape[0], self.inputs.device)
                 y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
                 result = ImageScores.of(self.score(x, y, indices))
                 self.total.update(result.scores, indices, groups, result.errors, result.input_gaps)
@@ -343,7 +354,7 @@ class _Scoring:
 
 def _prepare(
     model: nn.Module, batches: Iterable[Any], candidates: Dict[str, nn.Module], settings: RankSettings,
-    checkpoint: Optional[PathLike], loss: Optional[Callable], shard: Shard,
+    checkpoint: Optional[PathLike], loss: Optional[Callable], shard: Shard, keywords: BatchKeywords,
 ) -> Union[_Scoring, LayerScores]:  # fmt: skip
     """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
     scores themselves for the structural methods."""
@@ -352,19 +363,22 @@ def _prepare(
     inputs = _Inputs.of(model, settings)
     example = inputs.prepare(batch_pair(first)[0][:2], "the loader's input")
     example = example if example.shape[0] == 2 else torch.cat([example, example])  # two rows: the batch shows
-    keyword = settings.input_name
-    run = (lambda: model(**{keyword: example})) if keyword else (lambda: model(example))
+    keyword, call = settings.input_name, keywords.wrap(model) if keywords.given else model
+    if keywords.given:
+        size = batch_pair(first)[0].shape[0]
+        keywords.use(first, [0, 1] if size > 1 else [0, 0], size, inputs.device)
+    run = (lambda: call(**{keyword: example})) if keyword else (lambda: call(example))
     names, skipped = _layers_to_score(model, candidates, run, method)
     config = _config(settings, names)
     if not method.needs_loader:
         return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
     total = ScoreSum(names)
     record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world,
-                                     _identity(model, settings, loss))
+                                     _identity(model, settings, loss, keywords))
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
-    score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss))
-    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs)
+    score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss, keywords))
+    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs, keywords)
 
 
 def _pending(
@@ -407,13 +421,15 @@ def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerSco
     return LayerScores(settings.method_record.order(names, settings.seed), settings.method, _config(settings, names))
 
 
-def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable]) -> Dict[str, Any]:
+def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable],
+              keywords: BatchKeywords) -> Dict[str, Any]:  # fmt: skip
     """What a checkpoint must match besides the settings: a digest of the weights, and the identity of each
     function given (``target``, ``output``, ``loss``) that its name alone does not tell apart."""
     weights = hashlib.sha256(repr(sorted(model_digest(model).items())).encode()).hexdigest()
     given = {"target": settings.target, "output": settings.output, "loss": loss}
     functions = {name: callable_identity(value) for name, value in given.items() if callable(value)}
-    return {"weights_sha256": weights, **functions}
+    extra = {} if not keywords.given else {"forward_kwargs": keywords.identity()}
+    return {"weights_sha256": weights, **functions, **extra}
 
 
 def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:
@@ -478,16 +494,18 @@ def _layers_to_score(
 
 
 def _context(settings: RankSettings, model: nn.Module, modules: List[nn.Module], names: List[str],
-             loss: Optional[Callable]) -> ScoringContext:  # fmt: skip
-    """What the method's scorer is built from: the target applied to the model, the layers, the path."""
+             loss: Optional[Callable], keywords: BatchKeywords) -> ScoringContext:  # fmt: skip
+    """What the method's scorer is built from: the target applied to the model (with the batch's keyword
+    arguments), the layers, the path."""
     target, output, keyword = settings.target, settings.output, settings.input_name
-    outputs = ReducedModel(model, None, "output", output, keyword)
+    called = keywords.wrap(model) if keywords.given else model
+    outputs = ReducedModel(called, None, "output", output, keyword)
     if target == "label":  # each image's class, from its batch: the scorer sets it
         forward, index = outputs, None
     elif isinstance(target, str):
-        forward, index = ReducedModel(model, NAMED_TARGETS[target], target, output, keyword), None
+        forward, index = ReducedModel(called, NAMED_TARGETS[target], target, output, keyword), None
     elif callable(target):
-        forward, index = ReducedModel(model, target, settings.target_name, output, keyword), None
+        forward, index = ReducedModel(called, target, settings.target_name, output, keyword), None
     else:  # a Captum class index for classifiers
         forward, index = outputs, target
     loss = loss or (lambda out, truth: (out - truth).abs().mean())

@@ -95,7 +95,8 @@ class Selected:
     ground truth; keep: indices in the batch of the analysed samples, with
     ``indices`` their indices among all analysed images and ``groups`` their
     group labels (``""`` without groups); revisited: indices in the batch of
-    the samples an earlier round of the same stream analysed.
+    the samples an earlier round of the same stream analysed; raw: the batch as
+    the loader gave it.
 
     Examples:
         >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None), need_target=None))
@@ -111,6 +112,7 @@ class Selected:
     indices: List[int]
     groups: List[str]
     revisited: List[int] = field(default_factory=list)
+    raw: Any = None  # the loader's batch as it came (for forward_kwargs taken from it)
 
 
 @dataclass
@@ -177,7 +179,7 @@ def analysed_batches(
         indices = list(range(selection.analysed, selection.analysed + len(keep)))
         selection.analysed += len(keep)
         labels = ["" if group is None else str(keys[i]) for i in keep]
-        yield Selected(number, position, x, y, keep, indices, labels, selection.revisited)
+        yield Selected(number, position, x, y, keep, indices, labels, selection.revisited, batch)
         position += x.shape[0]
         if selection.done:
             return

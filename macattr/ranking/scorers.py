@@ -67,12 +67,18 @@ def neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
     return torch.stack(columns, dim=1)
 
 
-def _labels(y: Optional[Tensor]) -> List[int]:
-    """Each image's class from its ground truth, for ``target="label"``."""
-    if y is None or y.dim() != 1 or y.is_floating_point():
-        raise TypeError("target='label' needs (input, label) batches whose labels are class indices (N,), "
-                        f"got {None if y is None else (y.dtype, tuple(y.shape))}")  # fmt: skip
-    return y.tolist()
+def _labels(y: Optional[Tensor]) -> List[Any]:
+    """Each sample's target from its batch, for ``target="label"``: class indices (N,) pick ``output[i, c]``;
+    index rows (N, k) pick ``output[i, *row]`` (a causal LM's (position, token) per sequence, say).
+
+    Examples:
+        >>> _labels(torch.tensor([2, 0])), _labels(torch.tensor([[15, 7], [15, 3]]))
+        ([2, 0], [(15, 7), (15, 3)])
+    """
+    if y is None or y.dim() not in (1, 2) or y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError("target='label' needs (input, label) batches whose labels are class indices (N,) or index "
+                        f"rows (N, k), got {None if y is None else (y.dtype, tuple(y.shape))}")  # fmt: skip
+    return y.tolist() if y.dim() == 1 else [tuple(row) for row in y.tolist()]
 
 
 def _sweep_scorer(context: ScoringContext, attribution_class: type, **fixed: Any) -> Scorer:

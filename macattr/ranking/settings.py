@@ -93,9 +93,11 @@ class RankSettings:
             (``macattr.ranking.methods.names()``). An alias is stored as the method's name.
         target: a name in ``macattr.targets.NAMED_TARGETS`` ("gradient_magnitude",
             the LAM/RAM target and the default; "sum"; "mean"), a Captum class
-            index or index tuple for classifiers, ``"label"`` (each image's own
-            class, from (input, label) batches), or a callable reducing the
-            model output (N, ...) to (N,).
+            index or index tuple for classifiers, ``"label"`` (each sample's own
+            target, from (input, label) batches: class indices (N,), or index rows
+            (N, k) into each sample's output, such as a causal LM's (position,
+            next token) per sequence), or a callable reducing the model output
+            (N, ...) to (N,).
         output: what to attribute of a model that returns several tensors (a Hugging Face ``ModelOutput``, a
             dict, a tuple): a key, an index or a function of the output; ``None`` takes a tensor output as it
             is and otherwise its ``logits`` (see ``macattr.targets.pick_output``).
