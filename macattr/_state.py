@@ -18,6 +18,7 @@ from typing import FrozenSet, Iterable, Iterator, List, Optional
 import torch
 from torch import nn
 
+from macattr.layers import own_parameters
 from macattr.targets import ReducedModel
 
 
@@ -43,7 +44,7 @@ def preserved_state(modules: Iterable[nn.Module], train_mode: bool = False) -> I
     """Eval mode inside (unless ``train_mode``); modes, ``requires_grad``, ``.grad`` and buffers restored on exit."""
     outer = _PRESERVED.get()
     modules = [m for m in dict.fromkeys(modules) if id(m) not in outer]
-    parameters = list(dict.fromkeys(p for m in modules for p in m.parameters(recurse=False)))
+    parameters = list(dict.fromkeys(p for m in modules for p in own_parameters(m)))
     buffers = list(dict.fromkeys(b for m in modules for b in m.buffers(recurse=False))) if train_mode else []
     training = [m.training for m in modules]
     flags = [p.requires_grad for p in parameters]

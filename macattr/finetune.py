@@ -15,6 +15,7 @@ from typing import Dict, Iterable, Iterator, List, Tuple
 from torch import nn
 
 from macattr._compiled import eager
+from macattr.layers import own_parameters
 
 _SMALL_SHARE = 0.01
 
@@ -111,20 +112,25 @@ def freeze_except(model: nn.Module, names: Iterable[str], recurse: bool = False)
         raise ValueError(f"names holds {unknown!r}, which are not modules of the model (see named_modules())")
     if not isinstance(recurse, bool):
         raise TypeError(f"recurse must be True or False, got {recurse!r}")
-    empty = [n for n in names if next(modules[n].parameters(recurse=recurse), None) is None]
+    empty = [n for n in names if not _trained(modules[n], recurse)]
     if empty:
         where = "below them" if recurse else "of their own (recurse=True trains the parameters below a module)"
         raise ValueError(f"names holds {empty!r}, which own no parameters {where}")
     if not recurse:
         _warn_small_owners(modules, names)
     previous = [(p, p.requires_grad) for p in model.parameters()]
-    chosen = {id(p) for n in names for p in modules[n].parameters(recurse=recurse)}
+    chosen = {id(p) for n in names for p in _trained(modules[n], recurse)}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
     parameters = [p for p in model.parameters() if id(p) in chosen]
     return TrainableLayers(
         names, parameters, sum(p.numel() for p in parameters), sum(p.numel() for p, _ in previous), previous
     )
+
+
+def _trained(module: nn.Module, recurse: bool) -> List[nn.Parameter]:
+    """What fine-tuning ``module`` trains: every parameter below it, or its own (with parametrised originals)."""
+    return list(module.parameters()) if recurse else own_parameters(module)
 
 
 def parameter_counts(model: nn.Module, names: Iterable[str]) -> Tuple[Dict[str, int], int]:
@@ -143,14 +149,14 @@ def parameter_counts(model: nn.Module, names: Iterable[str]) -> Tuple[Dict[str, 
     unknown = [n for n in names if n not in modules]
     if unknown:
         raise ValueError(f"names holds {unknown!r}, which are not modules of the model (see named_modules())")
-    own = {n: sum(p.numel() for p in modules[n].parameters(recurse=False)) for n in names}
+    own = {n: sum(p.numel() for p in own_parameters(modules[n])) for n in names}
     return own, sum(p.numel() for p in model.parameters())
 
 
 def _warn_small_owners(modules: dict, names: List[str]) -> None:
     small = []
     for name in names:
-        own = sum(p.numel() for p in modules[name].parameters(recurse=False))
+        own = sum(p.numel() for p in own_parameters(modules[name]))
         below = sum(p.numel() for p in modules[name].parameters())
         if own < _SMALL_SHARE * below:
             small.append(f"{name} ({own:,} of {below:,})")

@@ -1,10 +1,13 @@
 """Candidate layers, and the order in which a model runs them.
 
 RAM's rule for candidates (the default): every module that directly owns
-parameters (``module.parameters(recurse=False)`` is non-empty), named as in
-``model.named_modules()``. [`execution_order()`][macattr.layers.execution_order] records, with hooks during one
-forward pass, the order in which modules start to run and how often each runs:
-that order is a layer's *depth*.
+parameters ([`own_parameters()`][macattr.layers.own_parameters] is non-empty:
+``parameters(recurse=False)``, and the originals of a parametrised weight such
+as ``weight_norm``'s), named as in ``model.named_modules()``; the containers
+of parametrisations are not layers of their own.
+[`execution_order()`][macattr.layers.execution_order] records, with hooks
+during one forward pass, the order in which modules start to run and how
+often each runs: that order is a layer's *depth*.
 """
 
 from __future__ import annotations
@@ -40,6 +43,29 @@ def _matches(spec: LayerSpec, name: str, module: nn.Module) -> bool:
     return spec is module
 
 
+def own_parameters(module: nn.Module) -> List[nn.Parameter]:
+    """The parameters ``module`` owns directly, with the originals of its parametrised tensors
+    (``torch.nn.utils.parametrize``: ``weight_norm``'s ``original0`` and ``original1``), which fine-tuning the
+    module trains.
+
+    Examples:
+        >>> from torch.nn.utils.parametrizations import weight_norm
+        >>> [tuple(p.shape) for p in own_parameters(weight_norm(nn.Linear(3, 2)))]
+        [(2,), (2, 1), (2, 3)]
+    """
+    from torch.nn.utils import parametrize
+
+    own = list(module.parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        own += [p for p in module.parametrizations.parameters() if all(p is not q for q in own)]
+    return own
+
+
+def _inside_parametrization(name: str) -> bool:
+    """Whether ``name`` is a parametrisation container or inside one (``conv.parametrizations.weight``)."""
+    return ".parametrizations." in f".{name}." or name.startswith("parametrizations.")
+
+
 def candidate_layers(
     model: nn.Module,
     layers: Optional[LayerSpecs] = None,
@@ -65,9 +91,9 @@ def candidate_layers(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     model = eager(model)  # a torch.compile'd model: the layers of its original module
-    named = [(name, module) for name, module in model.named_modules() if name]
+    named = [(name, module) for name, module in model.named_modules() if name and not _inside_parametrization(name)]
     if layers is None:
-        chosen = [(n, m) for n, m in named if next(m.parameters(recurse=False), None) is not None]
+        chosen = [(n, m) for n, m in named if own_parameters(m)]
     else:
         specs = _check_specs("layers", layers)
         for spec in specs:
@@ -191,4 +217,5 @@ __all__ = [
     "LayerSpecs",
     "candidate_layers",
     "execution_order",
+    "own_parameters",
 ]

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
+from macattr._checks import check_int, check_real
 from macattr.scores import LayerScores
 
 ADAPTABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -120,8 +121,11 @@ def lora_config(
     """
     import peft
 
-    if r < 1 or (total_rank is not None and total_rank < 1):
-        raise ValueError(f"r and total_rank must be >= 1, got r={r}, total_rank={total_rank}")
+    check_int("r", r, 1)
+    if total_rank is not None:
+        check_int("total_rank", total_rank, 1)
+    if lora_alpha is not None:
+        check_real("lora_alpha", lora_alpha, low=0.0, low_open=True)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be the nn.Module PEFT wraps, got {type(model).__name__}")
     modules = dict(model.named_modules())
@@ -175,7 +179,9 @@ def lora_config(
                               {t: _largest_rank(modules[t]) for t in targets})  # fmt: skip
         options.update(rank_pattern={_exact(t): q for t, q in ranks.items()},
                        alpha_pattern={_exact(t): alpha * q / r for t, q in ranks.items()})  # fmt: skip
-    conv1d_only = all(type(modules[t]).__name__ == "Conv1D" for t in targets if t in modules)
+    adapted = ([m for n in names for m in modules[n].modules() if adaptable(m)] if blocks is not None
+               else [modules[t] for t in targets])  # fmt: skip
+    conv1d_only = all(type(m).__name__ == "Conv1D" for m in adapted)  # transformers' Conv1D stores W transposed
     exact_names = "(?:" + "|".join(re.escape(t) for t in targets) + ")"  # PEFT matches a string whole
     config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets if blocks is not None else exact_names,
                              fan_in_fan_out=lora_options.pop("fan_in_fan_out", conv1d_only), **options,
@@ -211,11 +217,13 @@ def _relative_names(names: List[str], model: nn.Module, ranked_model: Optional[n
 
 
 def _block(name: str, modules: Dict[str, nn.Module]) -> bool:
-    """Whether ``name`` is an element of a ModuleList (a transformer block) holding adaptable layers."""
+    """Whether ``name`` is an element of a ModuleList (a transformer block) holding adaptable layers, and not
+    itself one (a ModuleList of Linear layers holds layers, not blocks)."""
     parent, _, index = name.rpartition(".")
     return (
         index.isdigit()
         and isinstance(modules.get(parent), nn.ModuleList)
+        and not adaptable(modules[name])
         and any(adaptable(m) for m in modules[name].modules())
     )
 

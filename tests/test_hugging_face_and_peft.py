@@ -50,7 +50,7 @@ def _ids() -> torch.Tensor:
 def test_gpt2_ranks_with_its_default_candidates_conv1d_included_and_skips_its_position_embedding() -> None:
     model = _gpt2()
     embeddings = model.get_input_embeddings()(_ids()).detach()
-    skipped = r"transformer.wpe: its output does not follow the batch \(a forward pass of 2 images gave it 1 row"
+    skipped = r"transformer.wpe: its output does not follow the batch \(forward passes of 2 and 3 samples gave it 1 "
     with pytest.warns(UserWarning, match=skipped):
         scores = rank_layers(model, [embeddings], input_name="inputs_embeds", target=(7, 3), mask_dims="sequence",
                              n_steps=4, progress=False)  # fmt: skip

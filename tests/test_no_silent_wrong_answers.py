@@ -62,7 +62,7 @@ def test_a_finished_checkpoint_is_checked_against_the_images_and_costs_no_attrib
     model.calls = 0
     again = rank_layers(model, [images_a], **kwargs)  # the same images in other batches: reused
     assert dict(again) == dict(first) and again.images == 4
-    assert model.calls == 1  # one forward pass to order the layers; no attribution
+    assert model.calls == 2  # two forward passes (2 and 3 samples) to order the layers; no attribution
 
 
 @pytest.mark.parametrize(

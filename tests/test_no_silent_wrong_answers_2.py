@@ -383,3 +383,79 @@ def test_the_command_excludes_layers_and_masks_tokens(tmp_path: Path, monkeypatc
         main([*common, "--exclude", "(unclosed"])
     assert exit.value.code == 2
     assert "not a regular expression" in capsys.readouterr().err
+
+
+class _Positions(torch.nn.Module):
+    """Whisper's layout: a position table (T, D) added to every sequence, then a projection."""
+
+    def __init__(self, length: int = 4, width: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed_positions = torch.nn.Embedding(length, width)
+        self.proj = torch.nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = self.embed_positions(torch.arange(x.shape[1]))  # (T, D): the same for every sample
+        return self.proj(torch.tanh(x + positions)).sum(dim=(1, 2))
+
+
+def test_a_position_table_without_a_batch_dimension_is_skipped_not_fatal() -> None:
+    x = torch.rand(3, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"embed_positions: its output does not follow the batch \(forward passes "
+                      r"of 2 and 3 samples gave it 4 and 4 rows\)"):  # fmt: skip
+        scores = rank_layers(_Positions().double(), [x], mask_dims="sequence", target="sum", n_steps=4, progress=False)
+    assert scores.names == ["proj"]
+
+
+def test_a_weight_norm_layer_is_one_candidate_that_counts_and_trains_its_parametrised_weight() -> None:
+    from torch import nn
+    from torch.nn.utils.parametrizations import weight_norm
+
+    from macattr import freeze_except
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Conv1d(4, 4, 3, padding=1)), nn.Tanh(), nn.Conv1d(4, 1, 1)).double()
+    x = torch.rand(2, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing skipped
+        warnings.filterwarnings("ignore", message="rank_layers: estimated error")
+        scores = rank_layers(model, [x], mask_dims=(2,), target="sum", n_steps=4, progress=False)
+    assert scores.names == ["0", "2"] and scores.skipped == {}
+    assert scores.parameters == {"0": 4 + 4 + 48, "2": 5} and scores.model_parameters == 61  # bias, g, v; head
+    with freeze_except(model, ["0"]) as trainable:
+        assert trainable.trainable == 56 and trainable.fraction == pytest.approx(scores.share(["0"]))
+
+
+def test_lora_configs_of_linear_blocks_and_of_linear_list_elements_and_bad_ranks() -> None:
+    import peft
+    from torch import nn
+
+    from macattr import LayerScores
+    from macattr.peft import lora_config
+
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)) for _ in range(3))
+            self.heads = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block, head in zip(self.h, self.heads):
+                x = head(block(x))
+            return x
+
+    torch.manual_seed(0)
+    model = Blocks()
+    blocks = lora_config(LayerScores({"h.0": 2.0, "h.2": 1.0}, "mac"), model, r=2)
+    assert blocks.blocks == [0, 2] and blocks.config.fan_in_fan_out is False  # nn.Linear stores W as (out, in)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PEFT would warn if fan_in_fan_out were wrong
+        wrapped = peft.get_peft_model(model, blocks.config)
+    assert wrapped.get_nb_trainable_parameters()[0] == 2 * 2 * (2 * 8 * 2)  # 2 blocks × 2 layers × (A + B)
+    elements = lora_config(LayerScores({"heads.1": 2.0, "heads.2": 1.0}, "mac"), Blocks(), r=2)
+    assert elements.targets == ["heads.1", "heads.2"] and elements.blocks is None
+    for bad in (2.5, 0, True):
+        with pytest.raises((TypeError, ValueError), match="r must be an integer >= 1"):
+            lora_config(["heads.1"], Blocks(), r=bad)
+    with pytest.raises(ValueError, match="lora_alpha"):
+        lora_config(["heads.1"], Blocks(), lora_alpha=-1)

@@ -361,14 +361,18 @@ def _prepare(
     first, batches = _peek(batches)
     method = settings.method_record
     inputs = _Inputs.of(model, settings)
-    example = inputs.prepare(batch_pair(first)[0][:2], "the loader's input")
-    example = example if example.shape[0] == 2 else torch.cat([example, example])  # two rows: the batch shows
+    x = batch_pair(first)[0]
     keyword, call = settings.input_name, keywords.wrap(model) if keywords.given else model
-    if keywords.given:
-        size = batch_pair(first)[0].shape[0]
-        keywords.use(first, [0, 1] if size > 1 else [0, 0], size, inputs.device)
-    run = (lambda: call(**{keyword: example})) if keyword else (lambda: call(example))
-    names, skipped = _layers_to_score(model, candidates, run, method)
+
+    def run_on(samples: int) -> Callable[[], Any]:
+        """One forward pass of ``samples`` rows made of the first batch's first samples, repeated as needed."""
+        rows = [i % x.shape[0] for i in range(samples)]
+        example = inputs.prepare(x[rows], "the loader's input")
+        if keywords.given:
+            keywords.use(first, rows, x.shape[0], inputs.device)
+        return (lambda: call(**{keyword: example})) if keyword else (lambda: call(example))
+
+    names, skipped = _layers_to_score(model, candidates, run_on, method)
     config = _config(settings, names)
     if not method.needs_loader:
         return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
@@ -469,21 +473,24 @@ def _on_device(model: nn.Module, device: Optional[torch.device]) -> Iterator[tor
 
 
 def _layers_to_score(
-    model: nn.Module, candidates: Dict[str, nn.Module], run: Callable[[], Any], method: Method
+    model: nn.Module, candidates: Dict[str, nn.Module], run_on: Callable[[int], Callable[[], Any]], method: Method
 ) -> Tuple[List[str], Dict[str, str]]:
-    """Candidates in execution order, and those to skip (name → why), from one forward pass ``run()`` of two
-    images."""
-    ran = execution_order(model, run)
+    """Candidates in execution order, and those to skip (name → why), from forward passes of two samples and,
+    for a path method, of three (``run_on(samples)`` makes one): a layer follows the batch when its output has
+    as many rows per sample in both."""
+    ran = execution_order(model, run_on(2))
     skipped = {name: "did not run in a forward pass" for name in candidates if name not in ran.calls}
     if method.uses_path:
         skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
                               "between calls is not defined"
                         for name in candidates if ran.calls.get(name, 0) > 1})  # fmt: skip
-        skipped.update({name: f"its output does not follow the batch (a forward pass of 2 images gave it "
-                              f"{ran.rows[name]} row(s)): it is the same for every sample (a position embedding, "
-                              "say), so it carries nothing of the input"
-                        for name in candidates if name in ran.rows and (ran.rows[name] < 2 or ran.rows[name] % 2)
-                        and name not in skipped})  # fmt: skip
+        three = execution_order(model, run_on(3)).rows
+        skipped.update({name: f"its output does not follow the batch (forward passes of 2 and 3 samples gave it "
+                              f"{ran.rows[name]} and {three.get(name)} rows): it is the same for every sample (a "
+                              "position embedding, say), so it carries nothing of the input"
+                        for name in candidates if name in ran.rows and name not in skipped and
+                        (ran.rows[name] % 2 or ran.rows[name] < 2 or three.get(name) != ran.rows[name] // 2 * 3)}
+                       )  # fmt: skip
     names = [name for name in ran.sort(candidates) if name not in skipped]
     if skipped:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import torch
 from torch import Tensor, nn
 
+from macattr.layers import own_parameters
 from macattr.paths import IntegrationPath, interval_of
 from macattr.ranking.batches import image_seed
 
@@ -215,7 +216,7 @@ def fisher_scorer(context: ScoringContext) -> Scorer:
 
 def _own_parameters(context: ScoringContext) -> List[List[nn.Parameter]]:
     """Each layer's own parameters; refuses a layer that owns none (it has nothing to take a gradient of)."""
-    params = [list(m.parameters(recurse=False)) for m in context.layers]
+    params = [own_parameters(m) for m in context.layers]
     empty = [name for name, group in zip(context.names, params) if not group]
     if empty:
         raise ValueError(f"method={context.settings.method!r} needs layers that own parameters; {empty} own none")
