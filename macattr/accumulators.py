@@ -253,9 +253,10 @@ class ScoreSum:
     """Per-layer sums of per-image scores, in float64, and every image's own scores (for the confidence of a
     ranking), with their estimated errors and completeness gaps where the method gives them.
 
-    ``update(per_image, indices, groups, errors, gaps)`` adds a (B, L) tensor of scores for B images, with their
-    indices among the analysed images (default: the next B), their group labels, and optionally the scores'
-    estimated errors (B, L) and the images' completeness gaps (B,); ``compute()`` gives name → sum; ``merge``
+    ``update(per_image, indices, groups, errors, gaps, sources)`` adds a (B, L) tensor of scores for B images,
+    with their indices among the analysed images (default: the next B), their group labels, and optionally the
+    scores' estimated errors (B, L), the images' completeness gaps (B,) and their source images (``""``:
+    unknown); ``compute()`` gives name → sum; ``merge``
     adds another ``ScoreSum`` (from another process or shard; the images must differ); ``rows()`` gives the
     per-image scores (images, L) in index order and their groups, ``certificate()`` their errors and gaps;
     ``state_dict``/``load_state_dict`` round-trip through JSON.
@@ -276,10 +277,11 @@ class ScoreSum:
         self.images = 0
         self.per_image: Dict[int, Tuple[str, List[float]]] = {}
         self.certified: Dict[int, Tuple[List[float], float]] = {}  # image index → (score errors, input gap)
+        self.sources: Dict[int, str] = {}  # image index → its source image, where known
 
     def update(self, per_image: Tensor, indices: Optional[Sequence[int]] = None,
                groups: Optional[Sequence[Any]] = None, errors: Optional[Tensor] = None,
-               gaps: Optional[Tensor] = None) -> None:  # fmt: skip
+               gaps: Optional[Tensor] = None, sources: Optional[Sequence[str]] = None) -> None:  # fmt: skip
         if per_image.dim() != 2 or per_image.shape[1] != len(self.names):
             raise ValueError(f"per_image must have shape (B, {len(self.names)}), got {tuple(per_image.shape)}")
         values = per_image.detach().double().cpu().numpy()
@@ -295,6 +297,10 @@ class ScoreSum:
         self.sums += values.sum(0)
         self.images += len(values)
         self.per_image.update({int(i): (g, row.tolist()) for i, g, row in zip(indices, groups, values)})
+        if sources is not None:
+            if len(sources) != len(values):
+                raise ValueError(f"sources must give one entry per image ({len(values)}), got {len(sources)}")
+            self.sources.update({int(i): str(s) for i, s in zip(indices, sources) if s != ""})
         if errors is not None:
             rows, gap_values = errors.detach().double().cpu().tolist(), gaps.detach().double().cpu().tolist()
             self.certified.update({int(i): (row, gap) for i, row, gap in zip(indices, rows, gap_values)})
@@ -308,6 +314,7 @@ class ScoreSum:
         self.images += other.images
         self.per_image.update(other.per_image)
         self.certified.update(other.certified)
+        self.sources.update(other.sources)
 
     def compute(self) -> Dict[str, float]:
         return dict(zip(self.names, self.sums.tolist()))
@@ -317,6 +324,10 @@ class ScoreSum:
         order = sorted(self.per_image)
         values = np.array([self.per_image[i][1] for i in order], dtype=np.float64).reshape(len(order), len(self.names))
         return values, [self.per_image[i][0] for i in order]
+
+    def source_labels(self) -> List[str]:
+        """Each image's source in the order of the images' indices, ``""`` where unknown."""
+        return [self.sources.get(i, "") for i in sorted(self.per_image)]
 
     def certificate(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """The per-image estimated errors (images, L) and completeness gaps (images,), float64, in the order of
@@ -331,7 +342,7 @@ class ScoreSum:
         rows = [[index, group, scores] for index, (group, scores) in sorted(self.per_image.items())]
         certified = [[index, errors, gap] for index, (errors, gap) in sorted(self.certified.items())]
         return {"names": self.names, "sums": self.sums.tolist(), "images": self.images, "per_image": rows,
-                "certified": certified}  # fmt: skip
+                "certified": certified, "sources": sorted(self.sources.items())}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if list(state["names"]) != self.names:
@@ -340,6 +351,7 @@ class ScoreSum:
         self.images = int(state["images"])
         self.per_image = {int(i): (str(g), list(map(float, row))) for i, g, row in state.get("per_image", [])}
         self.certified = {int(i): (list(map(float, row)), float(gap)) for i, row, gap in state.get("certified", [])}
+        self.sources = {int(i): str(source) for i, source in state.get("sources", [])}
 
 
 __all__ = [

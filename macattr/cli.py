@@ -236,9 +236,9 @@ def _image_batches(folder: str, size: Optional[int], tasks: Sequence[str], seed:
         clean = read_image(file, channels)
         clean = (center_crop(clean, size) if size else clean)[None]
         if tasks:
-            batches += degraded_batches(clean, tasks, seed=derive_seed(seed, "image", index))
+            batches += degraded_batches(clean, tasks, seed=derive_seed(seed, "image", index), sources=[file.name])
         else:
-            batches.append({"lq": clean, "gt": clean, "task": ["clean"]})
+            batches.append({"lq": clean, "gt": clean, "task": ["clean"], "source": [file.name]})
     return batches
 
 
@@ -385,7 +385,7 @@ def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
 
 def _confidence(scores: LayerScores, args: argparse.Namespace) -> Optional[Confidence]:
     """The bootstrap's confidence in the top k, or None where the ranking has too few images for one."""
-    if scores.per_image is None or min(scores.groups.count(g) for g in set(scores.groups)) < 2:
+    if not scores.bootstrappable:
         return None
     return scores.confidence(args.k, args.budget, seed=args.seed)
 

@@ -11,6 +11,12 @@ so budgets in parameters and the rounding of k carry over.
 
 A group needs two images at least: with one, every resample draws the same
 image and the bootstrap would claim a certainty it does not have.
+
+Images made from one source (the same photograph under five degradations) are
+not independent: given their ``sources``, the bootstrap draws sources with
+replacement and takes all of a drawn source's images. When every source's
+images lie in one group, sources are drawn group by group (as many as the group
+has); otherwise from all sources at once. Images without a source are their own.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ class Confidence:
         same_top_k: the share of resamples whose top k is ``selected`` (as a set), in [0, 1].
         expected_overlap: the mean share of the top k that two independent resamples have in common
             (|A ∩ B| / |A|), an estimate of the overlap with a rerun on new images, in [0, 1].
-        resamples, level, k, budget: how it was computed; images: analysed images; groups: group → images.
+        resamples, level, k, budget: how it was computed; images: analysed images; groups: group → images;
+            sources: how many sources were resampled (0: the images themselves).
     """
 
     names: List[str]
@@ -50,6 +57,7 @@ class Confidence:
     budget: str
     images: int
     groups: Dict[str, int]
+    sources: int = 0
 
     def table(self, limit: Optional[int] = None) -> str:
         """One line per layer, best score first (the first ``limit``), then the summary line."""
@@ -68,41 +76,63 @@ class Confidence:
     def summary(self) -> str:
         """One sentence: the chance the top k stays the same and the expected overlap with a rerun."""
         groups = f" within {len(self.groups)} groups" if len(self.groups) > 1 else ""
+        sources = f" from {self.sources} sources" if self.sources else ""
         return (f"P(same top k) = {self.same_top_k:.3f}, expected overlap with a rerun {self.expected_overlap:.3f} "
-                f"({self.resamples} bootstrap resamples of {self.images} images{groups})")  # fmt: skip
+                f"({self.resamples} bootstrap resamples of {self.images} images{sources}{groups})")  # fmt: skip
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready record (the scores file's ``confidence`` entry)."""
         return {
             "k": self.k, "budget": self.budget, "resamples": self.resamples, "level": self.level,
-            "images": self.images, "groups": self.groups, "selected": self.selected,
+            "images": self.images, "groups": self.groups, "sources": self.sources, "selected": self.selected,
             "same_top_k": self.same_top_k, "expected_overlap": self.expected_overlap,
             "layers": {n: {"in_top_k": self.in_top_k[n], "low": self.low[n], "high": self.high[n]}
                        for n in self.names},
         }  # fmt: skip
 
 
-def resampled_sums(per_image: np.ndarray, groups: List[str], resamples: int, seed: int) -> np.ndarray:
+def resampled_sums(per_image: np.ndarray, groups: List[str], resamples: int, seed: int,
+                   sources: Optional[List[str]] = None) -> np.ndarray:  # fmt: skip
     """(resamples, layers) sums of ``per_image`` (images, layers) over images drawn with replacement, each group
-    contributing as many draws as it has images.
+    contributing as many draws as it has images; with ``sources``, over sources drawn with replacement (see the
+    module's description).
 
     Examples:
         >>> rows = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         >>> resampled_sums(rows, ["a", "a", "b"], 3, seed=0)[:, 1]  # group b's one image is always drawn
         array([1., 1., 1.])
+        >>> sums = resampled_sums(rows, ["", "", ""], 200, seed=0, sources=["p", "p", "q"])
+        >>> sorted(set(sums[:, 0].tolist()))  # p's two images come together: 0, 2 or 4 of them
+        [0.0, 2.0, 4.0]
     """
     generator = np.random.default_rng(seed)
-    labels = np.asarray(groups, dtype=object)
+    units = _units(groups, sources)
     total = np.zeros((resamples, per_image.shape[1]), dtype=np.float64)
-    for label in sorted(set(groups)):
-        members = np.flatnonzero(labels == label)
+    for members in units.values():  # stratum → its units, each a list of image rows
+        unit_sums = np.stack([per_image[rows].sum(axis=0) for rows in members])
         draws = generator.integers(0, len(members), size=(resamples, len(members)))
-        total += per_image[members[draws]].sum(axis=1)
+        total += unit_sums[draws].sum(axis=1)
     return total
 
 
+def _units(groups: List[str], sources: Optional[List[str]]) -> Dict[str, List[List[int]]]:
+    """The bootstrap's strata, each a list of units (the image rows drawn together): every image its own unit
+    within its group, or with ``sources`` every source one unit, in its group when its images share one, else
+    in one stratum of all sources."""
+    labels = sources if sources is not None else [""] * len(groups)
+    keys = [label if label else f"\0image {i}" for i, label in enumerate(labels)]
+    rows: Dict[str, List[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    nested = all(len({groups[i] for i in members}) == 1 for members in rows.values())
+    strata: Dict[str, List[List[int]]] = {}
+    for members in rows.values():
+        strata.setdefault(groups[members[0]] if nested else "", []).append(members)
+    return dict(sorted(strata.items()))
+
+
 def score_intervals(per_image: np.ndarray, groups: List[str], level: float = 0.95, resamples: int = 1000,
-                    seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                    seed: int = 0, sources: Optional[List[str]] = None) -> Tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The ``level`` percentile intervals (low, high), each (layers,), of the per-layer sums of ``per_image``
     (images, layers) under the bootstrap within ``groups``.
 
@@ -111,14 +141,17 @@ def score_intervals(per_image: np.ndarray, groups: List[str], level: float = 0.9
         >>> float(low[0]), float(high[0])  # the sum of two draws from {1, 3}
         (2.0, 6.0)
     """
-    _check_bootstrap(groups, resamples, level)
+    check_bootstrap(groups, resamples, level, sources)
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(resampled_sums(per_image, groups, int(resamples), seed), [tail, 100 - tail], axis=0)
+    low, high = np.percentile(resampled_sums(per_image, groups, int(resamples), seed, sources), [tail, 100 - tail],
+                              axis=0)  # fmt: skip
     return low, high
 
 
-def _check_bootstrap(groups: List[str], resamples: int, level: float) -> Dict[str, int]:
-    """Images per group, after checking the resamples, the level, and that every group has two images."""
+def check_bootstrap(groups: List[str], resamples: int, level: float,
+                     sources: Optional[List[str]] = None) -> Dict[str, int]:  # fmt: skip
+    """Images per group, after checking the resamples, the level, and that every stratum has two units (images,
+    or sources)."""
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 2:
         raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
@@ -127,6 +160,11 @@ def _check_bootstrap(groups: List[str], resamples: int, level: float) -> Dict[st
     thin = [g or "(all images)" for g, n in counts.items() if n < 2]
     if thin:
         raise ValueError(f"the bootstrap needs at least 2 images in every group; {thin} have one")
+    if sources is not None:
+        lonely = [g or "(all sources)" for g, units in _units(groups, sources).items() if len(units) < 2]
+        if lonely:
+            raise ValueError(f"the bootstrap draws sources and needs at least 2 in every group; {lonely} have one "
+                             "(every image there comes from one source)")  # fmt: skip
     return counts
 
 
@@ -140,9 +178,11 @@ def bootstrap_selection(
     seed: int = 0,
     k: Union[int, float] = 0.1,
     budget: str = "layers",
+    sources: Optional[List[str]] = None,
 ) -> Confidence:
     """Bootstrap the selection ``select`` (layer scores (layers,) in ``names`` order → the chosen names) over
-    the rows of ``per_image`` (images, layers), resampled within ``groups`` (see the module's description);
+    the rows of ``per_image`` (images, layers), resampled within ``groups`` and by ``sources`` when given (see the
+    module's description);
     ``k`` and ``budget`` are recorded. [`LayerScores.confidence()`][macattr.scores.LayerScores.confidence] is
     the usual way in.
 
@@ -153,9 +193,9 @@ def bootstrap_selection(
         >>> result.selected, result.same_top_k, result.in_top_k["b"]
         (['a'], 1.0, 0.0)
     """
-    counts = _check_bootstrap(groups, resamples, level)
+    counts = check_bootstrap(groups, resamples, level, sources)
     selected = select(per_image.sum(0))
-    sums = resampled_sums(per_image, groups, int(resamples), seed)
+    sums = resampled_sums(per_image, groups, int(resamples), seed, sources)
     tops = [set(select(row)) for row in sums]
     half = len(tops) // 2
     overlaps = [len(a & b) / max(len(a), 1) for a, b in zip(tops[:half], tops[half : 2 * half])]
@@ -175,7 +215,8 @@ def bootstrap_selection(
         budget=budget,
         images=len(per_image),
         groups=counts,
+        sources=0 if sources is None else sum(len(units) for units in _units(groups, sources).values()),
     )
 
 
-__all__ = ["Confidence", "bootstrap_selection", "resampled_sums", "score_intervals"]
+__all__ = ["Confidence", "bootstrap_selection", "check_bootstrap", "resampled_sums", "score_intervals"]

@@ -342,12 +342,12 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
 
 def _intervals(scores: LayerScores, names: List[str]) -> Optional[np.ndarray]:
     """(2, layers) the 95 % bootstrap intervals of the scores over their images, in ``names`` order (NaN for a
-    layer they lack); None without per-image scores or with a group of one image."""
+    layer they lack); None where the scores cannot be bootstrapped (``LayerScores.bootstrappable``)."""
     from macattr.confidence import score_intervals
 
-    if scores.per_image is None or min(scores.groups.count(g) for g in set(scores.groups)) < 2:
+    if not scores.bootstrappable:
         return None
-    low, high = score_intervals(scores.per_image, scores.groups)
+    low, high = score_intervals(scores.per_image, scores.groups, sources=scores.sources)
     where = {name: i for i, name in enumerate(scores.names)}
     return np.array([[bound[where[n]] if n in where else np.nan for n in names] for bound in (low, high)])
 

@@ -81,6 +81,9 @@ class LayerScores(Mapping[str, float]):
     the scores) and ``groups`` each image's group label (``""`` without groups); ``rank_layers`` keeps both, and
     [`confidence()`][macattr.scores.LayerScores.confidence] resamples them to say how sure the top k is.
 
+    ``sources`` names each image's source (the photograph it was made from; ``""`` unknown), which the bootstrap
+    resamples instead of the images.
+
     ``errors`` (images, layers) float64 holds each per-image score's estimated absolute error against the
     integral along the path, and ``input_gaps`` (images,) each image's completeness gap at the input (the
     certificate of the step sum; ``rank_layers`` keeps both for "mac" and "conductance"):
@@ -109,6 +112,7 @@ class LayerScores(Mapping[str, float]):
         groups: Optional[Sequence[str]] = None,
         errors: Optional[Any] = None,
         input_gaps: Optional[Any] = None,
+        sources: Optional[Sequence[str]] = None,
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
@@ -129,6 +133,7 @@ class LayerScores(Mapping[str, float]):
                 raise ValueError("parameters must give every layer's count, and model_parameters at least each one")
         self.per_image, self.groups = _per_image_rows(per_image, groups, list(values.values()))
         self.errors, self.input_gaps = _certificate_rows(errors, input_gaps, self.per_image)
+        self.sources = _source_labels(sources, self.per_image)
 
     def __getitem__(self, name: str) -> float:
         return self._scores[name]
@@ -199,7 +204,9 @@ class LayerScores(Mapping[str, float]):
                    resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Confidence:  # fmt: skip
         """How sure the top ``k`` is: a bootstrap over the analysed images, within their groups.
 
-        Each resample draws every group's images again with replacement, sums the per-image scores and selects
+        Each resample draws every group's images again with replacement (with ``sources``, their source
+        images: all images made from one photograph come together, see
+        [`macattr.confidence`][macattr.confidence]), sums the per-image scores and selects
         with [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget`` and ``model``). Returns a
         [`Confidence`][macattr.confidence.Confidence]: per layer a ``level`` score interval and its probability
         of being in the top k, the probability that the top k stays the same, and the expected overlap with
@@ -221,7 +228,22 @@ class LayerScores(Mapping[str, float]):
                                 parameters=self.parameters, model_parameters=self.model_parameters)  # fmt: skip
             return again.top_k(k, budget, model)
 
-        return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget)
+        return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget,
+                                   self.sources)  # fmt: skip
+
+    @property
+    def bootstrappable(self) -> bool:
+        """Whether [`confidence()`][macattr.scores.LayerScores.confidence] can resample these scores: per-image
+        scores with two images (or, given ``sources``, two sources) in every group."""
+        from macattr.confidence import check_bootstrap
+
+        if self.per_image is None:
+            return False
+        try:
+            check_bootstrap(self.groups, 2, 0.95, self.sources)
+        except ValueError:
+            return False
+        return True
 
     def error(self, name: str) -> float:
         """The estimated absolute error of ``name``'s score against the integral (same units as the score): the sum
@@ -313,7 +335,8 @@ class LayerScores(Mapping[str, float]):
             "skipped": self.skipped,
             **({} if self.model_parameters is None else {"model_parameters": self.model_parameters}),
             **({} if self.per_image is None else
-               {"per_image": {"groups": self.groups, "scores": self.per_image.tolist()}}),
+               {"per_image": {"groups": self.groups, "scores": self.per_image.tolist(),
+                              **({} if self.sources is None else {"sources": self.sources})}}),
             **({} if self.errors is None else
                {"certificate": {"errors": self.errors.tolist(), "input_gaps": self.input_gaps.tolist()}}),
         }  # fmt: skip
@@ -341,7 +364,7 @@ class LayerScores(Mapping[str, float]):
                 scores, document["method"], document.get("config", {}), document.get("images", 0),
                 document.get("skipped", {}), counts, document.get("model_parameters") if counted else None,
                 None if rows is None else rows["scores"], None if rows is None else rows["groups"],
-                certified.get("errors"), certified.get("input_gaps"),
+                certified.get("errors"), certified.get("input_gaps"), None if rows is None else rows.get("sources"),
             )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a LayerScores document (needs method and layers[name, score]): {error}") from None
@@ -446,6 +469,15 @@ def _per_image_rows(
     if len(labels) != len(values):
         raise ValueError(f"groups must label each of the {len(values)} rows of per_image, got {len(labels)}")
     return values, labels
+
+
+def _source_labels(sources: Optional[Sequence[str]], per_image: Optional[np.ndarray]) -> Optional[List[str]]:
+    """``sources`` as one string per row of ``per_image`` (``""``: unknown), or None."""
+    if sources is None:
+        return None
+    if per_image is None or isinstance(sources, str) or len(sources) != len(per_image):
+        raise ValueError("sources must name the source of each row of per_image (given with it)")
+    return [str(s) for s in sources]
 
 
 def _certificate_rows(

@@ -236,3 +236,50 @@ def test_the_command_prints_and_writes_the_confidence_and_stops_when_stable(tmp_
     with pytest.raises(SystemExit) as refused:
         main([*common, "--out", str(tmp_path / "x.json"), "--until-stable", "1.5"])
     assert refused.value.code == 2 and "probability in (0, 1)" in capsys.readouterr().err
+
+
+@given(rows=st.integers(2, 8), seed=st.integers(0, 5))
+def test_distinct_sources_resample_exactly_as_images_do(rows: int, seed: int) -> None:
+    from macattr.confidence import resampled_sums
+
+    per_image = np.random.default_rng(seed).random((rows, 3))
+    groups = [str(i % 2) for i in range(rows)] if rows >= 4 else [""] * rows
+    plain = resampled_sums(per_image, groups, 50, seed)
+    by_source = resampled_sums(per_image, groups, 50, seed, sources=[f"s{i}" for i in range(rows)])
+    np.testing.assert_array_equal(plain, by_source)
+
+
+def test_images_of_one_source_are_drawn_together_and_widen_the_intervals() -> None:
+    """Three photographs, each under five degradations that barely change its scores: resampling the 15 images
+    as independent claims a certainty that three sources do not give."""
+    rng = np.random.default_rng(0)
+    photos = rng.random((3, 4))
+    per_image = np.repeat(photos, 5, axis=0) + 1e-3 * rng.random((15, 4))
+    tasks = [f"task{t}" for _ in range(3) for t in range(5)]
+    sources = [f"photo{p}" for p in range(3) for _ in range(5)]
+    scores = LayerScores(dict(zip("abcd", per_image.sum(0).tolist())), "mac", images=15, per_image=per_image,
+                         groups=tasks, sources=sources)  # fmt: skip
+    plain = LayerScores(dict(scores), "mac", images=15, per_image=per_image, groups=tasks)
+    by_source, by_image = scores.confidence(k=2, resamples=400), plain.confidence(k=2, resamples=400)
+    assert by_source.sources == 3 and by_image.sources == 0 and "from 3 sources" in by_source.summary()
+    width = {name: (by_source.high[name] - by_source.low[name]) / (by_image.high[name] - by_image.low[name])
+             for name in "abcd"}  # fmt: skip
+    assert min(width.values()) > 1.5, width
+    with pytest.raises(ValueError, match="draws sources and needs at least 2"):
+        LayerScores(dict(scores), "mac", images=15, per_image=per_image, groups=tasks,
+                    sources=["one photo"] * 15).confidence()  # fmt: skip
+
+
+def test_rankings_carry_each_image_s_source_through_files_and_checkpoints(tmp_path: Path) -> None:
+    from macattr.restoration.data import degraded_batches
+
+    model = conv_net(0)
+    clean = torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    batches = degraded_batches(clean, ["noise25", "blur2"], seed=0, sources=["a.png", "b.png", "c.png"])
+    kwargs = dict(n_steps=3, seed=0, progress=False, group="task", checkpoint=tmp_path / "ck.json")
+    scores = rank_layers(model, batches, **kwargs)
+    assert scores.sources == ["a.png", "b.png", "c.png"] * 2 and scores.groups == ["noise25"] * 3 + ["blur2"] * 3
+    again = rank_layers(model, batches, **kwargs)  # from the finished checkpoint
+    assert again.sources == scores.sources
+    loaded = LayerScores.load(scores.save(tmp_path / "s.json"))
+    assert loaded.sources == scores.sources and loaded.confidence(k=1, resamples=50).sources == 3

@@ -216,9 +216,11 @@ def _scores_of(scoring: _Scoring, shard: Shard, stopped: Optional[Dict[str, Any]
     complete = len(rows) == scoring.total.images  # a checkpoint written without per-image scores lacks some
     errors, gaps = scoring.total.certificate() if complete else (None, None)
     config = scoring.config if stopped is None else {**scoring.config, "stopped": stopped}
+    sources = scoring.total.source_labels() if complete and scoring.total.sources else None
     return LayerScores(scoring.total.compute(), scoring.settings.method, config, scoring.total.images,
                        scoring.skipped, per_image=rows if complete else None,
-                       groups=groups if complete else None, errors=errors, input_gaps=gaps)  # fmt: skip
+                       groups=groups if complete else None, errors=errors, input_gaps=gaps,
+                       sources=sources)  # fmt: skip
 
 
 def _until_stable(scoring: _Scoring, loader: Iterable[Any], group: Group, shard: Shard, progress: bool,
@@ -239,7 +241,7 @@ def _until_stable(scoring: _Scoring, loader: Iterable[Any], group: Group, shard:
         if scoring.total.images == before:
             break
         scores = _counted(_scores_of(scoring, shard), counts)
-        if min(scores.groups.count(g) for g in set(scores.groups)) >= 2:
+        if scores.bootstrappable:
             same = scores.confidence(rule.k, rule.budget, resamples=rule.resamples, seed=settings.seed).same_top_k
             if same >= rule.threshold:
                 break
@@ -259,7 +261,7 @@ def _counted(scores: LayerScores, counts: Tuple[Dict[str, int], int]) -> LayerSc
     sizes, total = counts
     return LayerScores(dict(scores), scores.method, scores.config, scores.images, scores.skipped,
                        {name: sizes[name] for name in scores}, total, scores.per_image, scores.groups,
-                       scores.errors, scores.input_gaps)  # fmt: skip
+                       scores.errors, scores.input_gaps, scores.sources)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,9 @@ class _Scoring:
                     self.keywords.use(batch.raw, rows, batch.x.shape[0], self.inputs.device)
                 y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
                 result = ImageScores.of(self.score(x, y, indices))
-                self.total.update(result.scores, indices, groups, result.errors, result.input_gaps)
+                source_of = dict(zip(batch.keep, batch.sources))
+                self.total.update(result.scores, indices, groups, result.errors, result.input_gaps,
+                                  [source_of[row] for row in rows])  # fmt: skip
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
             bar.update()

@@ -64,6 +64,24 @@ def _group_keys(batch: Any, group: Group, size: int) -> List:
     return keys
 
 
+def source_keys(batch: Any, size: int) -> List[str]:
+    """Each sample's source image, from a dict batch's ``"source"`` entry (one per sample; the restoration
+    loaders set it: the clean photograph a degraded image was made from); ``""`` (unknown, every sample its own
+    source) otherwise. The bootstrap of ``LayerScores.confidence()`` resamples sources, not images.
+
+    Examples:
+        >>> source_keys({"lq": torch.zeros(2, 3), "source": ["a.png", "b.png"]}, 2), source_keys(torch.zeros(2), 2)
+        (['a.png', 'b.png'], ['', ''])
+    """
+    if not isinstance(batch, Mapping) or "source" not in batch:
+        return [""] * size
+    keys = batch["source"]
+    keys = keys.tolist() if isinstance(keys, Tensor) else list(keys)
+    if len(keys) != size:
+        raise ValueError(f"a batch's 'source' must give one source per sample ({size}), got {len(keys)}")
+    return [str(k) for k in keys]
+
+
 def image_seed(seed: int, index: int) -> int:
     """The threshold seed of analysed image ``index``: independent of batch size and batch position.
 
@@ -96,7 +114,7 @@ class Selected:
     ``indices`` their indices among all analysed images and ``groups`` their
     group labels (``""`` without groups); revisited: indices in the batch of
     the samples an earlier round of the same stream analysed; raw: the batch as
-    the loader gave it.
+    the loader gave it; sources: each kept sample's source (see ``source_keys``).
 
     Examples:
         >>> selected = next(analysed_batches([torch.rand(2, 3)], None, Selection(None, None), need_target=None))
@@ -113,6 +131,7 @@ class Selected:
     groups: List[str]
     revisited: List[int] = field(default_factory=list)
     raw: Any = None  # the loader's batch as it came (for forward_kwargs taken from it)
+    sources: List[str] = field(default_factory=list)  # per kept sample: its source image ("" when unknown)
 
 
 @dataclass
@@ -179,7 +198,9 @@ def analysed_batches(
         indices = list(range(selection.analysed, selection.analysed + len(keep)))
         selection.analysed += len(keep)
         labels = ["" if group is None else str(keys[i]) for i in keep]
-        yield Selected(number, position, x, y, keep, indices, labels, selection.revisited, batch)
+        sources = source_keys(batch, x.shape[0])
+        yield Selected(number, position, x, y, keep, indices, labels, selection.revisited, batch,
+                       [sources[i] for i in keep])  # fmt: skip
         position += x.shape[0]
         if selection.done:
             return
@@ -193,4 +214,5 @@ __all__ = [
     "batch_pair",
     "fingerprint",
     "image_seed",
+    "source_keys",
 ]

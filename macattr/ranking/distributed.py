@@ -130,7 +130,7 @@ class Shard:
 
     def combine(self, total: ScoreSum) -> None:
         """Sum the per-layer sums and image counts of all processes into ``total`` (one ``all_reduce``), and
-        gather every process's per-image scores (one ``all_gather_object``)."""
+        gather every process's per-image scores, certificates and sources (one ``all_gather_object``)."""
         if self.world == 1:
             return
         import torch.distributed as dist
@@ -140,9 +140,11 @@ class Shard:
         dist.all_reduce(packed)
         values = packed.cpu().numpy()
         everyone: List[Any] = [None] * self.world
-        dist.all_gather_object(everyone, total.per_image)
+        dist.all_gather_object(everyone, (total.per_image, total.certified, total.sources))
         total.sums, total.images = np.asarray(values[:-1], dtype=np.float64), int(round(values[-1]))
-        total.per_image = {index: row for rows in everyone for index, row in rows.items()}
+        total.per_image = {index: row for rows, _, _ in everyone for index, row in rows.items()}
+        total.certified = {index: row for _, rows, _ in everyone for index, row in rows.items()}
+        total.sources = {index: source for _, _, sources in everyone for index, source in sources.items()}
 
 
 def _collective_device() -> torch.device:

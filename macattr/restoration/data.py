@@ -74,25 +74,31 @@ def fixed_crops(photos: Sequence[Tensor], size: int, count: int, seed: int) -> T
 
 
 def degraded_batches(
-    clean: Tensor, tasks: Sequence[str], seed: int, batch_size: Optional[int] = None
-) -> List[Dict[str, object]]:
-    """For each task, the clean images (N, 3, H, W) degraded, in batches ``{"lq", "gt", "task"}``.
+    clean: Tensor, tasks: Sequence[str], seed: int, batch_size: Optional[int] = None,
+    sources: Optional[Sequence[str]] = None,
+) -> List[Dict[str, object]]:  # fmt: skip
+    """For each task, the clean images (N, 3, H, W) degraded, in batches ``{"lq", "gt", "task", "source"}``.
 
     ``batch_size`` images per batch (default: all N of a task in one batch).
-    ``task`` holds one name per image, for ``rank_layers(..., group="task")``.
+    ``task`` holds one name per image, for ``rank_layers(..., group="task")``; ``source`` the clean image each
+    one was made from (``sources``, default its index), which the bootstrap of ``confidence()`` resamples: the
+    same clean image under every task is one source.
 
     Examples:
         >>> batches = degraded_batches(torch.rand(2, 3, 32, 32), ["noise25", "blur2"], seed=0)
-        >>> [(b["task"], tuple(b["lq"].shape)) for b in batches]
-        [(['noise25', 'noise25'], (2, 3, 32, 32)), (['blur2', 'blur2'], (2, 3, 32, 32))]
+        >>> [(b["task"], b["source"], tuple(b["lq"].shape)) for b in batches]
+        [(['noise25', 'noise25'], ['0', '1'], (2, 3, 32, 32)), (['blur2', 'blur2'], ['0', '1'], (2, 3, 32, 32))]
     """
+    names = [str(i) for i in range(len(clean))] if sources is None else [str(s) for s in sources]
+    if len(names) != len(clean):
+        raise ValueError(f"sources must name each of the {len(clean)} clean images, got {len(names)}")
     size = batch_size or len(clean)
     batches = []
     for task in tasks:
         lq = degrade_task(clean, task, seeded_generator(seed, "degrade", task))
         for first in range(0, len(clean), size):
             rows = slice(first, first + size)
-            batches.append({"lq": lq[rows], "gt": clean[rows], "task": [task] * len(lq[rows])})
+            batches.append({"lq": lq[rows], "gt": clean[rows], "task": [task] * len(lq[rows]), "source": names[rows]})
     return batches
 
 
@@ -195,7 +201,8 @@ def analysis_batches(
     tasks: Sequence[str], photos: Sequence[Tensor], data_root: Optional[Path], size: int, per_task: int, seed: int
 ) -> List[Dict[str, object]]:
     """One batch per task for the MAC analysis, with a "task" key: ``per_task`` crops of ``photos`` degraded
-    (the user's paired images for paired tasks; tasks without data are left out).
+    (the user's paired images for paired tasks; tasks without data are left out), and a "source" key naming
+    each crop's photograph (the same in every task).
 
     Examples:
         >>> photos = [torch.rand(3, 40, 40)]
@@ -210,7 +217,8 @@ def analysis_batches(
             if found is not None:
                 batches.append({"lq": found["lq"], "gt": found["gt"], "task": [task] * len(found["lq"])})
             continue
-        batches += degraded_batches(fixed_crops(photos, size, per_task, seed), [task], seed)
+        photo_of_crop = [f"photo {i % len(photos)}" for i in range(per_task)]  # as fixed_crops cycles them
+        batches += degraded_batches(fixed_crops(photos, size, per_task, seed), [task], seed, sources=photo_of_crop)
     return batches
 
 
