@@ -47,6 +47,7 @@ from macattr.restoration.images import center_crop, image_files, read_image
 from macattr.restoration.ram_files import write_ram_files
 from macattr.scores import LayerScores, agreement, check_k, resolve_k
 from macattr.seeds import derive_seed
+from macattr.selection import STRATEGIES
 from macattr.targets import NAMED_TARGETS
 from macattr.weights import load_weights
 
@@ -364,7 +365,7 @@ def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings
 
 def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
     """The scores file, RAM's files, and the top k on stdout with the share of parameters they train."""
-    top = scores.top_k(args.k, args.budget)
+    top = scores.top_k(args.k, args.budget, strategy=args.strategy)
     sure = _confidence(scores, args)
     scores.save(args.out, sure)
     if args.ram_files:
@@ -387,7 +388,7 @@ def _confidence(scores: LayerScores, args: argparse.Namespace) -> Optional[Confi
     """The bootstrap's confidence in the top k, or None where the ranking has too few images for one."""
     if not scores.bootstrappable:
         return None
-    return scores.confidence(args.k, args.budget, seed=args.seed)
+    return scores.confidence(args.k, args.budget, seed=args.seed, strategy=args.strategy)
 
 
 def _plot(args: argparse.Namespace) -> None:
@@ -478,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count (default 0.1)")
     rank.add_argument("--budget", choices=["layers", "parameters"], default="layers",
                       help="what --k counts: layers (RAM's rule) or the model's trainable parameters")  # fmt: skip
+    rank.add_argument("--strategy", choices=list(STRATEGIES), default="greedy",
+                      help="how the top k fills the budget: greedy (down the ranking, default), per_parameter "
+                      "(by score per parameter), knapsack (the largest summed score that fits --budget "
+                      "parameters)")  # fmt: skip
     rank.add_argument("--degrade", type=_parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
     rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
     rank.add_argument("--size", type=_positive_int, help="centre-crop images to this size")

@@ -84,6 +84,7 @@ def lora_config(
     k: Union[None, int, float] = None,
     *,
     budget: str = "layers",
+    strategy: str = "greedy",
     among_adaptable: bool = False,
     r: int = 8,
     lora_alpha: Optional[int] = None,
@@ -98,6 +99,8 @@ def lora_config(
         model: the model given to ``peft.get_peft_model``.
         k: with a ranking, how many layers (``scores.top_k(k, budget)``); default: all its layers.
         budget: ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
+        strategy: how the top k fills the budget (``"greedy"``, ``"per_parameter"``, ``"knapsack"``), as in
+            ``LayerScores.top_k``.
         among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
             taken first and the ones LoRA cannot adapt are reported in ``skipped``).
         r: LoRA's rank of every target (without ``total_rank``).
@@ -142,7 +145,7 @@ def lora_config(
             ranking = LayerScores(kept, scores.method, scores.config, scores.images,
                                   parameters={n: scores.parameters[n] for n in kept} if scores.parameters else None,
                                   model_parameters=scores.model_parameters)  # fmt: skip
-        chosen = ranking.top_k(k, budget) if k is not None else [name for name, _ in ranking.ranked()]
+        chosen = ranking.top_k(k, budget, strategy=strategy) if k is not None else [n for n, _ in ranking.ranked()]
     else:
         chosen = list(selection)
     names = [mapped[n] for n in chosen]

@@ -16,6 +16,7 @@ import numpy as np
 
 from macattr.confidence import Confidence, bootstrap_selection
 from macattr.files import PathLike, write_text_atomic
+from macattr.selection import check_strategy, fill_budget
 
 
 def check_k(k: object) -> Union[int, float]:
@@ -173,43 +174,54 @@ class LayerScores(Mapping[str, float]):
         """(name, score) pairs, score descending, ties in depth order."""
         return sorted(self._scores.items(), key=lambda item: -item[1])
 
-    def top_k(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None) -> List[str]:
+    def top_k(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
+              strategy: str = "greedy") -> List[str]:  # fmt: skip
         """The best layers within the budget ``k``, best first.
 
         ``budget="layers"`` (the default): ``k`` layers, a fraction in (0, 1] of them rounded up or a count.
-        ``budget="parameters"``: layers by score until ``k`` of the model's parameters (a fraction in
-        (0, 1], or a number of parameter elements) are trained. The budget is a cap: a layer that would take the
-        total over it is passed over and the walk goes on down the ranking, so that selections of different
-        methods train about the same share. The counts come from ``model`` when given, else from the ones
-        recorded with the scores.
+        ``budget="parameters"``: layers until ``k`` of the model's parameters (a fraction in (0, 1], or a number
+        of parameter elements) are trained. The budget is a cap, filled by ``strategy``
+        ([`macattr.selection`][macattr.selection]): ``"greedy"`` walks down the ranking and passes over a layer
+        that would take the total over it, ``"per_parameter"`` walks by score per parameter element,
+        ``"knapsack"`` takes the set of largest summed score that fits. With a budget in layers,
+        ``"per_parameter"`` takes the ``k`` best by score per parameter and the others the ``k`` best scores.
+        The counts come from ``model`` when given, else from the ones recorded with the scores.
+
+        Examples:
+            >>> scores = LayerScores({"a": 10.0, "b": 6.0, "c": 6.0}, "mac", parameters={"a": 60, "b": 50, "c": 50},
+            ...                      model_parameters=200)
+            >>> scores.top_k(100, "parameters"), scores.top_k(100, "parameters", strategy="knapsack")
+            (['a'], ['b', 'c'])
         """
+        check_strategy(strategy)
         if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
             count = resolve_k(k, len(self), self.config.get("k_rounding", "up"))
-            return [name for name, _ in self.ranked()[:count]]
+            if strategy != "per_parameter":
+                return [name for name, _ in self.ranked()[:count]]
+            sizes, _ = self._counts(model)
+            density = sorted(self.names, key=lambda n: -self._scores[n] / max(sizes[n], 1))
+            return sorted(density[:count], key=[n for n, _ in self.ranked()].index)
         if budget != "parameters":
             raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
         sizes, total = self._counts(model)
         allowed = _parameter_budget(k, total)
-        chosen, used = [], 0
-        for name, _ in self.ranked():
-            if used + sizes[name] <= allowed:
-                chosen.append(name)
-                used += sizes[name]
+        chosen = fill_budget(dict(self.ranked()), sizes, allowed, strategy)
         if not chosen:
             raise ValueError(f"k={k} allows {allowed:,} parameters, fewer than the smallest layer's "
                              f"{min(sizes[n] for n in self.names):,}; pass a larger k")  # fmt: skip
         return chosen
 
     def confidence(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
-                   resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Confidence:  # fmt: skip
+                   resamples: int = 1000, level: float = 0.95, seed: int = 0,
+                   strategy: str = "greedy") -> Confidence:  # fmt: skip
         """How sure the top ``k`` is: a bootstrap over the analysed images, within their groups.
 
         Each resample draws every group's images again with replacement (with ``sources``, their source
         images: all images made from one photograph come together, see
-        [`macattr.confidence`][macattr.confidence]), sums the per-image scores and selects
-        with [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget`` and ``model``). Returns a
-        [`Confidence`][macattr.confidence.Confidence]: per layer a ``level`` score interval and its probability
-        of being in the top k, the probability that the top k stays the same, and the expected overlap with
+        [`macattr.confidence`][macattr.confidence]), sums the per-image scores and selects with
+        [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget``, ``model`` and ``strategy``).
+        Returns a [`Confidence`][macattr.confidence.Confidence]: per layer a ``level`` score interval and its
+        probability of being in the top k, the probability that the top k stays the same, and the expected overlap with
         the top k of a rerun on new images. Needs the per-image scores (``rank_layers`` keeps them) and two
         images in every group.
 
@@ -221,12 +233,12 @@ class LayerScores(Mapping[str, float]):
         if self.per_image is None:
             raise ValueError("these scores hold no per-image scores: rank_layers keeps them (and save() writes "
                              "them); scores built without them cannot be bootstrapped")  # fmt: skip
-        self.top_k(k, budget, model)  # k and budget checked once, before the resamples
+        self.top_k(k, budget, model, strategy)  # k, budget and strategy checked once, before the resamples
 
         def select(values: np.ndarray) -> List[str]:
             again = LayerScores(dict(zip(self.names, values.tolist())), self.method, self.config,
                                 parameters=self.parameters, model_parameters=self.model_parameters)  # fmt: skip
-            return again.top_k(k, budget, model)
+            return again.top_k(k, budget, model, strategy)
 
         return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget,
                                    self.sources)  # fmt: skip

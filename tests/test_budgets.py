@@ -98,3 +98,66 @@ def test_fisher_is_the_mean_squared_gradient_of_each_layers_own_parameters() -> 
     with pytest.raises(ValueError, match="own none"):
         rank_layers(nn.Sequential(nn.Sequential(nn.Conv2d(3, 3, 1))), [(x, y)], "fisher", layers=nn.Sequential,
                     progress=False)  # fmt: skip
+
+
+@given(
+    values=st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=8),
+    sizes=st.lists(st.integers(1, 40), min_size=8, max_size=8),
+    allowed=st.integers(1, 150),
+)
+def test_the_knapsack_is_the_best_set_that_fits_and_no_strategy_breaks_the_cap(values, sizes, allowed) -> None:
+    from itertools import combinations
+
+    from macattr.selection import fill_budget
+
+    names = [f"l{i}" for i in range(len(values))]
+    scores = dict(sorted(zip(names, values), key=lambda item: -item[1]))
+    size = dict(zip(names, sizes))
+    subsets = [subset for r in range(len(names) + 1) for subset in combinations(names, r)]
+    best = max(sum(scores[n] for n in subset) for subset in subsets if sum(size[n] for n in subset) <= allowed)
+    picked = {strategy: fill_budget(scores, size, allowed, strategy) for strategy in ("greedy", "per_parameter",
+                                                                                       "knapsack")}  # fmt: skip
+    for strategy, chosen in picked.items():
+        assert sum(size[n] for n in chosen) <= allowed, strategy
+        assert chosen == [n for n in scores if n in chosen], strategy  # best score first
+    assert sum(scores[n] for n in picked["knapsack"]) == pytest.approx(best, abs=1e-9)
+    assert all(sum(scores[n] for n in picked["knapsack"]) >= sum(scores[n] for n in c) - 1e-9 for c in picked.values())
+
+
+def test_strategies_reach_top_k_select_top_k_lora_config_and_the_command(tmp_path: Path, monkeypatch) -> None:
+    scores = LayerScores({"a": 10.0, "b": 6.0, "c": 6.0}, "mac", parameters={"a": 60, "b": 50, "c": 50},
+                         model_parameters=200)  # fmt: skip
+    assert scores.top_k(0.5, "parameters") == ["a"] and scores.top_k(0.5, "parameters", strategy="knapsack") == [
+        "b",
+        "c",
+    ]
+    dense = LayerScores({"a": 10.0, "b": 6.0}, "mac", parameters={"a": 100, "b": 10}, model_parameters=110)
+    assert dense.top_k(1) == ["a"] and dense.top_k(1, strategy="per_parameter") == ["b"]  # 0.6 per parameter
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        scores.top_k(0.5, "parameters", strategy="best")
+    model, x = conv_net(1), torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    ranked = rank_layers(model, [x], n_steps=3, seed=0, progress=False)
+    for strategy in ("greedy", "per_parameter", "knapsack"):
+        chosen = select_top_k(model, [x], k=0.5, budget="parameters", strategy=strategy, n_steps=3, seed=0,
+                              progress=False)  # fmt: skip
+        assert chosen == ranked.top_k(0.5, "parameters", strategy=strategy)
+        assert sum(ranked.parameters[n] for n in chosen) <= 0.5 * ranked.model_parameters
+    pytest.importorskip("peft")
+    from macattr.peft import lora_config
+
+    linear = nn.Sequential(nn.Linear(5, 10), nn.Linear(10, 5), nn.Linear(5, 5))  # 60, 55, 30 parameters
+    sized = LayerScores({"0": 10.0, "1": 6.0, "2": 6.0}, "mac", parameters={"0": 60, "1": 55, "2": 30},
+                        model_parameters=145)  # fmt: skip
+    assert lora_config(sized, linear, k=90, budget="parameters").targets == ["0", "2"]
+    assert lora_config(sized, linear, k=90, budget="parameters", strategy="knapsack").targets == ["0", "2"]
+    assert lora_config(sized, linear, k=85, budget="parameters", strategy="knapsack").targets == ["1", "2"]
+    from macattr.cli import main
+
+    (tmp_path / "strategy_net.py").write_text("import torch\nfrom torch import nn\ndef build():\n"
+                                              "    torch.manual_seed(1)\n    return nn.Sequential(nn.Conv2d(3, 6, 3,"
+                                              " padding=1), nn.Tanh(), nn.Conv2d(6, 3, 3, padding=1))\n"
+                                              "def batches():\n    return [torch.rand(2, 3, 6, 6)]\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["rank", "--model", "strategy_net:build", "--loader", "strategy_net:batches", "--n-steps", "2",
+                 "--budget", "parameters", "--k", "0.5", "--strategy", "knapsack", "--no-progress"]) == 0  # fmt: skip

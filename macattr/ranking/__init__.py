@@ -40,6 +40,7 @@ from macattr.ranking.scorers import ImageScores, Scorer
 from macattr.ranking.settings import RankSettings, UntilStable
 from macattr.records import callable_identity, model_digest
 from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
+from macattr.selection import check_strategy
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
 __all__ = ["RankSettings", "UncertifiedError", "UntilStable", "rank_layers", "select_top_k"]
@@ -528,13 +529,14 @@ def select_top_k(
     loader: Optional[Iterable[Any]] = None,
     k: Union[int, float] = 0.1,
     budget: str = "layers",
+    strategy: str = "greedy",
     **rank_kwargs: Any,
 ) -> List[str]:
     """Names of the best layers within the budget ``k``, best first (RAM: k = 0.1 of the candidates).
 
     ``budget="layers"``: ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least one), an
     int a count. ``budget="parameters"``: ``k`` is a fraction of the model's parameters (or a number
-    of them), filled by score as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says.
+    of them), filled by ``strategy`` as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says.
     ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is checked before the ranking
     runs.
 
@@ -548,9 +550,10 @@ def select_top_k(
     """
     if budget not in ("layers", "parameters"):
         raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
+    check_strategy(strategy)
     count = len(candidate_layers(model, rank_kwargs.get("layers"), rank_kwargs.get("exclude")))
     if budget == "layers":
         resolve_k(k, count)
     else:
         check_k(k)
-    return rank_layers(model, loader, **rank_kwargs).top_k(k, budget)
+    return rank_layers(model, loader, **rank_kwargs).top_k(k, budget, strategy=strategy)
