@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -139,19 +140,25 @@ def _parse_tasks(text: str) -> List[str]:
     return tasks
 
 
-def _parse_target(text: str) -> Union[str, int]:
-    """A target name, or a class index for classifiers ("207")."""
-    if text in NAMED_TARGETS:
+def _parse_target(text: str) -> Union[str, int, Tuple[int, ...]]:
+    """A target name, ``label`` (each sample's own, from the loader's (input, label) batches), a class index
+    for classifiers ("207") or an index tuple into each sample's output ("15,5": position 15, token 5).
+
+    Examples:
+        >>> _parse_target("sum"), _parse_target("207"), _parse_target("15,5")
+        ('sum', 207, (15, 5))
+    """
+    if text in NAMED_TARGETS or text == "label":
         return text
     try:
-        index = int(text)
+        indices = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"target must be one of {sorted(NAMED_TARGETS)} or a class index, got {text!r}"
+            f"target must be one of {sorted(NAMED_TARGETS)}, label, a class index or indices such as 15,5; got {text!r}"
         ) from None
-    if index < 0:
-        raise argparse.ArgumentTypeError(f"a class index must be >= 0, got {text!r}")
-    return index
+    if min(indices) < 0:
+        raise argparse.ArgumentTypeError(f"a class index must be >= 0 (and every index of a tuple), got {text!r}")
+    return indices[0] if len(indices) == 1 else indices
 
 
 def _import_factory_module(target: str, option: str):
@@ -487,7 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
     rank.add_argument("--size", type=_positive_int, help="centre-crop images to this size")
     rank.add_argument("--target", type=_parse_target, default="gradient_magnitude",
-                      help=f"one of {', '.join(NAMED_TARGETS)}, or a class index for classifiers")  # fmt: skip
+                      help=f"one of {', '.join(NAMED_TARGETS)}; label (each sample's own, from (input, label) "
+                      "batches); a class index for classifiers; or indices into each sample's output, such as "
+                      "15,5")  # fmt: skip
     rank.add_argument("--n-steps", type=_positive_int, default=200)
     rank.add_argument("--ram-code", action="store_true",
                       help="MAC as the RAM authors' code computes it: their grid (stops at 1 - r/N), the right rule, "
@@ -567,7 +576,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
-        run(args)
+        with warnings.catch_warnings():  # the library's warnings as the command's own lines, without source code
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
     except KeyboardInterrupt:
         where = getattr(args, "checkpoint", None)
@@ -588,6 +600,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"macattr: error: {error}", file=sys.stderr)
         return status
     return 0
+
+
+def _show_warning(message: Warning, category: type, filename: str, lineno: int, file: object = None,
+                  line: Optional[str] = None) -> None:  # fmt: skip
+    """A warning on stderr as one ``macattr: warning: ...`` line (``--debug`` shows Python's own form)."""
+    print(f"macattr: warning: {message}", file=sys.stderr)
 
 
 def _status_of(error: Exception) -> int:

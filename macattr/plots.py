@@ -242,7 +242,7 @@ def _draw_heatmap(
         ax.add_patch(Rectangle((cols.index(role) - 0.5, rows.index(block) - 0.5), 1, 1, fill=False, edgecolor=_MARK,
                                lw=1.6))  # fmt: skip
     if colorbar:
-        fig.colorbar(image, ax=ax, label=score_label(scores))
+        fig.colorbar(image, ax=ax, label=textwrap.fill(score_label(scores), 40))  # wrapped: it fits the figure
     ax.set_title((title or f"{describe(scores)} layer importance") + (f", {_top(scores, marked)} outlined"
                                                                        if marked else ""))  # fmt: skip
     return fig
@@ -332,12 +332,25 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
 
         ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor=_MARK, linestyle="none")
         entries = [Patch(visible=False, label=f"{rank}. {name}") for rank, name in enumerate(marked[0], start=1)]
-        fig.legend(handles=[ring, *entries], labels=[_top(sets[0], marked[0]), *(e.get_label() for e in entries)],
-                   loc="outside lower center", ncol=4, handlelength=1.0, handletextpad=0.4, fontsize=7,
-                   frameon=False)  # fmt: skip
+        labels = [_top(sets[0], marked[0]), *(e.get_label() for e in entries)]
+        fig.legend(handles=_row_major([ring, *entries], 4), labels=_row_major(labels, 4), loc="outside lower center",
+                   ncol=4, handlelength=1.0, handletextpad=0.4, fontsize=7, frameon=False)  # fmt: skip
     label = title or (f"{describe(sets[0])} layer importance by depth" if not several else "layer importance by depth")
     ax.set_title(label + ("; shaded: alternate residual groups" if len(_group_spans(names)) > 2 else ""))
     return fig
+
+
+def _row_major(items: List[Any], columns: int) -> List[Any]:
+    """``items`` reordered so that a legend of ``columns`` columns, which matplotlib fills column by column,
+    reads them row by row.
+
+    Examples:
+        >>> _row_major([1, 2, 3, 4, 5], 4)  # rows: 1 2 3 4 / 5
+        [1, 5, 2, 3, 4]
+    """
+    rows = -(-len(items) // columns)
+    grid = [[items[r * columns + c] for r in range(rows) if r * columns + c < len(items)] for c in range(columns)]
+    return [item for column in grid for item in column]
 
 
 def _intervals(scores: LayerScores, names: List[str]) -> Optional[np.ndarray]:

@@ -379,6 +379,9 @@ def test_the_command_excludes_layers_and_masks_tokens(tmp_path: Path, monkeypatc
     document = json.loads((tmp_path / "scores.json").read_text())
     assert sorted(entry["name"] for entry in document["layers"]) == ["0", "2"]
     assert document["config"]["path"]["mask_dims"] == "sequence"
+    by_position = [*common[: common.index("--target")], "--target", "4,0", "--mask-dims", "sequence"]
+    assert main([*by_position, "--out", "position.json"]) == 0  # the output of position 4
+    assert json.loads((tmp_path / "position.json").read_text())["config"]["target"] == [4, 0]
     with pytest.raises(SystemExit) as exit:  # argparse's own error, before anything runs
         main([*common, "--exclude", "(unclosed"])
     assert exit.value.code == 2

@@ -77,7 +77,13 @@ def test_profile_points_are_the_scores_in_depth_order_and_the_top_k_are_marked_a
     stems = next(c for c in ax.collections if isinstance(c, LineCollection))
     assert len(stems.get_segments()) == len(scores)
     legend = figure.legends[0]
-    assert [t.get_text() for t in legend.get_texts()][1:] == [f"{i}. {n}" for i, n in enumerate(top, start=1)]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    boxes = [(t.get_window_extent(renderer), t.get_text()) for t in legend.get_texts()]
+    reading = [text for box, text in sorted(boxes, key=lambda b: (-round(b[0].y0), b[0].x0))]  # rows, left to right
+    assert reading[1:] == [f"{i}. {n}" for i, n in enumerate(top, start=1)]
     assert ax.get_yscale() == "log"
     width, height = figure.get_size_inches()
     assert width <= 12 and height <= 6
