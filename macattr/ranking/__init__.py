@@ -184,8 +184,7 @@ def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
     if verdict.trusted:
         return scores
     rule = scores.config.get("rule", "left")
-    remedies = ["rule='trapezoid'" if rule != "trapezoid" else None, "a larger n_steps",
-                "a baseline that keeps normalisation layers away from their eps (see macattr.baselines)"]  # fmt: skip
+    remedies = ["rule='trapezoid'" if rule != "trapezoid" else None, "a larger n_steps"]
     message = (f"rank_layers: {verdict.summary()}; over: {verdict.over[:5]}{' ...' if len(verdict.over) > 5 else ''}"
                f". Remedies: {', '.join(r for r in remedies if r)}")  # fmt: skip
     if strict:
