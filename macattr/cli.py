@@ -262,6 +262,7 @@ _MASK_OPTIONS = {
     "sharpness": "--sharpness",
     "patch_size": "--patch-size",
     "mask_dims": "--mask-dims",
+    "ramp": "--ramp",
 }
 
 
@@ -361,7 +362,8 @@ def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings
     given = [option for option, value in (("--path", args.path), ("--rule", args.rule != "left"),
                                           ("--normalize", args.normalize), ("--method", args.method != "mac"),
                                           ("--patch-size", "patch_size" in mask),
-                                          ("--mask-dims", "mask_dims" in mask)) if value]  # fmt: skip
+                                          ("--mask-dims", "mask_dims" in mask),
+                                          ("--ramp", "ramp" in mask)) if value]  # fmt: skip
     if given:
         raise _CommandError(f"--ram-code sets the method, path, step rule and normalisation itself; drop "
                             f"{', '.join(given)}")  # fmt: skip
@@ -513,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--mask-dims", choices=["image", "sequence", "volume"],
                       help="what the mask path masks cell by cell: image (N, C, H, W) pixels (default), sequence "
                       "(N, T, D) tokens, volume (N, C, D, H, W) voxels")  # fmt: skip
+    rank.add_argument("--ramp", action="store_true", default=None,
+                      help="reveal each masked cell linearly, one after another, instead of the sigmoid: step sums "
+                      "converge once N has several steps per masked cell (tokens, patches)")  # fmt: skip
     rank.add_argument("--exclude", type=_regex, metavar="REGEX",
                       help="leave out the candidate layers whose names match this regular expression (a position "
                       "embedding, a layer that sees no input)")  # fmt: skip

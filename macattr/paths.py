@@ -264,6 +264,11 @@ class MaskAttributionPath:
             padding tokens (``exclude=attention_mask == 0``).
         end: where the path's interval ends, in ``(1 − mask_ratio, 1]`` (default
             1, the whole input; the RAM authors' code stops at ``1 − r / N``).
+        ramp: reveal each cell linearly over the stretch of ``α`` that ends at its threshold and starts at the
+            one before (width 1 / K), instead of the sigmoid: the cells move from the baseline to the input one
+            after another along straight segments, the geometry of the hard path made continuous. Step sums then
+            converge at their rule's order once the grid has several steps per masked cell, where the sigmoid's
+            jumps keep them at a fixed error (``sharpness`` is not used).
         cut: the RAM authors' code's mask instead of the smooth one: the thresholds are ``(k − 1) / K``, and
             every cell whose threshold is not below ``α`` is exactly the baseline (their mask reveals the
             ``⌈K α⌉`` first cells of the order with the sigmoid and cuts the rest); so no cell is half
@@ -293,6 +298,7 @@ class MaskAttributionPath:
     exclude: Optional[Tensor] = None
     end: float = 1.0
     cut: bool = False
+    ramp: bool = False
 
     def __post_init__(self) -> None:
         check_real("mask_ratio", self.mask_ratio, low=0.0, high=1.0, low_open=True)
@@ -311,9 +317,11 @@ class MaskAttributionPath:
         if not named and not isinstance(self.order, Tensor):
             raise ValueError(f"order must be 'random', 'numpy' or an importance tensor, got {self.order!r}")
         check_real("end", self.end, low=1.0 - float(self.mask_ratio), high=1.0, low_open=True)
-        for name in ("descending", "cut"):
+        for name in ("descending", "cut", "ramp"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.ramp and self.cut:
+            raise ValueError("ramp and cut are two different masks; pass one of them")
         if self.exclude is not None and (not isinstance(self.exclude, Tensor) or self.exclude.dtype != torch.bool):
             raise TypeError("exclude must be a boolean tensor (True = the cell never changes) or None")
         if self.thresholds is not None:
@@ -466,9 +474,14 @@ class MaskAttributionPath:
             thresholds = thresholds.repeat_interleave(p, dim=axis)
         return thresholds
 
-    def reveal(self, alphas: Tensor, thresholds: Tensor) -> Tensor:
-        """How much of each cell is revealed: (S,) × (N, cells...) → float64 (S, N, cells...) in [0, 1]."""
+    def reveal(self, alphas: Tensor, thresholds: Tensor, cells: Optional[Tensor] = None) -> Tensor:
+        """How much of each cell is revealed: (S,) × (N, cells...) → float64 (S, N, cells...) in [0, 1].
+        ``cells`` (N,): the number of cells each sample reveals (K, for ``ramp``; default all of its cells)."""
         distance = alphas.to(thresholds).reshape(-1, *([1] * thresholds.dim())) - thresholds[None]
+        if self.ramp:
+            count = cells if cells is not None else torch.full(thresholds.shape[:1], thresholds[0].numel())
+            width = count.to(distance).reshape(1, -1, *([1] * (thresholds.dim() - 1)))
+            return (1 + distance * width).clamp(0, 1)
         if self.cut:  # cells at or beyond their threshold stay at the baseline (the tolerance: i / K vs α)
             shown = distance > 1e-12
             return (
@@ -485,12 +498,14 @@ class MaskAttributionPath:
         for x, b in zip(inputs, baselines):
             dims, patches, _ = self._grid(x)
             thresholds, excluded = self.cell_thresholds(x)
-            bound.append((x, b, x - b, dims, patches, thresholds, excluded))
+            counted = thresholds[0].numel() if excluded is None else (~excluded).flatten(1).sum(1)
+            cells = torch.as_tensor(counted).expand(x.shape[0]).clamp(min=1)
+            bound.append((x, b, x - b, dims, patches, thresholds, excluded, cells))
 
         def points(alphas: Tensor) -> Tuple[Tensor, ...]:
             out = []
-            for x, b, delta, dims, patches, thresholds, excluded in bound:
-                weight = self.reveal(alphas, thresholds)
+            for x, b, delta, dims, patches, thresholds, excluded, cells in bound:
+                weight = self.reveal(alphas, thresholds, cells)
                 if excluded is not None:
                     weight = weight.masked_fill(excluded[None], 1.0)
                 for axis, p in enumerate(patches, start=2):

@@ -253,3 +253,39 @@ def test_the_data_s_own_flat_patches_are_not_called_a_singular_start() -> None:
             warnings.simplefilter("always")
             rank_layers(model, [x], target=0, patch_size=2, n_steps=4, baselines=baseline, progress=False)
         assert any("singular: norm (LayerNorm" in str(w.message) for w in caught) is singular, baseline
+
+
+def test_the_ramp_reveals_each_cell_alone_along_a_straight_segment_from_start_to_end() -> None:
+    from macattr.paths import MaskAttributionPath
+
+    path = MaskAttributionPath(mask_ratio=0.5, mask_dims="sequence", ramp=True, seed=0)
+    x, base = torch.ones(1, 8, 3, dtype=torch.float64), torch.zeros(1, 8, 3, dtype=torch.float64)
+    alphas = torch.linspace(0.5, 1.0, 401, dtype=torch.float64)
+    weights = path.bind((x,), (base,))(alphas)[0].reshape(len(alphas), 8, 3)[..., 0]  # (S, tokens)
+    assert sorted(weights[0].tolist()) == [0.0] * 4 + [1.0] * 4 and weights[-1].tolist() == [1.0] * 8
+    moving = ((weights > 0) & (weights < 1)).sum(1)
+    assert int(moving.max()) == 1  # one token at a time
+    steps = weights.diff(dim=0).abs().sum(1)
+    torch.testing.assert_close(steps, torch.full_like(steps, 8 * 0.5 / 400 * 8 / 8))  # constant speed: K Δα
+    with pytest.raises(ValueError, match="ramp and cut"):
+        MaskAttributionPath(ramp=True, cut=True)
+
+
+def test_a_llama_from_pad_tokens_along_the_ramp_converges_at_second_order_and_is_certified() -> None:
+    from macattr.baselines import token_embedding
+
+    model, embeddings = _llama()
+    options = dict(LLAMA_OPTIONS, ramp=True, rule="trapezoid", baselines=token_embedding(model, 0), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = rank_layers(model, [embeddings], n_steps=1600, **options)
+    largest = max(abs(v) for v in reference.values())
+    counted = [n for n in reference if abs(reference[n]) >= 1e-6 * largest]
+    errors = {}
+    for n_steps in (48, 96):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped token embedding; strict=True refuses what is not certified
+            scores = rank_layers(model, [embeddings], n_steps=n_steps, strict=True, **options)
+        errors[n_steps] = max(abs(scores[n] - reference[n]) / abs(reference[n]) for n in counted)
+        assert all(scores.error(n) >= abs(scores[n] - reference[n]) - 1e-12 * largest for n in counted)
+    assert errors[96] < 0.01 and 3 < errors[48] / errors[96] < 5  # about 4: second order

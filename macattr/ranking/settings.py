@@ -17,7 +17,7 @@ from macattr.scores import check_k
 from macattr.targets import NAMED_TARGETS, OutputSpec
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
-_MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims")
+_MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims", "ramp")
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 """Named per-channel (mean, std) for ``RankSettings(normalize=...)`` and ``--normalize``."""
 
@@ -119,9 +119,11 @@ class RankSettings:
         patch_size: positions per masked cell along each masked dimension.
         mask_dims: what the mask path masks cell by cell: "image" (pixels of
             (N, C, H, W)), "sequence" (tokens of (N, T, D) embeddings), "volume"
-            (voxels of (N, C, D, H, W)) or a tuple of dimensions. The four mask
-            options build the default path of "mac" and are refused with
-            ``path=`` or with a method that does not use the mask path.
+            (voxels of (N, C, D, H, W)) or a tuple of dimensions.
+        ramp: reveal each masked cell linearly, one after another (the mask path's ``ramp``): step sums then
+            converge at their rule's order once the grid has several steps per masked cell (token sequences,
+            patches); the sigmoid's jumps keep them at a fixed error. The five mask options build the default
+            path of "mac" and are refused with ``path=`` or with a method that does not use the mask path.
         baselines: the baseline ``x'``: a number or a tensor broadcastable to each batch.
         seed: image ``i`` (counted over the analysed images) gets the pixel
             thresholds of seed ``(seed, i)``: scores do not depend on batching.
@@ -163,6 +165,7 @@ class RankSettings:
     sharpness: float = 1e4
     patch_size: Union[int, Tuple[int, ...]] = 1
     mask_dims: Union[str, Tuple[int, ...]] = "image"
+    ramp: bool = False
     baselines: Union[float, Tensor] = 0.0
     seed: int = 0
     samples_per_group: Optional[int] = None
@@ -183,7 +186,7 @@ class RankSettings:
                              f"(got {self.rule!r}); the methods with step rules are "
                              f"{[m.name for m in methods() if m.step_rule]}")  # fmt: skip
         check_int("seed", self.seed, 0)
-        self.mask_path()  # checks mask_ratio, sharpness, patch_size and mask_dims once, where they are used
+        self.mask_path()  # checks the mask options once, where they are used
         self._check_path()
         for name in ("samples_per_group", "max_images", "internal_batch_size"):
             if getattr(self, name) is not None:
@@ -312,9 +315,9 @@ class RankSettings:
         return cls(**{**base, **options})
 
     def mask_path(self, seeds: Optional[List[int]] = None) -> MaskAttributionPath:
-        """The mask attribute path of the four mask options, with one threshold seed per image when given."""
+        """The mask attribute path of the five mask options, with one threshold seed per image when given."""
         return MaskAttributionPath(self.mask_ratio, self.sharpness, self.patch_size, seed=seeds,
-                                   mask_dims=self.mask_dims)  # fmt: skip
+                                   mask_dims=self.mask_dims, ramp=self.ramp)  # fmt: skip
 
     def integration_path(self) -> Optional[IntegrationPath]:
         """The path the method integrates along: ``path``, or the method's default; ``None`` for a method
