@@ -319,6 +319,9 @@ def _rank(args: argparse.Namespace) -> None:
         settings = replace(settings, until_stable=UntilStable(args.until_stable, args.k, args.budget))
     with ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
+            for folder in {Path(args.out).parent, *([Path(args.ram_files)] if args.ram_files else [])}:
+                made = [p for p in (folder, *folder.parents) if not p.exists()]
+                held.callback(_remove_if_made_empty, made)  # a failed run leaves no empty folder behind
             held.enter_context(exclusive(args.out, "output file"))
             if args.ram_files:
                 held.enter_context(exclusive(Path(args.ram_files) / "filter_name.txt", "RAM files folder"))
@@ -346,6 +349,9 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
     if not settings.method_record.step_rule:
         raise _CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
+    if is_main_process():
+        print(f"check of N: ranking the first 4 images at N = {settings.n_steps} and N = {settings.n_steps // 2} "
+              f"({int(1.5 * settings.n_steps) + 2} passes per image) ...", flush=True)  # fmt: skip
     check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget,
                         tolerance=args.tolerance, group=group, device=device, exclude=args.exclude)  # fmt: skip
     advice = (
@@ -418,6 +424,16 @@ def _regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"not a regular expression ({error}): {text!r}") from None
 
 
+def _remove_if_made_empty(made: List[Path]) -> None:
+    """Remove the folders of ``made`` (deepest first: the ones that did not exist before the run) that the run
+    left empty."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or not there): it and its parents stay
+            return
+
+
 def _ram_folder(folder: str) -> None:
     """``--ram-files``: a folder that exists or can be made, and written."""
     path = Path(folder)
@@ -459,9 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="macattr", description="Rank network layers by Mask Attribute Conductance.")
     parser.add_argument("--version", action="version", version=f"macattr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the subcommand too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of any error")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = commands.add_parser("demo", help="the embedded default: a small restoration network on bundled photos")
+    demo = commands.add_parser(
+        "demo", parents=[debug], help="the embedded default: a small restoration network on bundled photos"
+    )
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--k", type=_parse_k, default=0.1, help="fraction in (0, 1] or count of layers (default 0.1)")
     demo.add_argument("--n-steps", type=_positive_int, default=200, help="grid intervals N (default 200)")
@@ -470,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
 
-    rank = commands.add_parser("rank", help="rank the layers of your model over a folder of images or a loader")
+    rank = commands.add_parser(
+        "rank", parents=[debug], help="rank the layers of your model over a folder of images or a loader"
+    )
     rank.add_argument("--model", required=True, help="package.module:factory or path/to/file.py:factory")
     rank.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
     rank.add_argument("--weights-key", help="the key of the state dict in the file (BasicSR: params, params_ema; "
@@ -551,7 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--no-progress", action="store_true")
     rank.set_defaults(run=_rank)
 
-    plot = commands.add_parser("plot", help="depth profile, heatmap or bar chart of one or more scores files")
+    plot = commands.add_parser(
+        "plot", parents=[debug], help="depth profile, heatmap or bar chart of one or more scores files"
+    )
     plot.add_argument("scores", nargs="+", help="scores.json written by rank or demo (several: one profile)")
     plot.add_argument("--out", default="heatmap.png", help="PNG, SVG or PDF, by extension")
     plot.add_argument("--kind", choices=list(KINDS), default="heatmap")
@@ -560,7 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--dpi", type=_positive_int, default=120)
     plot.set_defaults(run=_plot)
 
-    compare = commands.add_parser("compare", help="two or more scores files: their figures and rank agreement")
+    compare = commands.add_parser(
+        "compare", parents=[debug], help="two or more scores files: their figures and rank agreement"
+    )
     compare.add_argument("scores", nargs="+", help="two or more scores files of the same model")
     compare.add_argument("--out", default="comparison.png", help="PNG, SVG or PDF, by extension")
     compare.add_argument("--kind", choices=list(COMPARE_KINDS), default="heatmap")

@@ -462,3 +462,15 @@ def test_lora_configs_of_linear_blocks_and_of_linear_list_elements_and_bad_ranks
             lora_config(["heads.1"], Blocks(), r=bad)
     with pytest.raises(ValueError, match="lora_alpha"):
         lora_config(["heads.1"], Blocks(), lora_alpha=-1)
+
+
+def test_a_failed_rank_leaves_no_folder_it_made_and_debug_goes_after_the_subcommand(
+    command, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays, even empty
+    code = command("--out", "kept/new/deeper/scores.json", "--ram-files", "ram", "--weights", "missing.pth")
+    assert code == 2 and "missing.pth does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["images", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+    assert command("--weights", "missing.pth", "--debug") == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sized, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -320,6 +320,7 @@ class _Scoring:
     score: Scorer
     inputs: _Inputs
     keywords: BatchKeywords
+    batch_count: Optional[int] = None  # the loader's length where it has one (the progress bar's total)
 
     def run(self, group: Group, shard: Shard, progress: bool, selection: Selection,
             analysed: Optional[Counter] = None) -> None:  # fmt: skip
@@ -328,6 +329,7 @@ class _Scoring:
         ``_pending``)."""
         cursor = StreamCursor(self.done, same_batches=shard.world > 1)
         bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{self.settings.method}]",
+                   total=self.batch_count,
                    leave=False)  # fmt: skip
 
         def work(item: Tuple[Selected, List[int], List[int], List[str]]) -> int:
@@ -362,6 +364,7 @@ def _prepare(
 ) -> Union[_Scoring, LayerScores]:  # fmt: skip
     """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
     scores themselves for the structural methods."""
+    count = len(batches) if isinstance(batches, Sized) else None
     first, batches = _peek(batches)
     method = settings.method_record
     inputs = _Inputs.of(model, settings)
@@ -386,7 +389,7 @@ def _prepare(
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
     score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss, keywords))
-    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs, keywords)
+    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs, keywords, count)
 
 
 def _pending(
