@@ -243,6 +243,27 @@ class LayerScores(Mapping[str, float]):
         return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget,
                                    self.sources)  # fmt: skip
 
+    def lower_bounds(self, level: float = 0.95, resamples: int = 1000, seed: int = 0) -> LayerScores:
+        """These scores replaced by the lower ends of their ``level`` bootstrap intervals (resampled as
+        ``confidence()`` does, by source where known): a selection made on them (``.top_k(...)``) prefers layers
+        that score high on every resample of the images over layers that score high on a few.
+
+        Examples:
+            >>> rows = [[3.0, 2.0], [3.0, 1.5], [3.0, 6.0]]  # "b" sums higher, "a" is as high on every image
+            >>> scores = LayerScores({"a": 9.0, "b": 9.5}, "mac", images=3, per_image=rows)
+            >>> scores.top_k(1), scores.lower_bounds(resamples=200).top_k(1)
+            (['b'], ['a'])
+        """
+        from macattr.confidence import score_intervals
+
+        if not self.bootstrappable:
+            raise ValueError("lower_bounds() resamples the per-image scores: it needs them, with two images (or "
+                             "sources) in every group")  # fmt: skip
+        low, _ = score_intervals(self.per_image, self.groups, level, resamples, seed, self.sources)
+        return LayerScores(dict(zip(self.names, low.tolist())), self.method,
+                           {**self.config, "selected_on": f"{level:g} lower bounds"}, self.images, self.skipped,
+                           self.parameters, self.model_parameters)  # fmt: skip
+
     @property
     def bootstrappable(self) -> bool:
         """Whether [`confidence()`][macattr.scores.LayerScores.confidence] can resample these scores: per-image

@@ -283,3 +283,19 @@ def test_rankings_carry_each_image_s_source_through_files_and_checkpoints(tmp_pa
     assert again.sources == scores.sources
     loaded = LayerScores.load(scores.save(tmp_path / "s.json"))
     assert loaded.sources == scores.sources and loaded.confidence(k=1, resamples=50).sources == 3
+
+
+def test_lower_bounds_are_the_bootstrap_s_lower_ends_and_keep_the_budget_records() -> None:
+    from macattr.confidence import score_intervals
+
+    rng = np.random.default_rng(1)
+    per_image = rng.random((8, 3))
+    groups = ["a"] * 4 + ["b"] * 4
+    scores = LayerScores(dict(zip("xyz", per_image.sum(0).tolist())), "mac", images=8, per_image=per_image,
+                         groups=groups, parameters={"x": 1, "y": 2, "z": 3}, model_parameters=6)  # fmt: skip
+    low, _ = score_intervals(per_image, groups, 0.9, 300, 4)
+    bounded = scores.lower_bounds(0.9, 300, 4)
+    assert list(bounded.values()) == low.tolist() and bounded.parameters == scores.parameters
+    assert bounded.config["selected_on"] == "0.9 lower bounds" and all(bounded[n] <= scores[n] for n in "xyz")
+    with pytest.raises(ValueError, match="needs them"):
+        LayerScores({"x": 1.0}, "mac").lower_bounds()
