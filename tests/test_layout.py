@@ -136,7 +136,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path, monkeypatch) -> 
     exec(compile(code, "README.md quick start", "exec"), namespace)
     assert (tmp_path / "scores.json").is_file() and (tmp_path / "ram" / "filter_name.txt").is_file()
     assert (tmp_path / "profile.png").stat().st_size > 1000
-    assert len(namespace["names"]) == 4 and namespace["last"].shape == namespace["x"].shape
+    assert namespace["names"] == ["conv_last", "conv_first", "patch_norm", "norm"]  # as the comment shows
+    assert namespace["last"].shape == namespace["x"].shape
     assert all(p.requires_grad for p in namespace["model"].parameters())  # freeze_except restored the flags
 
 
