@@ -289,3 +289,23 @@ def test_a_llama_from_pad_tokens_along_the_ramp_converges_at_second_order_and_is
         errors[n_steps] = max(abs(scores[n] - reference[n]) / abs(reference[n]) for n in counted)
         assert all(scores.error(n) >= abs(scores[n] - reference[n]) - 1e-12 * largest for n in counted)
     assert errors[96] < 0.01 and 3 < errors[48] / errors[96] < 5  # about 4: second order
+
+
+def test_the_new_arguments_refuse_bad_values_by_name() -> None:
+    from macattr import LayerMAC
+    from macattr.paths import MaskAttributionPath
+
+    model, x = _singular_start()
+    with pytest.raises(TypeError, match="strict must be True or False"):
+        rank_layers(model, [x], target=0, n_steps=2, progress=False, strict="yes")
+    conv = conv_net(0)
+    with pytest.raises(TypeError, match="certify must be True or False"):
+        LayerMAC(targets.output_sum(conv), conv[0]).attribute(torch.rand(1, 3, 4, 4, dtype=torch.float64),
+                                                              n_steps=2, certify="yes")  # fmt: skip
+    with pytest.raises(TypeError, match="ramp must be True or False"):
+        MaskAttributionPath(ramp="yes")
+    with pytest.raises(ValueError, match="sources must name the source of each row"):
+        LayerScores({"a": 2.0}, "mac", images=2, per_image=[[1.0], [1.0]], sources=["p"])
+    scores = LayerScores({"a": 2.0}, "mac", images=2, per_image=[[1.0], [1.0]], sources=["p", "q"])
+    with pytest.raises(ValueError, match="level must be in \\(0, 1\\)"):
+        scores.lower_bounds(level=1.5)
