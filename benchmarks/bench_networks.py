@@ -108,6 +108,19 @@ def ram_medium(arch: str, weights: Optional[Path]) -> nn.Module:
     return (load_weights(model, weights) if weights is not None else model).eval()
 
 
+def tiny_llama(hidden: int = 64, layers: int = 4, vocab: int = 128, seed: int = 0) -> nn.Module:
+    """A Llama-style causal LM (transformers' ``LlamaForCausalLM``) with random weights drawn after
+    ``torch.manual_seed(seed)``, float64, in eval mode: ``layers`` blocks of width ``hidden``, MLP width
+    2 × ``hidden``, heads of 16 dimensions, positions up to 64."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    heads = max(1, hidden // 16)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval().double()
+
+
 def swin2sr(seed: int = 0) -> nn.Module:
     """Hugging Face's Swin2SR (transformers), random weights, denoising size: embed dim 30, 2 stages of 2 blocks,
     window 4, no upsampling (54 candidate layers); its output is ``.reconstruction``."""

@@ -15,26 +15,22 @@ singular-start warning came.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+from resumable import write_results
 
+from bench_networks import tiny_llama
 from macattr import LayerScores, rank_layers
 from macattr.baselines import mean_colour, token_embedding
 from macattr.restoration.images import sample_images
 
 
 def _llama() -> tuple:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval().double()
+    model = tiny_llama()
     ids = torch.randint(1, 128, (4, 16), generator=torch.Generator().manual_seed(0))
     options = dict(input_name="inputs_embeds", mask_dims="sequence", target=(15, 5))
     return model, model.get_input_embeddings()(ids).detach(), options
@@ -114,9 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = run()
     results["seconds"] = time.perf_counter() - started
     results["torch"] = torch.__version__
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_results(args.json, results)
     return 0
 
 

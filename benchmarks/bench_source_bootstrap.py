@@ -13,7 +13,6 @@ with a rerun and the 95 % interval widths of the top layers, both ways.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from resumable import write_results
 
 from bench_networks import ram_medium
-from macattr import LayerScores, rank_layers
+from macattr import LayerScores, UncertifiedWarning, rank_layers
 from macattr.restoration.data import analysis_batches
 from macattr.restoration.images import photographs
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     batches = analysis_batches(TASKS, photographs("train"), None, 32, args.per_task, seed=0)
     started = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="rank_layers: estimated error")
+        warnings.simplefilter("ignore", UncertifiedWarning)  # the bootstrap is what is measured here
         scores = rank_layers(model, batches, group="task", n_steps=args.n_steps, rule="trapezoid", seed=0,
                              progress=False)  # fmt: skip
     seconds = time.perf_counter() - started
@@ -74,9 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         widths = np.array(list(entry["interval_width"].values()))
         print(f"{way:14s} P(same top k) {entry['same_top_k']:.3f}  expected overlap {entry['expected_overlap']:.3f}"
               f"  median interval width of the top layers {np.median(widths):.4g}")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -25,3 +25,11 @@ def resumable_results(path: Optional[Path], settings: Dict[str, Any],
             write_text_atomic(path, json.dumps(results, indent=1) + "\n")
 
     return results, save
+
+
+def write_results(path: Optional[Path], results: Dict[str, Any]) -> None:
+    """Write a benchmark's ``results`` to ``path`` as indented JSON, atomically, and say so (nothing without a
+    path)."""
+    if path is not None:
+        write_text_atomic(path, json.dumps(results, indent=1) + "\n")
+        print(f"wrote {path}")

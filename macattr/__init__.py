@@ -34,6 +34,7 @@ _WHERE = {
     "select_top_k": "macattr.ranking",
     "UntilStable": "macattr.ranking",
     "UncertifiedError": "macattr.ranking",
+    "UncertifiedWarning": "macattr.ranking",
     "check_steps": "macattr.ranking.step_check",
     "candidate_layers": "macattr.layers",
     "execution_order": "macattr.layers",
@@ -57,6 +58,7 @@ __all__ = [
     "ScoreSum",
     "TrainableLayers",
     "UncertifiedError",
+    "UncertifiedWarning",
     "UntilStable",
     "candidate_layers",
     "check_steps",
@@ -80,7 +82,14 @@ if TYPE_CHECKING:
     from macattr.layers import candidate_layers, execution_order
     from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
     from macattr.plots import plot_comparison, plot_layer_importance
-    from macattr.ranking import RankSettings, UncertifiedError, UntilStable, rank_layers, select_top_k
+    from macattr.ranking import (
+        RankSettings,
+        UncertifiedError,
+        UncertifiedWarning,
+        UntilStable,
+        rank_layers,
+        select_top_k,
+    )
     from macattr.ranking.step_check import check_steps
     from macattr.scores import LayerScores, resolve_k
 

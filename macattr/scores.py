@@ -199,8 +199,8 @@ class LayerScores(Mapping[str, float]):
             if strategy != "per_parameter":
                 return [name for name, _ in self.ranked()[:count]]
             sizes, _ = self._counts(model)
-            density = sorted(self.names, key=lambda n: -self._scores[n] / max(sizes[n], 1))
-            return sorted(density[:count], key=[n for n, _ in self.ranked()].index)
+            densest = set(sorted(self.names, key=lambda n: -self._scores[n] / max(sizes[n], 1))[:count])
+            return [name for name, _ in self.ranked() if name in densest]
         if budget != "parameters":
             raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
         sizes, total = self._counts(model)

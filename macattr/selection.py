@@ -50,16 +50,15 @@ def fill_budget(scores: Dict[str, float], sizes: Dict[str, int], allowed: int, s
     check_strategy(strategy)
     names = list(scores)
     if strategy == "knapsack":
-        chosen = set(_knapsack([scores[n] for n in names], [sizes[n] for n in names], allowed))
-        picked = [n for i, n in enumerate(names) if i in chosen]
+        picked = {names[i] for i in _knapsack([scores[n] for n in names], [sizes[n] for n in names], allowed)}
     else:
         order = names if strategy == "greedy" else sorted(names, key=lambda n: -scores[n] / max(sizes[n], 1))
-        picked, used = [], 0
+        picked, used = set(), 0
         for name in order:
             if used + sizes[name] <= allowed:
-                picked.append(name)
+                picked.add(name)
                 used += sizes[name]
-    return sorted(picked, key=names.index)
+    return [name for name in names if name in picked]
 
 
 def _knapsack(values: List[float], weights: List[int], capacity: int) -> List[int]:

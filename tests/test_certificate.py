@@ -161,12 +161,9 @@ def test_scores_without_errors_say_so_and_bad_rows_are_refused() -> None:
 
 def _llama() -> tuple:
     """A 4-layer Llama (hidden 64, random weights, float64) and 4 sequences of 16 token embeddings."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from bench_networks import tiny_llama
 
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval().double()
+    model = tiny_llama()
     ids = torch.randint(1, 128, (4, 16), generator=torch.Generator().manual_seed(0))
     return model, model.get_input_embeddings()(ids).detach()
 

@@ -331,14 +331,10 @@ def test_forward_kwargs_constant_and_per_batch_reach_every_call() -> None:
 
 
 def test_a_causal_lm_is_ranked_by_each_sequence_s_own_next_token() -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    from bench_networks import tiny_llama
     from macattr.baselines import token_embedding
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval().double()
+    model = tiny_llama(hidden=32, layers=2, vocab=64)
     ids = torch.randint(1, 64, (3, 9), generator=torch.Generator().manual_seed(0))
     embeddings = model.get_input_embeddings()(ids[:, :8]).detach()
     labels = torch.stack([torch.full((3,), 7), ids[:, 8]], dim=1)  # (position, next token) per sequence

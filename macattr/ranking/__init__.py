@@ -43,7 +43,7 @@ from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
 from macattr.selection import check_strategy
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
-__all__ = ["RankSettings", "UncertifiedError", "UntilStable", "rank_layers", "select_top_k"]
+__all__ = ["RankSettings", "UncertifiedError", "UncertifiedWarning", "UntilStable", "rank_layers", "select_top_k"]
 
 
 def rank_layers(
@@ -169,6 +169,10 @@ class UncertifiedError(ValueError):
     """A ranking whose estimated error exceeds its tolerance, refused under ``strict=True``."""
 
 
+class UncertifiedWarning(UserWarning):
+    """A ranking whose estimated error exceeds its tolerance (``strict=False``): filter by this category."""
+
+
 def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
     """``scores``, after a warning (or under ``strict``, a refusal) when their certificate is over ``tolerance``,
     and a warning when a quarter of the layers or more score exactly 0."""
@@ -189,7 +193,7 @@ def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
                f". Remedies: {', '.join(r for r in remedies if r)}")  # fmt: skip
     if strict:
         raise UncertifiedError(message + " (strict=True refuses the scores)")
-    warnings.warn(message, UserWarning, stacklevel=3)
+    warnings.warn(message, UncertifiedWarning, stacklevel=3)
     return scores
 
 

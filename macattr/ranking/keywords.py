@@ -80,6 +80,8 @@ class BatchKeywords:
 
 
 class _WithKeywords(nn.Module):
+    """``model`` with the keyword arguments ``keywords`` holds now (see ``BatchKeywords.wrap``)."""
+
     def __init__(self, model: Callable[..., Any], keywords: BatchKeywords) -> None:
         super().__init__()
         self.model, self.keywords = model, keywords

@@ -21,7 +21,7 @@ from typing import Any, Iterable, List, Optional, Union
 from torch import nn
 
 from macattr._checks import check_int
-from macattr.ranking import rank_layers
+from macattr.ranking import UncertifiedWarning, rank_layers
 from macattr.ranking.settings import RankSettings
 from macattr.scores import LayerScores, check_tolerance
 
@@ -112,7 +112,7 @@ def check_steps(
     rank_options = {"progress": False, **rank_options}
     steps = (settings.n_steps, settings.n_steps // 2)
     with warnings.catch_warnings():  # the verdict below reports the certificate
-        warnings.filterwarnings("ignore", message="rank_layers: estimated error", category=UserWarning)
+        warnings.simplefilter("ignore", UncertifiedWarning)
         full, half = (rank_layers(model, loader, **rank_options, tolerance=tolerance,
                                   settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
                       for n in steps)  # fmt: skip
