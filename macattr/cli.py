@@ -393,6 +393,9 @@ def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
         shown = "" if sure is None else (f"  P(top k) {sure.in_top_k[name]:.2f}, 95 % interval "
                                          f"[{sure.low[name]:.4g}, {sure.high[name]:.4g}]")  # fmt: skip
         print(f"  {rank:2d}. {name}  {scores[name]:.4g}{error}{shown}")
+    tied = [unit for unit in scores.units() if len(unit) > 1 and unit[0] in top]
+    if tied:
+        print("tied, selected together and counted once: " + "; ".join(" = ".join(unit) for unit in tied))
     if relative is not None:
         print(f"step sum: {scores.certificate(args.tolerance).summary()}")
     print(sure.summary() if sure is not None else "confidence: not computed (needs 2 images in every group)")
@@ -514,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--strategy", choices=list(STRATEGIES), default="greedy",
                       help="how the top k fills the budget: greedy (down the ranking, default), per_parameter "
                       "(by score per parameter), knapsack (the largest summed score that fits --budget "
-                      "parameters)")  # fmt: skip
+                      "parameters), blocks (whole blocks by their summed score)")  # fmt: skip
     rank.add_argument("--degrade", type=_parse_tasks, default=[], help="e.g. noise:25,blur:2,jpeg:50")
     rank.add_argument("--per-task", type=_positive_int, help="images per degradation (RAM: 10)")
     rank.add_argument("--size", type=_positive_int, help="centre-crop images to this size")

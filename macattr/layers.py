@@ -61,6 +61,22 @@ def own_parameters(module: nn.Module) -> List[nn.Parameter]:
     return own
 
 
+def block_of(name: str) -> str:
+    """The block a layer belongs to: its name up to the last numbered component before its own, the element of
+    a ``ModuleList`` or ``Sequential`` of repeated blocks that holds it (a transformer layer, a Swin block);
+    a layer in no numbered container is a block of its own.
+
+    Examples:
+        >>> block_of("model.layers.3.self_attn.q_proj"), block_of("layers.0.residual_group.blocks.2.attn.qkv")
+        ('model.layers.3', 'layers.0.residual_group.blocks.2')
+        >>> block_of("features.3"), block_of("conv_first")
+        ('features.3', 'conv_first')
+    """
+    parts = name.split(".")
+    numbered = [i for i, part in enumerate(parts[:-1]) if part.isdigit()]
+    return ".".join(parts[: numbered[-1] + 1]) if numbered else name
+
+
 def _inside_parametrization(name: str) -> bool:
     """Whether ``name`` is a parametrisation container or inside one (``conv.parametrizations.weight``)."""
     return ".parametrizations." in f".{name}." or name.startswith("parametrizations.")
@@ -213,6 +229,7 @@ def execution_order(model: nn.Module, run: Callable[[], Any]) -> ExecutionOrder:
 
 
 __all__ = [
+    "block_of",
     "ExecutionOrder",
     "LayerSpecs",
     "candidate_layers",

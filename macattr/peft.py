@@ -99,8 +99,8 @@ def lora_config(
         model: the model given to ``peft.get_peft_model``.
         k: with a ranking, how many layers (``scores.top_k(k, budget)``); default: all its layers.
         budget: ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
-        strategy: how the top k fills the budget (``"greedy"``, ``"per_parameter"``, ``"knapsack"``), as in
-            ``LayerScores.top_k``.
+        strategy: how the top k fills the budget (``"greedy"``, ``"per_parameter"``, ``"knapsack"``,
+            ``"blocks"``), as in ``LayerScores.top_k``.
         among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
             taken first and the ones LoRA cannot adapt are reported in ``skipped``).
         r: LoRA's rank of every target (without ``total_rank``).

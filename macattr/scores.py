@@ -16,7 +16,7 @@ import numpy as np
 
 from macattr.confidence import Confidence, bootstrap_selection
 from macattr.files import PathLike, write_text_atomic
-from macattr.selection import check_strategy, fill_budget
+from macattr.selection import TIE, block_units, check_strategy, fill_budget, units
 
 
 def check_k(k: object) -> Union[int, float]:
@@ -175,41 +175,73 @@ class LayerScores(Mapping[str, float]):
         return sorted(self._scores.items(), key=lambda item: -item[1])
 
     def top_k(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
-              strategy: str = "greedy") -> List[str]:  # fmt: skip
+              strategy: str = "greedy", ties: Optional[str] = None) -> List[str]:  # fmt: skip
         """The best layers within the budget ``k``, best first.
 
-        ``budget="layers"`` (the default): ``k`` layers, a fraction in (0, 1] of them rounded up or a count.
-        ``budget="parameters"``: layers until ``k`` of the model's parameters (a fraction in (0, 1], or a number
+        A selection counts [`units()`][macattr.scores.LayerScores.units]: layers whose scores tie (agree to a
+        relative 1e-6, as a convolution and its eval-mode BatchNorm do) are taken together and counted once
+        (``ties="together"``, the default), or each on its own (``ties="apart"``, the default of scores made in the
+        RAM authors' mode, whose code counts layers).
+
+        ``budget="layers"``: ``k`` units, a fraction in (0, 1] of them rounded up or a count.
+        ``budget="parameters"``: units until ``k`` of the model's parameters (a fraction in (0, 1], or a number
         of parameter elements) are trained. The budget is a cap, filled by ``strategy``
-        ([`macattr.selection`][macattr.selection]): ``"greedy"`` walks down the ranking and passes over a layer
+        ([`macattr.selection`][macattr.selection]): ``"greedy"`` walks down the ranking and passes over a unit
         that would take the total over it, ``"per_parameter"`` walks by score per parameter element,
-        ``"knapsack"`` takes the set of largest summed score that fits. With a budget in layers,
-        ``"per_parameter"`` takes the ``k`` best by score per parameter and the others the ``k`` best scores.
-        The counts come from ``model`` when given, else from the ones recorded with the scores.
+        ``"knapsack"`` takes the set of largest summed score that fits, ``"blocks"`` takes whole blocks (a
+        transformer layer, a Swin block) by their summed score. With a budget in layers, ``"per_parameter"``
+        takes the ``k`` best by score per parameter and the others the ``k`` best scores (``"blocks"``: ``k``
+        blocks). The counts come from ``model`` when given, else from the ones recorded with the scores.
 
         Examples:
             >>> scores = LayerScores({"a": 10.0, "b": 6.0, "c": 6.0}, "mac", parameters={"a": 60, "b": 50, "c": 50},
             ...                      model_parameters=200)
             >>> scores.top_k(100, "parameters"), scores.top_k(100, "parameters", strategy="knapsack")
             (['a'], ['b', 'c'])
+            >>> scores.top_k(2), scores.top_k(2, ties="apart")  # b and c tie: one unit
+            (['a', 'b', 'c'], ['a', 'b'])
         """
         check_strategy(strategy)
-        if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
-            count = resolve_k(k, len(self), self.config.get("k_rounding", "up"))
-            if strategy != "per_parameter":
-                return [name for name, _ in self.ranked()[:count]]
-            sizes, _ = self._counts(model)
-            densest = set(sorted(self.names, key=lambda n: -self._scores[n] / max(sizes[n], 1))[:count])
-            return [name for name, _ in self.ranked() if name in densest]
-        if budget != "parameters":
+        if budget not in ("layers", "parameters"):
             raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
-        sizes, total = self._counts(model)
-        allowed = _parameter_budget(k, total)
-        chosen = fill_budget(dict(self.ranked()), sizes, allowed, strategy)
-        if not chosen:
-            raise ValueError(f"k={k} allows {allowed:,} parameters, fewer than the smallest layer's "
-                             f"{min(sizes[n] for n in self.names):,}; pass a larger k")  # fmt: skip
-        return chosen
+        groups = self.units(ties, blocks=strategy == "blocks")
+        value = {group[0]: sum(self._scores[n] for n in group) for group in groups}  # in the units' order
+        members = {group[0]: group for group in groups}
+        if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
+            count = resolve_k(k, len(groups), self.config.get("k_rounding", "up"))
+            if strategy == "per_parameter":
+                sizes, _ = self._counts(model)
+                chosen = sorted(value, key=lambda u: -value[u] / max(sum(sizes[n] for n in members[u]), 1))[:count]
+            else:
+                chosen = list(value)[:count]
+        else:
+            sizes, total = self._counts(model)
+            allowed = _parameter_budget(k, total)
+            chosen = fill_budget(value, {u: sum(sizes[n] for n in members[u]) for u in value}, allowed, strategy)
+            if not chosen:
+                smallest = min(sum(sizes[n] for n in group) for group in groups)
+                raise ValueError(f"k={k} allows {allowed:,} parameters, fewer than the smallest unit's {smallest:,}; "
+                                 "pass a larger k")  # fmt: skip
+        picked = {name for unit in chosen for name in members[unit]}
+        return [name for name, _ in self.ranked() if name in picked]
+
+    def units(self, ties: Optional[str] = None, blocks: bool = False) -> List[List[str]]:
+        """The units a selection counts, best first (see [`macattr.selection`][macattr.selection]): with
+        ``ties="together"`` (the default, except for scores made in the RAM authors' mode) the layers whose
+        nonzero scores agree to a relative 1e-6 form one unit; with ``ties="apart"`` each layer is a unit; with
+        ``blocks=True`` each block is, ordered by its summed score.
+
+        Examples:
+            >>> LayerScores({"conv": 3.0, "bn": 3.0, "head": 1.0}, "mac").units()
+            [['conv', 'bn'], ['head']]
+        """
+        if blocks:
+            return block_units(self._scores)
+        if ties is None:
+            ties = "apart" if self.config.get("k_rounding") == "down" else "together"
+        if ties not in ("together", "apart"):
+            raise ValueError(f"ties must be 'together' or 'apart', got {ties!r}")
+        return units(self._scores, TIE if ties == "together" else 0.0)
 
     def confidence(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
                    resamples: int = 1000, level: float = 0.95, seed: int = 0,

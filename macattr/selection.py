@@ -1,6 +1,14 @@
-"""Which layers fill a budget of parameters: the strategies of ``LayerScores.top_k(strategy=...)``.
+"""Which layers fill a budget: the units a selection counts, and the strategies of
+``LayerScores.top_k(strategy=...)``.
 
-A budget in parameters is a cap ``allowed`` on the summed sizes of the chosen layers. Three ways to fill it,
+A selection counts *units*, not layers. Layers whose scores agree to a relative ``TIE`` (1e-6) and are not
+zero are one unit: their outputs are, as a rule, affine images of each other (a convolution and the eval-mode
+BatchNorm after it; an attention module and its output projection, whose output it returns), conductance is
+the same for both, and which of the two is first is rounding noise. A unit is selected whole, counts once
+against a budget in layers, and costs its layers' summed parameters ([`units()`][macattr.selection.units]).
+With ``strategy="blocks"`` a unit is a whole block instead ([`block_units()`][macattr.selection.block_units]).
+
+A budget in parameters is a cap ``allowed`` on the summed sizes of the chosen units. The ways to fill it,
 each returning the chosen names best score first:
 
 - ``"greedy"`` (the default): down the ranking, taking every layer that still fits (a layer that would go over
@@ -11,17 +19,56 @@ each returning the chosen names best score first:
   solved by dynamic programming over sizes in units of ``unit``: the greatest common divisor of the sizes, or
   ``allowed / 4096`` rounded up when that is larger, with sizes rounded up to whole units, so the cap always
   holds; the optimum is exact when the sizes' common divisor is the unit).
+- ``"blocks"``: whole blocks ([`block_of`][macattr.layers.block_of]: a transformer layer, a Swin block), each
+  scored by its layers' summed score, greedily down that order.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import numpy as np
 
-STRATEGIES = ("greedy", "per_parameter", "knapsack")
+from macattr.layers import block_of
+
+STRATEGIES = ("greedy", "per_parameter", "knapsack", "blocks")
 UNITS = 4096  # the knapsack's capacity in units at most
+TIE = 1e-6  # scores this close (relative) are one unit
+
+
+def units(scores: Mapping[str, float], tie: float = TIE) -> List[List[str]]:
+    """The layers grouped into units, best score first: a unit holds the layers whose nonzero scores agree
+    with its first one's to a relative ``tie`` (``tie=0``: every layer a unit of its own); within a unit, best
+    first (equal scores in the order of ``scores``).
+
+    Examples:
+        >>> units({"conv": 2.0, "bn": 2.0 + 1e-9, "out": 1.0, "a": 0.0, "b": 0.0})
+        [['bn', 'conv'], ['out'], ['a'], ['b']]
+    """
+    ranked = sorted(scores, key=lambda name: -scores[name])
+    grouped: List[List[str]] = []
+    for name in ranked:
+        first = scores[grouped[-1][0]] if grouped else 0.0
+        if tie > 0 and first != 0 and abs(scores[name] - first) <= tie * abs(first):
+            grouped[-1].append(name)
+        else:
+            grouped.append([name])
+    return grouped
+
+
+def block_units(scores: Mapping[str, float]) -> List[List[str]]:
+    """The layers grouped by block ([`block_of`][macattr.layers.block_of]), the block of largest summed score
+    first; within a block, the order of ``scores``.
+
+    Examples:
+        >>> block_units({"blocks.0.attn": 1.0, "blocks.0.mlp": 1.0, "blocks.1.attn": 1.5, "head": 0.1})
+        [['blocks.0.attn', 'blocks.0.mlp'], ['blocks.1.attn'], ['head']]
+    """
+    blocks: Dict[str, List[str]] = {}
+    for name in scores:
+        blocks.setdefault(block_of(name), []).append(name)
+    return sorted(blocks.values(), key=lambda members: -sum(scores[n] for n in members))
 
 
 def check_strategy(strategy: object) -> str:
@@ -52,7 +99,8 @@ def fill_budget(scores: Dict[str, float], sizes: Dict[str, int], allowed: int, s
     if strategy == "knapsack":
         picked = {names[i] for i in _knapsack([scores[n] for n in names], [sizes[n] for n in names], allowed)}
     else:
-        order = names if strategy == "greedy" else sorted(names, key=lambda n: -scores[n] / max(sizes[n], 1))
+        by_density = strategy == "per_parameter"
+        order = sorted(names, key=lambda n: -scores[n] / max(sizes[n], 1)) if by_density else names
         picked, used = set(), 0
         for name in order:
             if used + sizes[name] <= allowed:
@@ -86,4 +134,4 @@ def _knapsack(values: List[float], weights: List[int], capacity: int) -> List[in
     return chosen
 
 
-__all__ = ["STRATEGIES", "check_strategy", "fill_budget"]
+__all__ = ["STRATEGIES", "TIE", "block_units", "check_strategy", "fill_budget", "units"]

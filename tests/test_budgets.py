@@ -25,15 +25,18 @@ def test_the_parameter_budget_is_a_cap_filled_down_the_ranking(layers: list, k: 
     try:
         chosen = scores.top_k(k, budget="parameters")
     except ValueError as error:  # only when no layer fits at all
-        assert "fewer than the smallest layer" in str(error) and min(sizes.values()) > allowed
+        assert "fewer than the smallest unit" in str(error)
+        assert min(sum(sizes[n] for n in unit) for unit in scores.units()) > allowed
         return
     assert sum(sizes[n] for n in chosen) <= allowed
     used = 0
-    for name, _ in scores.ranked():  # a layer is left out only because it did not fit when its turn came
-        if name in chosen:
-            used += sizes[name]
+    for unit in scores.units():  # a unit (tied layers) is left out only because it did not fit when its turn came
+        size = sum(sizes[n] for n in unit)
+        if unit[0] in chosen:
+            assert set(unit) <= set(chosen)
+            used += size
         else:
-            assert used + sizes[name] > allowed
+            assert used + size > allowed and not set(unit) & set(chosen)
     assert chosen == [n for n, _ in scores.ranked() if n in chosen]  # best first
 
 
@@ -146,7 +149,7 @@ def test_strategies_reach_top_k_select_top_k_lora_config_and_the_command(tmp_pat
     from macattr.peft import lora_config
 
     linear = nn.Sequential(nn.Linear(5, 10), nn.Linear(10, 5), nn.Linear(5, 5))  # 60, 55, 30 parameters
-    sized = LayerScores({"0": 10.0, "1": 6.0, "2": 6.0}, "mac", parameters={"0": 60, "1": 55, "2": 30},
+    sized = LayerScores({"0": 10.0, "1": 6.0, "2": 5.0}, "mac", parameters={"0": 60, "1": 55, "2": 30},
                         model_parameters=145)  # fmt: skip
     assert lora_config(sized, linear, k=90, budget="parameters").targets == ["0", "2"]
     assert lora_config(sized, linear, k=90, budget="parameters", strategy="knapsack").targets == ["0", "2"]

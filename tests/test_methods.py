@@ -136,15 +136,20 @@ def test_a_new_method_is_one_entry_and_its_scorer() -> None:
 
 
 def test_records_are_checked() -> None:
-    with pytest.raises(ValueError, match="exactly one of scorer= .* or order="):
-        Method("both", "both", "x")
+    with pytest.raises(ValueError, match="exactly one of scorer= .* from_weights= .* or order="):
+        Method("none", "none", "x")
+    with pytest.raises(ValueError, match="exactly one of"):
+        Method("both", "both", "x", order=lambda n, s: {}, from_weights=lambda layers: {})
+    with pytest.raises(ValueError, match="cannot need ground truth"):
+        Method("weights", "weights", "x", from_weights=lambda layers: {}, needs_ground_truth=True)
     with pytest.raises(ValueError, match="identifier"):
         Method("two words", "x", "x", order=lambda n, s: {})
     with pytest.raises(TypeError, match="Method record"):
         register("mac")
     assert get_method("ig") is get_method("internal_influence")
     assert [m.name for m in methods() if m.uses_path] == ["mac", "conductance", "internal_influence"]
-    assert [m.name for m in methods() if not m.needs_loader] == ["random", "uniform", "last", "first"]
+    assert [m.name for m in methods() if not m.needs_loader] == ["kappa", "random", "random_blocks", "uniform",
+                                                                  "last", "first"]  # fmt: skip
 
 
 def test_the_selection_page_lists_every_registered_method() -> None:

@@ -14,11 +14,15 @@ import torch
 from examples.ram import blur_headroom, cli, pipeline
 from examples.ram.presets import PRESETS, preset
 from examples.ram.studies import WHOLE
+from macattr import LayerScores
+from macattr.layers import block_of
+from macattr.ranking.methods import get_method
 from macattr.restoration.data import PAIRED_LAYOUTS, evaluation_sets, training_batch
 from macattr.restoration.evaluate import restore_with_twin_masks
 from macattr.restoration.images import save_image
 from macattr.restoration.networks import PromptIRStyle, SwinIRStyle
 from macattr.restoration.train import train
+from macattr.scores import resolve_k
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,9 +88,16 @@ def test_ablation_ratios_and_robustness(test_run: Path, tmp_path: Path, capsys) 
     methods = results["ablation"]["methods"]
     assert list(methods) == list(preset("test").ablation)
     budget = results["ablation"]["budget"]
-    for method in methods:
+    analysis = LayerScores.load(out / "analyze" / "scores.json")
+    count = resolve_k(preset("test").architectures["swinir"].k, len(analysis))
+    for method in methods:  # each fine-tuning trained the top `count` units (tied layers, a block) of its ranking
         if method not in WHOLE:
-            assert methods[method]["seeds"] == 2 and all(len(layers) == budget for layers in methods[method]["layers"])
+            drawn = get_method(method).random_draw
+            rankings = [analysis if method == "mac" else
+                        LayerScores.load(out / "ablate" / (f"rank_{method}_seed{seed}.json" if drawn else
+                                                           f"rank_{method}.json")) for seed in range(2)]  # fmt: skip
+            assert methods[method]["seeds"] == 2 and methods[method]["layers"] == [r.top_k(count) for r in rankings]
+    assert len({block_of(n) for n in methods["random_blocks"]["layers"][0]}) == count
     assert methods["random"]["layers"][0] != methods["random"]["layers"][1]  # a fresh draw per seed
     assert len(methods["full"]["layers"][0]) > budget and methods["full"]["trainable_fraction"] > 0.99
     assert methods["none"]["seeds"] == 1 and methods["none"]["layers"] == [[]]

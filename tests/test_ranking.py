@@ -108,10 +108,11 @@ def test_k_counts_and_bad_k() -> None:
         select_top_k(_model(), _images(0), k=7, n_steps=2, progress=False)
 
 
-def test_ties_are_broken_by_depth() -> None:
+def test_ties_are_ranked_by_depth_and_selected_together() -> None:
     scores = LayerScores({"a": 1.0, "b": 2.0, "c": 1.0, "d": 2.0}, "test")
     assert [n for n, _ in scores.ranked()] == ["b", "d", "a", "c"]
-    assert scores.top_k(3) == ["b", "d", "a"]
+    assert scores.units() == [["b", "d"], ["a", "c"]]
+    assert scores.top_k(1) == ["b", "d"] and scores.top_k(3, ties="apart") == ["b", "d", "a"]
 
 
 @given(st.integers(0, 1000))

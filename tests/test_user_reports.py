@@ -107,7 +107,7 @@ def test_depth_order_is_the_order_layers_run(tmp_path) -> None:
     uniform = rank_layers(model, [torch.rand(1, 3, 8, 8)], "uniform", progress=False)
     assert uniform.names == ["intro", "body", "ending"] and uniform.top_k(1) == ["body"]  # the middle of depth
     tied = LayerScores(dict.fromkeys(scores.names, 1.0), "mac")
-    assert tied.top_k(1) == ["intro"]
+    assert tied.top_k(1, ties="apart") == ["intro"] and tied.top_k(1) == scores.names  # one unit
 
 
 class SharedBlock(nn.Module):

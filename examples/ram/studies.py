@@ -69,7 +69,7 @@ def ablate(run: Run) -> Dict[str, Any]:
             return mac
         rankings = run.out / "ablate"  # the rankings do not depend on the budget: both ablations share them
         if get_method(method).random_draw:  # a fresh draw per seed; the other rankings are shared by the seeds
-            return rank(run, pretrained, method, rankings / f"rank_random_seed{seed}.json", seed=seed)
+            return rank(run, pretrained, method, rankings / f"rank_{method}_seed{seed}.json", seed=seed)
         return rank(run, pretrained, method, rankings / f"rank_{method}.json")
 
     sets = test_sets(run)

@@ -35,8 +35,8 @@ from macattr.ranking.batches import Group, Selected, Selection, analysed_batches
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
 from macattr.ranking.keywords import BatchKeywords, ForwardKwargs
-from macattr.ranking.methods import Method, ScoringContext
-from macattr.ranking.scorers import ImageScores, Scorer
+from macattr.ranking.methods import Method
+from macattr.ranking.scorers import ImageScores, Scorer, ScoringContext
 from macattr.ranking.settings import RankSettings, UntilStable
 from macattr.records import callable_identity, model_digest
 from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
@@ -137,7 +137,7 @@ def rank_layers(
     counts = parameter_counts(model, candidates)  # before anything touches requires_grad
     device, shard = check_device("device", device), current_shard(distributed)
     if not settings.method_record.needs_loader and loader is None:
-        return _counted(_in_registration_order(settings, list(candidates)), counts)
+        return _counted(_in_registration_order(settings, candidates), counts)
     if settings.method_record.needs_loader:
         check_autograd_usable(model.modules())
     batches = _nonempty(loader, settings.method)
@@ -386,7 +386,8 @@ def _prepare(
     names, skipped = _layers_to_score(model, candidates, run_on, method)
     config = _config(settings, names)
     if not method.needs_loader:
-        return LayerScores(method.order(names, settings.seed), settings.method, config, 0, skipped)
+        scores = method.scores_without_data({name: candidates[name] for name in names}, settings.seed)
+        return LayerScores(scores, settings.method, config, 0, skipped)
     total = ScoreSum(names)
     record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world,
                                      _identity(model, settings, loss, keywords))
@@ -428,12 +429,14 @@ def _pending(
                          "the same order each time: pass shuffle=False and fixed seeds")  # fmt: skip
 
 
-def _in_registration_order(settings: RankSettings, names: List[str]) -> LayerScores:
+def _in_registration_order(settings: RankSettings, layers: Dict[str, nn.Module]) -> LayerScores:
     """A method that needs no images, without a loader: the layers in the order the model registers them."""
-    if not settings.method_record.random_draw:
+    method = settings.method_record
+    if method.order is not None and not method.random_draw:
         warnings.warn(f"method={settings.method!r} without a loader orders the layers as they are registered, not "
                       "as they run; pass a loader to order them by depth", UserWarning, stacklevel=3)  # fmt: skip
-    return LayerScores(settings.method_record.order(names, settings.seed), settings.method, _config(settings, names))
+    scores = method.scores_without_data(layers, settings.seed)
+    return LayerScores(scores, settings.method, _config(settings, list(layers)))
 
 
 def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable],

@@ -4,13 +4,17 @@
 benchmarks all read this table, so a method is added in one place: a [`Method`][macattr.ranking.methods.Method]
 record and its scorer, passed to [`register()`][macattr.ranking.methods.register].
 
-A method either scores images (``scorer``: a function of the [`ScoringContext`][macattr.ranking.methods.ScoringContext]
-returning a scorer, one score per image and layer, summed over the images) or
-orders the layers without data (``order``: layer names in depth order and a seed → name → score).
+A method does one of three things:
+
+- scores images (``scorer``: a function of the [`ScoringContext`][macattr.ranking.scorers.ScoringContext] returning
+  a scorer, one score per image and layer, summed over the images);
+- scores the layers from their weights alone (``from_weights``: name → module in depth order → name → score);
+- orders the layers without data (``order``: layer names in depth order and a seed → name → score).
 
 Examples:
-    >>> [m.name for m in methods()]
-    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'fisher', 'random', 'uniform', 'last', 'first']
+    >>> [m.name for m in methods()]  # doctest: +NORMALIZE_WHITESPACE
+    ['mac', 'conductance', 'internal_influence', 'gradnorm', 'fisher', 'kappa', 'random', 'random_blocks',
+     'uniform', 'last', 'first']
     >>> get_method("ig").name  # RAM's IG baseline is internal influence
     'internal_influence'
 """
@@ -18,46 +22,19 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
-from torch import Tensor, nn
+from torch import nn
 
 from macattr.paths import IntegrationPath, LinearPath, MaskAttributionPath
 from macattr.ranking import scorers
-from macattr.targets import TargetIndex
-
-if TYPE_CHECKING:
-    from macattr.ranking.settings import RankSettings
-
-_Loss = Callable[[Tensor, Tensor], Tensor]
+from macattr.ranking.scorers import ScoringContext
 
 
-@dataclass(frozen=True)
-class ScoringContext:
-    """What a method's scorer is built from.
+class PathSettings(Protocol):
+    """What a method's default path is built from: the ranking's settings, of which it reads the mask options."""
 
-    Attributes:
-        settings: the ranking's settings.
-        model: the network being ranked.
-        outputs: ``outputs(x)`` → the model's output tensor for a batch (``output=`` and ``input_name=``
-            applied): what a loss compares with the ground truth.
-        forward: the function attributed, ``forward(x)`` → ``F`` (N,), or per-class scores picked by ``target``.
-        target: Captum's class index for classifiers (``None`` when ``forward`` gives one value per sample).
-        layers: the modules to score, in depth order; ``names`` are their names in the model.
-        path: the integration path of a method that uses one (``None`` otherwise).
-        loss: ``loss(output, ground_truth)`` of one image (a batch of 1) → a scalar, for methods that need
-            ground truth (default: the mean absolute error).
-    """
-
-    settings: RankSettings
-    model: nn.Module
-    outputs: Callable[[Tensor], Tensor]
-    forward: Callable[..., Tensor]
-    target: TargetIndex
-    layers: List[nn.Module]
-    names: List[str]
-    path: Optional[IntegrationPath]
-    loss: _Loss
+    def mask_path(self) -> IntegrationPath: ...
 
 
 @dataclass(frozen=True)
@@ -68,12 +45,14 @@ class Method:
         name: what ``rank_layers(..., method=name)``, ``RankSettings(method=name)`` and ``--method`` take.
         label: the method in figure titles and tables.
         score: what one layer's score is, for axis labels.
-        scorer: builds the per-image scorer from a [`ScoringContext`][macattr.ranking.methods.ScoringContext]
+        scorer: builds the per-image scorer from a [`ScoringContext`][macattr.ranking.scorers.ScoringContext]
             (methods that read images).
-        order: layer names in depth order and a seed → scores (methods that need no images: given a loader
-            they use it only to order the layers by depth).
+        from_weights: the layers (name → module, in depth order) → scores, from their weights alone (methods that
+            need no images: given a loader they use it only to order the layers by depth).
+        order: layer names in depth order and a seed → scores (methods that need no images and no weights).
         needs_ground_truth: the batches must carry the clean image or label (``(x, y)``, ``{"lq", "gt"}``).
-        default_path: the path the method integrates along unless ``path=`` is given (``None``: no path, and
+        default_path: the ranking's settings → the path the method integrates along unless ``path=`` is given
+            (``None``: no path, and
             ``n_steps``, ``rule`` and ``baselines`` play no part).
         path_types: the path classes it accepts (empty: any [`IntegrationPath`][macattr.paths.IntegrationPath]).
         step_rule: the method sums conductance steps and takes the ``rule`` setting (left, right, trapezoid).
@@ -88,8 +67,9 @@ class Method:
     score: str
     scorer: Optional[Callable[[ScoringContext], scorers.Scorer]] = None
     order: Optional[Callable[[List[str], int], Dict[str, float]]] = None
+    from_weights: Optional[Callable[[Dict[str, nn.Module]], Dict[str, float]]] = None
     needs_ground_truth: bool = False
-    default_path: Optional[Callable[[RankSettings], IntegrationPath]] = None
+    default_path: Optional[Callable[[PathSettings], IntegrationPath]] = None
     path_types: Tuple[type, ...] = ()
     step_rule: bool = False
     random_draw: bool = False
@@ -99,19 +79,29 @@ class Method:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"a method's name must be an identifier such as 'my_method', got {self.name!r}")
-        if (self.scorer is None) == (self.order is None):
-            raise ValueError(f"method {self.name!r} needs exactly one of scorer= (scores images) or order= (no data)")
+        if sum(kind is not None for kind in (self.scorer, self.from_weights, self.order)) != 1:
+            raise ValueError(f"method {self.name!r} needs exactly one of scorer= (scores images), from_weights= "
+                             "(scores weights) or order= (no data)")  # fmt: skip
         if self.step_rule and self.default_path is None:
             raise ValueError(f"method {self.name!r} takes a step rule, so it needs a default path")
         if self.random_draw and self.order is None:
             raise ValueError(f"method {self.name!r} is a random draw, so it needs order= (no data)")
-        if self.order is not None and (self.needs_ground_truth or self.default_path is not None):
-            raise ValueError(f"method {self.name!r} orders layers without data: it cannot need ground truth or a path")
+        if self.scorer is None and (self.needs_ground_truth or self.default_path is not None):
+            raise ValueError(f"method {self.name!r} scores layers without data: it cannot need ground truth or a path")
 
     @property
     def needs_loader(self) -> bool:
         """Whether the method reads images (else a loader only orders the layers by depth)."""
         return self.scorer is not None
+
+    def scores_without_data(self, layers: Dict[str, nn.Module], seed: int) -> Dict[str, float]:
+        """The scores of a method that reads no images: ``layers`` name → module in depth order (or in
+        registration order without a loader)."""
+        if self.from_weights is not None:
+            return self.from_weights(layers)
+        if self.order is None:
+            raise ValueError(f"method {self.name!r} scores images: it needs a loader")
+        return self.order(list(layers), seed)
 
     @property
     def uses_path(self) -> bool:
@@ -182,11 +172,11 @@ def label_of(name: str) -> str:
         return str(name)
 
 
-def _mask_path(settings: RankSettings) -> IntegrationPath:
+def _mask_path(settings: PathSettings) -> IntegrationPath:
     return settings.mask_path()
 
 
-def _linear_path(settings: RankSettings) -> IntegrationPath:
+def _linear_path(settings: PathSettings) -> IntegrationPath:
     return LinearPath()
 
 
@@ -216,8 +206,16 @@ register(Method(
     "fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=scorers.fisher_scorer, needs_ground_truth=True,
     summary="diagonal empirical Fisher information of each layer's own parameters under the fine-tuning loss",
 ))  # fmt: skip
+register(Method(
+    "kappa", "condition number", "1 / condition number of the weights", from_weights=scorers.inverse_condition,
+    summary="data-free: the best-conditioned weight matrices first (1 / (σ_max / σ_min)), KappaTune's criterion",
+))  # fmt: skip
 register(Method("random", "random", "random order", order=scorers.random_order, random_draw=True,
                 summary="seeded random scores"))  # fmt: skip
+register(Method(
+    "random_blocks", "random blocks", "random order of blocks", order=scorers.random_block_order, random_draw=True,
+    summary="seeded random scores shared by each block's layers (LISA's baseline)",
+))  # fmt: skip
 register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,
                 summary="spread evenly through depth (every top k)"))  # fmt: skip
 register(Method("last", "last", "deepest-first order", order=scorers.last_order, summary="the deepest layers first"))
@@ -226,6 +224,7 @@ register(Method("first", "first", "shallowest-first order", order=scorers.first_
 
 __all__ = [
     "Method",
+    "PathSettings",
     "ScoringContext",
     "get_method",
     "label_of",

@@ -5,7 +5,8 @@ analysed images, and returns a (B, L) float64 tensor: one score per image and la
 [`ImageScores`][macattr.ranking.scorers.ImageScores], the scores with their estimated errors and certificate.
 Attribution scorers score a layer by the mean over its neurons of ``|attribution|``; ``gradnorm`` by the
 relative gradient norm of its own parameters, ``fisher`` by the mean squared gradient of the loss over them.
-The orders (``random_order``, ``uniform_order``, ``last_order``, ``first_order``) need no data.
+``inverse_condition`` scores a layer from its weights alone; the orders (``random_order``, ``random_block_order``,
+``uniform_order``, ``last_order``, ``first_order``) need no data.
 """
 
 from __future__ import annotations
@@ -13,17 +14,56 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from macattr.layers import own_parameters
+from macattr.layers import block_of, own_parameters
 from macattr.paths import IntegrationPath, interval_of
 from macattr.ranking.batches import image_seed
+from macattr.targets import TargetIndex
 
-if TYPE_CHECKING:
-    from macattr.ranking.methods import ScoringContext
+
+class ScoringSettings(Protocol):
+    """The settings a scorer reads (a [`RankSettings`][macattr.ranking.settings.RankSettings] has them all)."""
+
+    method: str
+    target: Any
+    n_steps: int
+    rule: str
+    baselines: Any
+    seed: int
+    internal_batch_size: Optional[int]
+    train_mode: bool
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """What a method's scorer is built from.
+
+    Attributes:
+        settings: the ranking's settings.
+        model: the network being ranked.
+        outputs: ``outputs(x)`` → the model's output tensor for a batch (``output=`` and ``input_name=``
+            applied): what a loss compares with the ground truth.
+        forward: the function attributed, ``forward(x)`` → ``F`` (N,), or per-class scores picked by ``target``.
+        target: Captum's class index for classifiers (``None`` when ``forward`` gives one value per sample).
+        layers: the modules to score, in depth order; ``names`` are their names in the model.
+        path: the integration path of a method that uses one (``None`` otherwise).
+        loss: ``loss(output, ground_truth)`` of one image (a batch of 1) → a scalar, for methods that need
+            ground truth (default: the mean absolute error).
+    """
+
+    settings: ScoringSettings
+    model: nn.Module
+    outputs: Callable[[Tensor], Tensor]
+    forward: Callable[..., Tensor]
+    target: TargetIndex
+    layers: List[nn.Module]
+    names: List[str]
+    path: Optional[IntegrationPath]
+    loss: Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -143,7 +183,6 @@ def attribution_scorer(context: ScoringContext) -> Scorer:
     Examples:
         >>> from macattr import targets
         >>> from macattr.paths import MaskAttributionPath
-        >>> from macattr.ranking.methods import ScoringContext
         >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
         >>> context = ScoringContext(RankSettings(n_steps=8), model, model, targets.output_sum(model), None,
@@ -170,7 +209,6 @@ def gradnorm_scorer(context: ScoringContext) -> Scorer:
     context's ``loss`` of (output, ground truth); the criterion of surgical fine-tuning (Lee et al., 2023).
 
     Examples:
-        >>> from macattr.ranking.methods import ScoringContext
         >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
         >>> context = ScoringContext(RankSettings("gradnorm"), model, model, model, None, [model[0], model[2]],
@@ -195,7 +233,6 @@ def fisher_scorer(context: ScoringContext) -> Scorer:
     criterion of sensitivity-aware fine-tuning, SPT).
 
     Examples:
-        >>> from macattr.ranking.methods import ScoringContext
         >>> from macattr.ranking.settings import RankSettings
         >>> model = nn.Sequential(nn.Linear(2, 1, bias=False))
         >>> with torch.no_grad():
@@ -248,6 +285,28 @@ def _van_der_corput(i: int) -> float:
     return position
 
 
+def inverse_condition(layers: Dict[str, nn.Module]) -> Dict[str, float]:
+    """Per layer, ``1 / κ`` for the worst-conditioned of its own weight matrices, ``κ = σ_max / σ_min`` of the
+    tensor viewed as (out, in · kernel) (a float64 SVD): 1 for an orthogonal matrix, 0 for a singular one. A
+    layer with no weight matrix (a norm, a bias-only or parameter-free module) scores 0. High scores are the
+    best-conditioned layers, the ones the condition-number criterion (KappaTune) fine-tunes.
+
+    Examples:
+        >>> scaled = nn.Linear(2, 2, bias=False)
+        >>> _ = scaled.weight.data.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.5]]))
+        >>> inverse_condition({"scaled": scaled, "relu": nn.ReLU()})
+        {'scaled': 0.25, 'relu': 0.0}
+    """
+    scores = {}
+    for name, module in layers.items():
+        inverse = [0.0] if not any(p.dim() >= 2 for p in own_parameters(module)) else []
+        for weight in (p for p in own_parameters(module) if p.dim() >= 2):
+            singular = torch.linalg.svdvals(weight.detach().double().reshape(weight.shape[0], -1))
+            inverse.append(float(singular[-1] / singular[0]) if singular[0] > 0 else 0.0)
+        scores[name] = min(inverse)
+    return scores
+
+
 def random_order(names: List[str], seed: int) -> Dict[str, float]:
     """Seeded uniform scores in [0, 1).
 
@@ -257,6 +316,20 @@ def random_order(names: List[str], seed: int) -> Dict[str, float]:
     """
     values = torch.rand(len(names), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
     return dict(zip(names, values))
+
+
+def random_block_order(names: List[str], seed: int) -> Dict[str, float]:
+    """Seeded uniform scores in [0, 1), one per block ([`block_of`][macattr.layers.block_of]) and shared by
+    its layers, so that a top k takes whole blocks (see ``LayerScores.units()``).
+
+    Examples:
+        >>> scores = random_block_order(["blocks.0.attn", "blocks.0.mlp", "blocks.1.attn"], seed=0)
+        >>> scores["blocks.0.attn"] == scores["blocks.0.mlp"] != scores["blocks.1.attn"]
+        True
+    """
+    blocks = list(dict.fromkeys(block_of(name) for name in names))
+    drawn = random_order(blocks, seed)
+    return {name: drawn[block_of(name)] for name in names}
 
 
 def uniform_order(names: List[str], seed: int) -> Dict[str, float]:
@@ -303,8 +376,12 @@ __all__ = [
     "fisher_scorer",
     "gradnorm_scorer",
     "influence_scorer",
+    "inverse_condition",
     "last_order",
     "neuron_means",
+    "random_block_order",
     "random_order",
+    "ScoringContext",
+    "ScoringSettings",
     "uniform_order",
 ]

@@ -1,0 +1,152 @@
+"""What a selection counts: tied layers and whole blocks as units, and the data-free baselines (condition
+number, random blocks) that select them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from macattr import LayerScores, rank_layers
+from macattr.layers import block_of
+
+
+class ConvBnUNet(nn.Module):
+    """A small U-Net of Conv–BatchNorm–ReLU stages: two down, one up with a skip, a 1×1 output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.inc, self.down = stage(3, 8), stage(8, 8)
+        self.up = stage(16, 8)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.inc(x)
+        low = self.down(nn.functional.max_pool2d(first, 2))
+        up = nn.functional.interpolate(low, scale_factor=2.0)
+        return self.out(self.up(torch.cat([first, up], dim=1)))
+
+
+def _unet(seed: int) -> ConvBnUNet:
+    torch.manual_seed(seed)
+    model = ConvBnUNet()
+    for module in model.modules():  # BatchNorm statistics as after training: not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 100))
+def test_a_convolution_and_its_eval_batchnorm_are_one_unit_at_every_k(seed: int) -> None:
+    model = _unet(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few steps: the certificate's warning is not what this test reads
+        scores = rank_layers(model, [torch.rand(2, 3, 8, 8)], n_steps=8, seed=seed, progress=False)
+    pairs = [(f"{s}.0", f"{s}.1") for s in ("inc", "down", "up")]
+    for conv, norm in pairs:  # float32 rounding apart, far closer than any two other layers
+        assert scores[conv] == pytest.approx(scores[norm], rel=1e-6)
+    units = scores.units()
+    assert all(any({conv, norm} <= set(unit) for unit in units) for conv, norm in pairs)
+    assert len(units) == len(scores) - len(pairs) == 4
+    for k in range(1, len(units) + 1):  # the boundary never falls inside a pair
+        chosen = set(scores.top_k(k))
+        assert all(len({conv, norm} & chosen) in (0, 2) for conv, norm in pairs)
+        assert len(scores.top_k(k, ties="apart")) == k
+    sizes = scores.parameters  # a pair costs both layers' parameters against a parameter budget
+    top = scores.top_k(0.3, "parameters")
+    assert sum(sizes[n] for n in top) <= 0.3 * scores.model_parameters
+
+
+def test_equal_scores_of_zero_are_not_ties() -> None:
+    scores = LayerScores({"a": 0.0, "b": 0.0, "c": 1.0}, "mac")
+    assert scores.units() == [["c"], ["a"], ["b"]] and scores.top_k(2) == ["c", "a"]
+    with pytest.raises(ValueError, match="ties must be 'together' or 'apart'"):
+        scores.top_k(1, ties="both")
+
+
+def _linear_stack(seed: int) -> nn.Sequential:
+    """Linear layers of varied shapes whose conditioning differs: some columns scaled down."""
+    torch.manual_seed(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate([(6, 8), (8, 8), (8, 5), (5, 7), (7, 7), (7, 4), (4, 6), (6, 3)]):
+        layer = nn.Linear(n_in, n_out)
+        layer.weight.data[:, 0] *= 0.05 * (i + 1)
+        layers += [layer, nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 1000), st.sampled_from([0.25, 0.5, 0.75]))
+def test_the_condition_number_criterion_scores_the_weights_and_selects_as_peft_does(seed: int, share: float) -> None:
+    peft = pytest.importorskip("peft")
+    model = _linear_stack(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # data-free: no warning about the order without a loader
+        scores = rank_layers(model, method="kappa")
+    for name in scores:  # a direct computation: the smallest over the largest singular value
+        singular = np.linalg.svd(model.get_submodule(name).weight.detach().double().numpy(), compute_uv=False)
+        assert scores[name] == pytest.approx(singular[-1] / singular[0], rel=1e-9)
+    count = max(1, int(len(scores) * share))  # PEFT rounds the share down
+    theirs = peft.find_kappa_target_modules(model, top_p=share, show_progress=False)["target_modules"]
+    assert sorted(scores.top_k(count)) == sorted(theirs)
+    in_depth = rank_layers(model, [torch.rand(2, 6)], method="kappa")  # a loader only orders them by depth
+    assert dict(in_depth) == dict(scores) and in_depth.images == 0
+
+
+def test_a_layer_without_a_weight_matrix_scores_zero_under_the_condition_number() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    scores = rank_layers(model, method="kappa")
+    assert scores["1"] == 0.0 and scores["0"] > 0 and scores["2"] > 0
+
+
+class Blocks(nn.Module):
+    """A stem, four numbered blocks of two layers each, a head: the shape of a transformer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 8)
+        self.blocks = nn.ModuleList(nn.ModuleDict({"attn": nn.Linear(8, 8), "mlp": nn.Linear(8, 8)}) for _ in range(4))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block["mlp"](torch.tanh(block["attn"](x)))
+        return self.head(x)
+
+
+def test_random_blocks_select_whole_blocks_drawn_anew_for_each_seed() -> None:
+    model = Blocks()
+    drawn = [rank_layers(model, [torch.rand(2, 4)], method="random_blocks", seed=seed) for seed in range(6)]
+    for scores in drawn:
+        for i in range(4):
+            assert scores[f"blocks.{i}.attn"] == scores[f"blocks.{i}.mlp"]
+        top = scores.top_k(2)  # two units: whole blocks, or the stem or the head on their own
+        assert len({block_of(name) for name in top}) == 2
+        assert all(f"{block}.attn" in top and f"{block}.mlp" in top for block in map(block_of, top)
+                   if block.startswith("blocks."))  # fmt: skip
+    assert len({tuple(scores.top_k(2)) for scores in drawn}) > 1
+
+
+def test_the_blocks_strategy_takes_whole_blocks_by_their_summed_score() -> None:
+    names = ["stem", "blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp", "head"]
+    values = [5.0, 1.0, 3.5, 2.0, 2.1, 0.5]  # block 0 sums 4.5, block 1 4.1; the stem alone 5
+    sizes = [10, 20, 20, 20, 20, 5]
+    scores = LayerScores(dict(zip(names, values)), "mac", parameters=dict(zip(names, sizes)), model_parameters=95)
+    assert scores.top_k(2, strategy="blocks") == ["stem", "blocks.0.mlp", "blocks.0.attn"]
+    assert scores.top_k(2) == ["stem", "blocks.0.mlp"]  # layer by layer
+    assert scores.top_k(50, "parameters", strategy="blocks") == ["stem", "blocks.0.mlp", "blocks.0.attn"]
+    assert scores.top_k(35, "parameters", strategy="blocks") == ["stem", "head"]  # block 0 no longer fits
