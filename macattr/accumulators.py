@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from macattr.vocabulary import STEP_RULES
+
 
 @runtime_checkable
 class Accumulator(Protocol):
@@ -79,9 +81,6 @@ class TensorSum:
 
 
 ERROR_SPREAD = 0.125  # sqrt(squares) → the steps' own error (see ConductanceSum.error_estimate)
-STEP_RULES = ("left", "right", "trapezoid")
-"""Which gradient a conductance step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by: ``left``
-``∂F/∂y|_{α_j}``, ``right`` ``∂F/∂y|_{α_{j+1}}``, ``trapezoid`` their mean."""
 
 
 class ConductanceSum(TensorSum):

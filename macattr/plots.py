@@ -32,6 +32,7 @@ import numpy as np
 
 from macattr.ranking.methods import get_method, label_of
 from macattr.scores import LayerScores, agreement
+from macattr.vocabulary import COMPARE_KINDS, FIGURE_KINDS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -365,11 +366,9 @@ def _intervals(scores: LayerScores, names: List[str]) -> Optional[np.ndarray]:
     return np.array([[bound[where[n]] if n in where else np.nan for n in names] for bound in (low, high)])
 
 
-KINDS: Dict[str, Callable[..., Figure]] = {"profile": _profile, "heatmap": _heatmap, "bar": _bars}
+KINDS: Dict[str, Callable[..., Figure]] = dict(zip(FIGURE_KINDS, (_profile, _heatmap, _bars)))
 """Figure kinds of ``plot_layer_importance``: name → drawing function ``(sets, marked, ax, log, title) → Figure``
 (only ``"profile"`` draws several scorings)."""
-COMPARE_KINDS = ("heatmap", "profile")
-"""Figure kinds of ``plot_comparison``."""
 
 
 def plot_comparison(

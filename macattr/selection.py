@@ -31,8 +31,8 @@ from typing import Dict, List, Mapping
 import numpy as np
 
 from macattr.layers import block_of
+from macattr.vocabulary import STRATEGIES
 
-STRATEGIES = ("greedy", "per_parameter", "knapsack", "blocks")
 UNITS = 4096  # the knapsack's capacity in units at most
 TIE = 1e-6  # scores this close (relative) are one unit
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_int
+from macattr.vocabulary import TARGET_NAMES
 
 TargetIndex = Union[None, int, tuple, Tensor, Sequence[Union[int, tuple]]]
 
@@ -180,11 +181,9 @@ def output_mean(model: Callable[..., Tensor]) -> ReducedModel:
     return ReducedModel(model, output_mean_of, "mean")
 
 
-NAMED_TARGETS: Dict[str, Callable[[Tensor], Tensor]] = {
-    "gradient_magnitude": gradient_magnitude_of,
-    "sum": output_sum_of,
-    "mean": output_mean_of,
-}
+NAMED_TARGETS: Dict[str, Callable[[Tensor], Tensor]] = dict(
+    zip(TARGET_NAMES, (gradient_magnitude_of, output_sum_of, output_mean_of))
+)
 """The targets ``rank_layers`` and the command accept by name: name → reduction (N, ...) → (N,)."""
 
 

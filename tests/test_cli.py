@@ -261,3 +261,52 @@ def test_argument_errors(workspace: Path) -> None:
     assert result.returncode == 2 and "k must be a fraction" in result.stderr
     result = _run("rank", "--model", "tinynet:build", "--images", "images", "--degrade", "fog:3", cwd=workspace)
     assert result.returncode == 2 and "degradation must look like" in result.stderr
+
+
+def test_help_and_version_load_no_torch_and_help_shows_groups_and_defaults() -> None:
+    code = ("import sys\nfrom macattr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")  # fmt: skip
+    for argv in (["--version"], ["--help"], ["rank", "--help"]):
+        result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        assert result.returncode == 0 and result.stdout.rstrip().endswith("no torch"), (argv, result.stderr)
+    result = subprocess.run([sys.executable, "-c", code, "rank", "--help"], capture_output=True, text=True)
+    text = " ".join(result.stdout.split())
+    for group in ("input:", "model:", "method:", "estimator:", "selection:", "output:", "runs:"):
+        assert f"\n{group}" in result.stdout, group
+    for shown in ("(default: 200)", "(default: left)", "(default: 0.1)", "(default: greedy)", "(default: 0)",
+                  "(default: scores.json)", "(default: mac)", "(default: gradient_magnitude)"):  # fmt: skip
+        assert shown in text, shown
+
+
+class _BarRecorder:
+    """Stands in for tqdm: records each bar's total and what it counted."""
+
+    bars: list = []
+
+    def __init__(self, total=None, **options) -> None:
+        self.total, self.n, self.options = total, 0, options
+        _BarRecorder.bars.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_progress_bar_counts_images_against_a_known_total(workspace: Path, monkeypatch) -> None:
+    import macattr.ranking
+
+    monkeypatch.setattr(macattr.ranking, "tqdm", _BarRecorder)
+    _BarRecorder.bars = []
+    result = _run("rank", "--model", "tinynet:build", "--images", "images", "--degrade", "noise:25,blur:2,jpeg:50",
+                  "--n-steps", "3", "--out", "bar.json", cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (bar,) = _BarRecorder.bars
+    assert bar.total == bar.n == 6 and bar.options["unit"] == "image" and "N=3" in bar.options["desc"]
+    _BarRecorder.bars = []  # --per-task 1: one image of each degradation, counted before the walk
+    result = _run("rank", "--model", "tinynet:build", "--images", "images", "--degrade", "noise:25,blur:2",
+                  "--per-task", "1", "--n-steps", "3", "--out", "bar.json", "--check-steps", cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [(b.total, b.n) for b in _BarRecorder.bars] == [(2, 2), (2, 2), (2, 2)]  # N, N/2, then the ranking
+    assert ["N=3" in b.options["desc"] for b in _BarRecorder.bars] == [True, False, True]

@@ -25,7 +25,8 @@ from torch.utils.checkpoint import checkpoint
 import macattr
 from conftest import conv_net
 from macattr import LayerMAC, LayerScores, rank_layers, targets
-from macattr.cli import load_model, main
+from macattr.cli import main
+from macattr.commands import load_model
 from macattr.files import FileInUse, exclusive, lock_path
 
 

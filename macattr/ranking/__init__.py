@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sized, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Sized, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -324,7 +324,8 @@ class _Scoring:
     score: Scorer
     inputs: _Inputs
     keywords: BatchKeywords
-    batch_count: Optional[int] = None  # the loader's length where it has one (the progress bar's total)
+    listed: Optional[Sequence[Any]] = None  # the batches when they are a list or tuple (the bar's total is exact)
+    dataset_size: Optional[int] = None  # a DataLoader's dataset length (the bar's total without per-group limits)
 
     def run(self, group: Group, shard: Shard, progress: bool, selection: Selection,
             analysed: Optional[Counter] = None) -> None:  # fmt: skip
@@ -332,9 +333,9 @@ class _Scoring:
         protocol of ``shard``. ``analysed``: fingerprints of the images analysed so far, updated (see
         ``_pending``)."""
         cursor = StreamCursor(self.done, same_batches=shard.world > 1)
-        bar = tqdm(disable=not progress or shard.rank > 0, unit="batch", desc=f"rank_layers[{self.settings.method}]",
-                   total=self.batch_count,
-                   leave=False)  # fmt: skip
+        steps = f", N={self.settings.n_steps}" if self.settings.method_record.uses_path else ""
+        bar = tqdm(disable=not progress or shard.rank > 0, unit="image", desc=f"rank_layers[{self.settings.method}"
+                   f"{steps}]", total=self._images_to_walk(group, selection), leave=False)  # fmt: skip
 
         def work(item: Tuple[Selected, List[int], List[int], List[str]]) -> int:
             batch, rows, indices, groups = item
@@ -349,8 +350,7 @@ class _Scoring:
                                   [source_of[row] for row in rows])  # fmt: skip
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
-            bar.update()
-            bar.set_postfix(images=self.total.images)
+            bar.update(len(batch.keep))
             return batch.number
 
         def finish() -> None:
@@ -361,6 +361,18 @@ class _Scoring:
         items = _pending(self.batches, group, self.settings, cursor, shard, selection, analysed)
         shard.run_rounds(items, work, finish)
 
+    def _images_to_walk(self, group: Group, selection: Selection) -> Optional[int]:
+        """How many images this pass analyses (the progress bar's total): exact for a list or tuple of batches
+        (their samples are walked once without the model, as the pass will), a DataLoader's dataset length
+        (capped by ``max_images``) without per-group limits, else unknown."""
+        if self.listed is not None:
+            fresh = Selection(selection.per_group, selection.max_images, selection.earlier, selection.analysed)
+            return sum(len(chosen.keep) for chosen in analysed_batches(self.listed, group, fresh, None))
+        if self.dataset_size is None or selection.per_group is not None:
+            return None
+        left = self.dataset_size if selection.max_images is None else min(self.dataset_size, selection.max_images)
+        return max(left - selection.analysed, 0)
+
 
 def _prepare(
     model: nn.Module, batches: Iterable[Any], candidates: Dict[str, nn.Module], settings: RankSettings,
@@ -368,7 +380,9 @@ def _prepare(
 ) -> Union[_Scoring, LayerScores]:  # fmt: skip
     """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
     scores themselves for the structural methods."""
-    count = len(batches) if isinstance(batches, Sized) else None
+    listed = batches if isinstance(batches, (list, tuple)) else None
+    dataset = getattr(batches, "dataset", None)
+    dataset_size = len(dataset) if isinstance(dataset, Sized) and listed is None else None
     first, batches = _peek(batches)
     method = settings.method_record
     inputs = _Inputs.of(model, settings)
@@ -394,7 +408,9 @@ def _prepare(
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
     score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss, keywords))
-    return _Scoring(settings, batches, config, skipped, total, record, done, score, inputs, keywords, count)
+    return _Scoring(
+        settings, batches, config, skipped, total, record, done, score, inputs, keywords, listed, dataset_size
+    )
 
 
 def _pending(

@@ -22,13 +22,14 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from torch import nn
 
 from macattr.paths import IntegrationPath, LinearPath, MaskAttributionPath
 from macattr.ranking import scorers
 from macattr.ranking.scorers import ScoringContext
+from macattr.vocabulary import BUILT_IN_METHODS
 
 
 class PathSettings(Protocol):
@@ -182,45 +183,31 @@ def _linear_path(settings: PathSettings) -> IntegrationPath:
 
 _ATTRIBUTION = "sum over images of mean |attribution|"
 
-register(Method(
-    "mac", "MAC", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_mask_path,
-    path_types=(MaskAttributionPath,), step_rule=True,
-    summary="conductance along the mask attribute path (RAM's Mask Attribute Conductance)",
-))  # fmt: skip
-register(Method(
-    "conductance", "conductance", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_linear_path,
-    step_rule=True,
-    summary="conductance along any path (default: the linear path from the baseline)",
-))  # fmt: skip
-register(Method(
-    "internal_influence", "internal influence", "sum over images of mean |internal influence|",
-    scorer=scorers.influence_scorer, default_path=_linear_path, aliases=("ig",),
-    summary="internal influence along a path, without conductance's (y - y') factor; 'ig' is RAM's IG baseline",
-))  # fmt: skip
-register(Method(
-    "gradnorm", "gradnorm", "sum over images of ‖∇θ L‖ / ‖θ‖", scorer=scorers.gradnorm_scorer,
-    needs_ground_truth=True,
-    summary="relative gradient norm of each layer's own parameters under the fine-tuning loss",
-))  # fmt: skip
-register(Method(
-    "fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=scorers.fisher_scorer, needs_ground_truth=True,
-    summary="diagonal empirical Fisher information of each layer's own parameters under the fine-tuning loss",
-))  # fmt: skip
-register(Method(
-    "kappa", "condition number", "1 / condition number of the weights", from_weights=scorers.inverse_condition,
-    summary="data-free: the best-conditioned weight matrices first (1 / (σ_max / σ_min)), KappaTune's criterion",
-))  # fmt: skip
-register(Method("random", "random", "random order", order=scorers.random_order, random_draw=True,
-                summary="seeded random scores"))  # fmt: skip
-register(Method(
-    "random_blocks", "random blocks", "random order of blocks", order=scorers.random_block_order, random_draw=True,
-    summary="seeded random scores shared by each block's layers (LISA's baseline)",
-))  # fmt: skip
-register(Method("uniform", "uniform", "uniform order", order=scorers.uniform_order,
-                summary="spread evenly through depth (every top k)"))  # fmt: skip
-register(Method("last", "last", "deepest-first order", order=scorers.last_order, summary="the deepest layers first"))
-register(Method("first", "first", "shallowest-first order", order=scorers.first_order,
-                summary="the shallowest layers first"))  # fmt: skip
+
+def _built_in(name: str, label: str, score: str, **kind: Any) -> None:
+    """Register the built-in method ``name`` with its summary and aliases from
+    [`macattr.vocabulary`][macattr.vocabulary]."""
+    entry = BUILT_IN_METHODS[name]
+    register(Method(name, label, score, aliases=entry.aliases, summary=entry.summary, **kind))
+
+
+_built_in("mac", "MAC", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_mask_path,
+          path_types=(MaskAttributionPath,), step_rule=True)  # fmt: skip
+_built_in("conductance", "conductance", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_linear_path,
+          step_rule=True)  # fmt: skip
+_built_in("internal_influence", "internal influence", "sum over images of mean |internal influence|",
+          scorer=scorers.influence_scorer, default_path=_linear_path)  # fmt: skip
+_built_in("gradnorm", "gradnorm", "sum over images of ‖∇θ L‖ / ‖θ‖", scorer=scorers.gradnorm_scorer,
+          needs_ground_truth=True)  # fmt: skip
+_built_in("fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=scorers.fisher_scorer,
+          needs_ground_truth=True)  # fmt: skip
+_built_in("kappa", "condition number", "1 / condition number of the weights", from_weights=scorers.inverse_condition)
+_built_in("random", "random", "random order", order=scorers.random_order, random_draw=True)
+_built_in("random_blocks", "random blocks", "random order of blocks", order=scorers.random_block_order,
+          random_draw=True)  # fmt: skip
+_built_in("uniform", "uniform", "uniform order", order=scorers.uniform_order)
+_built_in("last", "last", "deepest-first order", order=scorers.last_order)
+_built_in("first", "first", "shallowest-first order", order=scorers.first_order)
 
 __all__ = [
     "Method",

@@ -15,11 +15,10 @@ from macattr.ranking.methods import Method, get_method, methods
 from macattr.records import json_value
 from macattr.scores import check_k
 from macattr.targets import NAMED_TARGETS, OutputSpec
+from macattr.vocabulary import NORMALIZATIONS
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
 _MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims", "ramp")
-NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
-"""Named per-channel (mean, std) for ``RankSettings(normalize=...)`` and ``--normalize``."""
 
 
 @dataclass(frozen=True)
