@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, List
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _WHERE = {
     "LayerMAC": "macattr.attribution",

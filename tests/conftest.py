@@ -51,3 +51,15 @@ class ResidualNet(nn.Module):
 def residual_net(seed: int) -> ResidualNet:
     torch.manual_seed(seed)
     return ResidualNet().double()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many documentation blocks ran, and which did not and why."""
+    import sys
+
+    module = sys.modules.get("test_docs_blocks")
+    if module is None or not (module.RAN or module.SKIPPED):
+        return
+    terminalreporter.write_line(f"documentation blocks: {len(module.RAN)} ran, {len(module.SKIPPED)} not run")
+    for line in module.SKIPPED:
+        terminalreporter.write_line(f"  not run: {line}")

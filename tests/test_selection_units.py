@@ -89,9 +89,8 @@ def _linear_stack(seed: int) -> nn.Sequential:
 
 
 @settings(max_examples=5, deadline=None)
-@given(st.integers(0, 1000), st.sampled_from([0.25, 0.5, 0.75]))
-def test_the_condition_number_criterion_scores_the_weights_and_selects_as_peft_does(seed: int, share: float) -> None:
-    peft = pytest.importorskip("peft")
+@given(st.integers(0, 1000))
+def test_the_condition_number_criterion_scores_the_weights(seed: int) -> None:
     model = _linear_stack(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # data-free: no warning about the order without a loader
@@ -99,11 +98,20 @@ def test_the_condition_number_criterion_scores_the_weights_and_selects_as_peft_d
     for name in scores:  # a direct computation: the smallest over the largest singular value
         singular = np.linalg.svd(model.get_submodule(name).weight.detach().double().numpy(), compute_uv=False)
         assert scores[name] == pytest.approx(singular[-1] / singular[0], rel=1e-9)
-    count = max(1, int(len(scores) * share))  # PEFT rounds the share down
-    theirs = peft.find_kappa_target_modules(model, top_p=share, show_progress=False)["target_modules"]
-    assert sorted(scores.top_k(count)) == sorted(theirs)
     in_depth = rank_layers(model, [torch.rand(2, 6)], method="kappa")  # a loader only orders them by depth
     assert dict(in_depth) == dict(scores) and in_depth.images == 0
+
+
+def test_the_condition_number_criterion_selects_what_peft_selects() -> None:
+    peft = pytest.importorskip("peft")
+    if not hasattr(peft, "find_kappa_target_modules"):
+        pytest.skip(f"PEFT {peft.__version__} has no find_kappa_target_modules (0.21 and later do)")
+    for seed, share in ((0, 0.25), (1, 0.5), (2, 0.75)):
+        model = _linear_stack(seed)
+        scores = rank_layers(model, method="kappa")
+        count = max(1, int(len(scores) * share))  # PEFT rounds the share down
+        theirs = peft.find_kappa_target_modules(model, top_p=share, show_progress=False)["target_modules"]
+        assert sorted(scores.top_k(count)) == sorted(theirs)
 
 
 def test_a_layer_without_a_weight_matrix_scores_zero_under_the_condition_number() -> None:

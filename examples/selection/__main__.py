@@ -1,0 +1,53 @@
+"""``python -m examples.selection``: the selection study on a domain (see [`harness`][examples.selection.harness]).
+
+python -m examples.selection --domain digits --out runs/selection --threads 1       # both digits tasks: 8 minutes
+python -m examples.selection --domain restoration --out runs/selection --threads 1  # RAM's tiny preset: about an hour
+python -m examples.selection --domain digits --out runs/quick --quick               # seconds: a check that it runs
+"""
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from examples.digits.experiment import Settings
+
+from .digits import domains
+from .harness import Protocol, run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.selection", description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", choices=["digits", "restoration"], default="digits",
+                        help="the domain (default digits)")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="folder for the results and the cache of runs")
+    parser.add_argument("--seeds", type=int, default=Protocol.seeds, help="fine-tuning seeds (default 3)")
+    parser.add_argument("--quick", action="store_true", help="one seed, few epochs, two entries: a check that it runs")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings, protocol = Settings(), replace(Protocol(), seeds=args.seeds)
+    if args.quick:
+        settings = replace(settings, pretrain_epochs=2, finetune_epochs=1, n_steps=4, analysis_images=25,
+                           train_images=100)  # fmt: skip
+        protocol = replace(protocol, seeds=1, lrs=(1e-3, 1e-2), budgets=(0.15,), entries=(("mac", "knapsack"),),
+                           baselines=(("gradnorm", "greedy"), ("kappa", "greedy")), full=False)  # fmt: skip
+    if args.domain == "digits":
+        chosen = domains(settings)
+    else:
+        from .restoration import RestorationDomain
+
+        chosen = (RestorationDomain(args.out, "test" if args.quick else "tiny"),)
+    for domain in chosen:
+        tuned = protocol if args.quick else replace(protocol, lrs=domain.lrs)
+        results = run(domain, tuned, args.out)
+        print((args.out / f"selection_{domain.name}.md").read_text())
+    return 0 if results else 1
+
+
+sys.exit(main())
