@@ -86,3 +86,28 @@ def test_the_digits_domain_runs_the_protocol_in_seconds(tmp_path: Path) -> None:
         assert entry["trainable"] <= 0.15 * sum(p.numel() for p in domain.model.parameters()) + 330  # + the head
         assert len(entry["per_item"]) == 797 and 0 <= entry["mean"] <= 1
     assert results["analysis_cost"]["mac"]["passes"] == 25 * 4 and results["analysis_cost"]["kappa"]["passes"] == 0
+
+
+def test_lora_ranks_placed_three_ways_spend_about_the_same_parameters(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("sklearn")
+    from examples.digits.experiment import Settings
+    from examples.selection.digits import DigitsDomain, pretrained, rank_allocation
+
+    settings = replace(Settings(), pretrain_epochs=1, finetune_epochs=1, n_steps=4, analysis_images=25,
+                       train_images=60)  # fmt: skip
+    domain = DigitsDomain("relabelled", pretrained(settings), settings)
+    with pytest.warns(UserWarning):  # few steps: the certificate's warning
+        results = rank_allocation(domain, ("mac", "kappa"), (1e-3,), 1, 5, tmp_path, log=lambda line: None)
+    table = results["methods"]
+    uniform = table["uniform ranks"]
+    assert uniform["layers"][0] == dict.fromkeys(domain.adaptable(), 4) and len(domain.adaptable()) == 25
+    for method in ("mac", "kappa"):
+        shared, top = table[f"ranks shared by {method}"], table[f"top 5 of {method}"]
+        assert set(shared["layers"][0]) == set(domain.adaptable()) and min(shared["layers"][0].values()) >= 1
+        assert len(top["layers"][0]) >= 5 and len(set(top["layers"][0].values())) <= 2  # one rank (or the cap)
+        for entry in (shared, top):  # no more LoRA parameters than the uniform ranks, and not far below
+            assert 0.85 * uniform["trainable"] <= entry["trainable"] <= uniform["trainable"]
+    assert table["ranks shared by kappa"]["baseline"] and not table["top 5 of mac"]["baseline"]
+    assert results["best_baseline"] in table and (tmp_path / "allocation_digits_relabelled.json").exists()

@@ -130,8 +130,10 @@ def rankings(model: nn.Module, images: Tensor, labels: Tensor, settings: Setting
     }
 
 
-def adapt(pretrained: nn.Module, names: List[str], data: Tuple[Tensor, ...], settings: Settings, seed: int) -> Dict:
-    """LoRA on ``names`` (or every parameter when ``names`` is None) plus the head; accuracy per test image."""
+def adapt(pretrained: nn.Module, names: List[str], data: Tuple[Tensor, ...], settings: Settings, seed: int,
+          **lora_options: Any) -> Dict:  # fmt: skip
+    """LoRA on ``names`` (or every parameter when ``names`` is None) plus the head; accuracy per test image.
+    ``lora_options`` go to ``peft.LoraConfig`` (a ``rank_pattern``, say)."""
     import peft
 
     train_x, train_y, test_x, test_y = data
@@ -141,7 +143,7 @@ def adapt(pretrained: nn.Module, names: List[str], data: Tuple[Tensor, ...], set
         model.requires_grad_(True)
         trainable, lr = sum(p.numel() for p in model.parameters()), settings.lr / 3
     else:
-        config = lora_config(names, model, r=settings.rank, modules_to_save=["classifier"]).config
+        config = lora_config(names, model, r=settings.rank, modules_to_save=["classifier"], **lora_options).config
         model = peft.get_peft_model(model, config)
         trainable, lr = model.get_nb_trainable_parameters()[0], settings.lr
     train(model, train_x, train_y, settings.finetune_epochs, lr, seed)

@@ -2,6 +2,7 @@
 
 python -m examples.selection --domain digits --out runs/selection --threads 1       # both digits tasks: 8 minutes
 python -m examples.selection --domain restoration --out runs/selection --threads 1  # RAM's tiny preset: about an hour
+python -m examples.selection --domain digits --allocation --out runs/selection      # LoRA's ranks placed three ways
 python -m examples.selection --domain digits --out runs/quick --quick               # seconds: a check that it runs
 """
 
@@ -14,8 +15,10 @@ import torch
 
 from examples.digits.experiment import Settings
 
-from .digits import domains
+from .digits import domains, rank_allocation
 from .harness import Protocol, run
+
+ALLOCATED = ("mac", "conductance", "internal_influence", "gradnorm", "fisher", "kappa", "random")
 
 
 def main() -> int:
@@ -26,6 +29,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=Protocol.seeds, help="fine-tuning seeds (default 3)")
     parser.add_argument("--quick", action="store_true", help="one seed, few epochs, two entries: a check that it runs")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument(
+        "--allocation",
+        action="store_true",
+        help="digits: compare uniform LoRA ranks, ranks shared by scores and top layers instead",
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -37,6 +45,14 @@ def main() -> int:
                            train_images=100)  # fmt: skip
         protocol = replace(protocol, seeds=1, lrs=(1e-3, 1e-2), budgets=(0.15,), entries=(("mac", "knapsack"),),
                            baselines=(("gradnorm", "greedy"), ("kappa", "greedy")), full=False)  # fmt: skip
+    if args.allocation:
+        if args.domain != "digits":
+            parser.error("--allocation compares LoRA ranks: it runs on --domain digits")
+        methods = ("mac", "gradnorm") if args.quick else ALLOCATED
+        for domain in domains(settings):
+            rank_allocation(domain, methods, domain.lrs[:1] if args.quick else domain.lrs, protocol.seeds, 5,
+                            args.out)  # fmt: skip
+        return 0
     if args.domain == "digits":
         chosen = domains(settings)
     else:

@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 from typing import Protocol as Interface
 
 import numpy as np
@@ -35,6 +35,15 @@ from macattr import LayerScores
 from macattr.files import write_text_atomic
 from macattr.ranking.methods import get_method
 from macattr.restoration.evaluate import paired_bootstrap
+
+Plan = Union[None, Sequence[str], Mapping[str, int]]
+"""What a fine-tuning trains: every parameter (``None``), the named layers, or LoRA ranks by layer name."""
+
+
+def _plan_key(plan: Plan) -> Any:
+    if plan is None:
+        return None
+    return sorted(plan.items()) if isinstance(plan, Mapping) else sorted(plan)
 
 
 class Domain(Interface):
@@ -48,12 +57,12 @@ class Domain(Interface):
         """The ranking of the adaptable layers by ``method`` on the training split, and its cost in
         forward/backward passes."""
 
-    def fine_tune(self, names: Sequence[str], lr: float, seed: int, split: str) -> np.ndarray:
-        """Fine-tune ``names`` (``None``: every parameter) from the pre-trained network at ``lr`` with ``seed``,
-        and score each item of ``split`` ("validation" or "test"): (items,) float."""
+    def fine_tune(self, plan: Plan, lr: float, seed: int, split: str) -> np.ndarray:
+        """Fine-tune ``plan`` from the pre-trained network at ``lr`` with ``seed``, and score each item of
+        ``split`` ("validation" or "test"): (items,) float."""
 
-    def trainable(self, names: Optional[Sequence[str]]) -> int:
-        """Parameters a fine-tuning of ``names`` trains."""
+    def trainable(self, plan: Plan) -> int:
+        """Parameters a fine-tuning of ``plan`` trains."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +90,21 @@ class Protocol:
 
 
 @dataclass
-class _Runs:
-    """The cache of fine-tunings: key → per-item metric, saved after each new one."""
+class Runs:
+    """The cache of fine-tunings: (split, plan, learning rate, seed) → per-item metric, saved after each new
+    one."""
 
     path: Path
     done: Dict[str, List[float]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path) -> _Runs:
+    def open(cls, path: Path) -> Runs:
         return cls(path, json.loads(path.read_text()) if path.exists() else {})
 
-    def get(self, domain: Domain, names: Optional[Sequence[str]], lr: float, seed: int, split: str) -> np.ndarray:
-        key = json.dumps([split, None if names is None else sorted(names), lr, seed])
+    def get(self, domain: Domain, plan: Plan, lr: float, seed: int, split: str) -> np.ndarray:
+        key = json.dumps([split, _plan_key(plan), lr, seed])
         if key not in self.done:
-            self.done[key] = [float(v) for v in domain.fine_tune(names, lr, seed, split)]
+            self.done[key] = [float(v) for v in domain.fine_tune(plan, lr, seed, split)]
             write_text_atomic(self.path, json.dumps(self.done) + "\n")
         return np.asarray(self.done[key])
 
@@ -103,7 +113,7 @@ def run(domain: Domain, protocol: Protocol, out: Path, log=print) -> Dict[str, A
     """The whole study of ``domain``; writes OUT/selection_<domain>.json and .md, and OUT/runs_<domain>.json (the
     cache of fine-tunings)."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = _Runs.open(out / f"runs_{domain.name}.json")
+    runs = Runs.open(out / f"runs_{domain.name}.json")
     started = time.perf_counter()
     rankings, costs = _rankings(domain, protocol)
     results: Dict[str, Any] = {"domain": domain.name, "metric": domain.metric, "scale": domain.scale,
@@ -114,16 +124,16 @@ def run(domain: Domain, protocol: Protocol, out: Path, log=print) -> Dict[str, A
             label = method if strategy == "greedy" else f"{method} ({strategy})"
             selections = [rankings[(method, seed)].top_k(budget, "parameters", strategy=strategy)
                           for seed in range(protocol.seeds)]  # fmt: skip
-            table[label] = _tuned(domain, protocol, runs, selections)
+            table[label] = tuned(domain, protocol.lrs, runs, selections)
             table[label]["baseline"] = (method, strategy) in protocol.baselines
             log(
                 f"{domain.name} budget {budget:.0%} {label:32s}: lr {table[label]['lr']:g}, test "
                 f"{domain.scale * table[label]['mean']:.2f}"
             )
         if protocol.full:
-            table["full"] = _tuned(domain, protocol, runs, [None] * protocol.seeds)
+            table["full"] = tuned(domain, protocol.lrs, runs, [None] * protocol.seeds)
             table["full"]["baseline"] = None
-        results["budgets"][f"{budget:g}"] = _compared(table, domain.scale)
+        results["budgets"][f"{budget:g}"] = compared(table, domain.scale)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_text_atomic(out / f"selection_{domain.name}.json", json.dumps(results, indent=1) + "\n")
     write_text_atomic(out / f"selection_{domain.name}.md", markdown(results))
@@ -147,9 +157,10 @@ def _rankings(domain: Domain, protocol: Protocol) -> Tuple[Dict[Tuple[str, int],
     return rankings, costs
 
 
-def _tuned(domain: Domain, protocol: Protocol, runs: _Runs, selections: List[Optional[List[str]]]) -> Dict[str, Any]:
-    """An entry's learning rate (best validation mean at seed 0), then its test items at every seed."""
-    validation = {lr: float(runs.get(domain, selections[0], lr, 0, "validation").mean()) for lr in protocol.lrs}
+def tuned(domain: Domain, lrs: Sequence[float], runs: Runs, selections: Sequence[Plan]) -> Dict[str, Any]:
+    """An entry's learning rate (best validation mean at seed 0), then its test items at every seed (one plan
+    per seed)."""
+    validation = {lr: float(runs.get(domain, selections[0], lr, 0, "validation").mean()) for lr in lrs}
     lr = max(validation, key=validation.get)
     per_seed = [runs.get(domain, names, lr, seed, "test") for seed, names in enumerate(selections)]
     means = [float(items.mean()) for items in per_seed]
@@ -159,7 +170,7 @@ def _tuned(domain: Domain, protocol: Protocol, runs: _Runs, selections: List[Opt
             "layers": selections}  # fmt: skip
 
 
-def _compared(table: Dict[str, Dict[str, Any]], scale: float) -> Dict[str, Any]:
+def compared(table: Dict[str, Dict[str, Any]], scale: float) -> Dict[str, Any]:
     """The table with the best baseline named and every entry's paired interval against it."""
     best = max((label for label, entry in table.items() if entry["baseline"]), key=lambda label: table[label]["mean"])
     reference = np.asarray(table[best]["per_item"])
@@ -193,4 +204,4 @@ def markdown(results: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Domain", "Protocol", "markdown", "run"]
+__all__ = ["Domain", "Plan", "Protocol", "Runs", "compared", "markdown", "run", "tuned"]
