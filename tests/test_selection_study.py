@@ -111,3 +111,18 @@ def test_lora_ranks_placed_three_ways_spend_about_the_same_parameters(tmp_path: 
             assert 0.85 * uniform["trainable"] <= entry["trainable"] <= uniform["trainable"]
     assert table["ranks shared by kappa"]["baseline"] and not table["top 5 of mac"]["baseline"]
     assert results["best_baseline"] in table and (tmp_path / "allocation_digits_relabelled.json").exists()
+
+
+def test_the_restoration_domain_runs_the_protocol_on_the_test_preset(tmp_path: Path) -> None:
+    from examples.selection.restoration import RestorationDomain
+
+    domain = RestorationDomain(tmp_path, "test")
+    tiles = [len(data["lq"]) for data in domain.test.values()]
+    assert domain.name == "ram_test" and [len(d["lq"]) for d in domain.validation.values()] == tiles
+    protocol = Protocol(budgets=(0.15,), lrs=(2e-3,), seeds=1, entries=(("mac", "greedy"),),
+                        baselines=(("kappa", "greedy"),), full=False)  # fmt: skip
+    with pytest.warns(UserWarning):  # few steps: the certificate's warning
+        results = run(domain, protocol, tmp_path, log=lambda line: None)
+    table = results["budgets"]["0.15"]["methods"]
+    assert len(table["mac"]["per_item"]) == sum(tiles) and 5 < table["mac"]["mean"] < 60  # PSNR in dB
+    assert table["mac"]["trainable"] <= 0.15 * domain.trainable(None)

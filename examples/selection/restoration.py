@@ -5,8 +5,9 @@ It runs the ``tiny`` preset (a 35-layer network, 500 pre-training and 300 fine-t
 rather than ``medium`` (121 layers, 4000 fine-tuning steps, 350–500 s each): the protocol's hundred-odd
 fine-tunings fit in about an hour. What that changes: the network is smaller and less trained, so its PSNR is
 lower and the ranking chooses among fewer layers. The rankings read the preset's analysis images (crops of the
-training photographs); the validation split is tiles of the training photographs with fresh degradations (a
-split distinct from the test tiles, which come from the test photographs and are never used to choose).
+training photographs); the validation split is as many tiles of the training photographs as the test split has,
+spread evenly over them, with fresh degradations (distinct from the test tiles, which come from the test
+photographs and are never used to choose).
 """
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ from macattr.seeds import derive_seed
 class RestorationDomain:
     """RAM's restoration network as a domain of the selection study (see the module text)."""
 
-    name, metric, scale = "ram_tiny", "PSNR (dB)", 1.0
+    metric, scale = "PSNR (dB)", 1.0
     lrs = (3e-4, 1e-3, 3e-3)
 
     def __init__(self, out: Path, preset_name: str = "tiny") -> None:
+        self.name = f"ram_{preset_name}"
         self.run = Run(out / self.name, "swinir", preset(preset_name), torch.device("cpu"), progress=False)
         self.weights = pretrain(self.run)
         cfg = self.run.preset.evaluate
         self.test = test_sets(self.run)
         self.validation, _ = evaluation_sets(self.run.preset.tasks, photographs("train"), None, cfg.size,
                                              cfg.count, derive_seed(self.run.seed, "validation"))  # fmt: skip
-        if cfg.tiles is not None:
-            self.validation = {task: {key: images[: cfg.tiles] for key, images in data.items()}
-                               for task, data in self.validation.items()}  # fmt: skip
+        count = len(next(iter(self.test.values()))["lq"])  # as many validation tiles as test tiles, spread evenly
+        spread = {task: torch.linspace(0, len(data["lq"]) - 1, count).long() for task, data in self.validation.items()}
+        self.validation = {task: {key: images[spread[task]] for key, images in data.items()}
+                           for task, data in self.validation.items()}  # fmt: skip
 
     def rank(self, method: str, seed: int) -> Tuple[LayerScores, int]:
         path = self.run.out / "rankings" / f"{method}_seed{seed}.json"
