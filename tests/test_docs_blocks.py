@@ -1,9 +1,11 @@
 """Every Python block of every documentation page (and the README) runs as written: a page's blocks in page
-order, in one fresh interpreter, in a scratch folder. A block that cannot run here is marked on the page by a
+order, in one fresh interpreter, in a scratch folder, with the repository's root on the Python path (the examples
+are a folder of the repository). A block that cannot run here is marked on the page by a
 ``<!-- not run: REASON -->`` line right above it; it is counted and named in the session's summary."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +40,7 @@ def test_every_python_block_of_the_page_runs_as_written(page: Path, tmp_path: Pa
     SKIPPED.extend(f"{page.name} block {n}: {reason}" for n, _, reason in blocks(page) if reason)
     RAN.extend(f"{page.name} block {n}" for n, _ in runnable)
     program = "\n".join(f"exec(compile({code!r}, {f'{page.name} block {n}'!r}, 'exec'))" for n, code in runnable)
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", program], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+                            text=True, timeout=600, env=environment)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
