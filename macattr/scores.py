@@ -208,6 +208,10 @@ class LayerScores(Mapping[str, float]):
         value = {group[0]: sum(self._scores[n] for n in group) for group in groups}  # in the units' order
         members = {group[0]: group for group in groups}
         if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
+            if isinstance(check_k(k), int) and len(groups) < k <= len(self):
+                raise ValueError(f"k={k} units asked, but these {len(self)} layers make {len(groups)} units "
+                                 "(tied layers count once); pass a smaller k, or ties='apart' to count every "
+                                 "layer")  # fmt: skip
             count = resolve_k(k, len(groups), self.config.get("k_rounding", "up"))
             if strategy == "per_parameter":
                 sizes, _ = self._counts(model)

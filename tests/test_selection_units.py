@@ -70,6 +70,13 @@ def test_a_convolution_and_its_eval_batchnorm_are_one_unit_at_every_k(seed: int)
     assert sum(sizes[n] for n in top) <= 0.3 * scores.model_parameters
 
 
+def test_a_count_beyond_the_units_names_the_units_and_the_way_out() -> None:
+    scores = LayerScores({"conv": 2.0, "bn": 2.0, "head": 1.0}, "mac")
+    with pytest.raises(ValueError, match="3 layers make 2 units .* ties='apart'"):
+        scores.top_k(3)
+    assert scores.top_k(3, ties="apart") == ["conv", "bn", "head"] and scores.top_k(2) == ["conv", "bn", "head"]
+
+
 def test_equal_scores_of_zero_are_not_ties() -> None:
     scores = LayerScores({"a": 0.0, "b": 0.0, "c": 1.0}, "mac")
     assert scores.units() == [["c"], ["a"], ["b"]] and scores.top_k(2) == ["c", "a"]
