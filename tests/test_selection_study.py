@@ -66,7 +66,8 @@ def test_the_protocol_tunes_on_validation_compares_with_the_best_baseline_and_re
     assert len(json.loads((tmp_path / "runs_toy.json").read_text())) == len(domain.calls)
 
 
-def test_the_digits_domain_runs_the_protocol_in_seconds(tmp_path: Path) -> None:
+def _quick_digits(task: str):
+    """The digits domain of ``task`` at a seconds scale (one epoch, N = 4, 60 training images)."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     pytest.importorskip("sklearn")
@@ -75,7 +76,11 @@ def test_the_digits_domain_runs_the_protocol_in_seconds(tmp_path: Path) -> None:
 
     settings = replace(Settings(), pretrain_epochs=1, finetune_epochs=1, n_steps=4, analysis_images=25,
                        train_images=60)  # fmt: skip
-    domain = DigitsDomain("shifted", pretrained(settings), settings)
+    return DigitsDomain(task, pretrained(settings), settings)
+
+
+def test_the_digits_domain_runs_the_protocol_in_seconds(tmp_path: Path) -> None:
+    domain = _quick_digits("shifted")
     assert len(domain.train[1]) == 48 and len(domain.validation[1]) == 12 and len(domain.test[1]) == 797
     protocol = Protocol(budgets=(0.15,), lrs=(1e-3,), seeds=1, entries=(("mac", "knapsack"),),
                         baselines=(("kappa", "greedy"), ("last", "greedy")), full=False)  # fmt: skip
@@ -89,15 +94,9 @@ def test_the_digits_domain_runs_the_protocol_in_seconds(tmp_path: Path) -> None:
 
 
 def test_lora_ranks_placed_three_ways_spend_about_the_same_parameters(tmp_path: Path) -> None:
-    pytest.importorskip("transformers")
-    pytest.importorskip("peft")
-    pytest.importorskip("sklearn")
-    from examples.digits.experiment import Settings
-    from examples.selection.digits import DigitsDomain, pretrained, rank_allocation
+    domain = _quick_digits("relabelled")
+    from examples.selection.digits import rank_allocation
 
-    settings = replace(Settings(), pretrain_epochs=1, finetune_epochs=1, n_steps=4, analysis_images=25,
-                       train_images=60)  # fmt: skip
-    domain = DigitsDomain("relabelled", pretrained(settings), settings)
     with pytest.warns(UserWarning):  # few steps: the certificate's warning
         results = rank_allocation(domain, ("mac", "kappa"), (1e-3,), 1, 5, tmp_path, log=lambda line: None)
     table = results["methods"]
