@@ -72,6 +72,8 @@ def block_of(name: str) -> str:
         >>> block_of("features.3"), block_of("conv_first")
         ('features.3', 'conv_first')
     """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a layer's name (a non-empty string), got {name!r}")
     parts = name.split(".")
     numbered = [i for i, part in enumerate(parts[:-1]) if part.isdigit()]
     return ".".join(parts[: numbered[-1] + 1]) if numbered else name

@@ -46,6 +46,8 @@ def units(scores: Mapping[str, float], tie: float = TIE) -> List[List[str]]:
         >>> units({"conv": 2.0, "bn": 2.0 + 1e-9, "out": 1.0, "a": 0.0, "b": 0.0})
         [['bn', 'conv'], ['out'], ['a'], ['b']]
     """
+    if not isinstance(tie, (int, float)) or not 0 <= tie < 1:
+        raise ValueError(f"tie must be a relative tolerance in [0, 1), got {tie!r}")
     ranked = sorted(scores, key=lambda name: -scores[name])
     grouped: List[List[str]] = []
     for name in ranked:

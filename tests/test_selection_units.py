@@ -77,6 +77,17 @@ def test_a_count_beyond_the_units_names_the_units_and_the_way_out() -> None:
     assert scores.top_k(3, ties="apart") == ["conv", "bn", "head"] and scores.top_k(2) == ["conv", "bn", "head"]
 
 
+def test_the_unit_helpers_refuse_bad_arguments_by_name() -> None:
+    from macattr.selection import units
+
+    with pytest.raises(ValueError, match="tie must be a relative tolerance in \\[0, 1\\)"):
+        units({"a": 1.0}, tie=-0.1)
+    with pytest.raises(TypeError, match="name must be a layer's name"):
+        block_of(3)
+    with pytest.raises(ValueError, match="strategy must be one of .*blocks"):
+        LayerScores({"a": 1.0}, "mac").top_k(1, strategy="block")
+
+
 def test_equal_scores_of_zero_are_not_ties() -> None:
     scores = LayerScores({"a": 0.0, "b": 0.0, "c": 1.0}, "mac")
     assert scores.units() == [["c"], ["a"], ["b"]] and scores.top_k(2) == ["c", "a"]
