@@ -96,7 +96,7 @@ from bench_networks import NETWORKS
 from bench_variants import FusedConductanceSum
 from macattr import LayerMAC, LayerPathConductance, targets
 from macattr.accumulators import ConductanceSum
-from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
+from macattr.engine import planning_passes
 
 REFERENCE_STEPS = 4  # grid points the published loop is timed on
 TIME_TARGET, BOUND_TARGET, GROWTH_TARGET, MEMORY_TARGET = 1.05, 0.9, 1.10, 1.2
@@ -199,10 +199,12 @@ def _bulk_read_floor(forward, target, x: torch.Tensor, n_steps: int, steps_per_p
         outputs.clear()
 
 
-def _automatic_steps(forward, x: torch.Tensor) -> int:
-    """The grid points per pass that LayerMAC chooses for ``x`` (from one grid point's saved activations)."""
-    saved = saved_activation_bytes(lambda: forward(x.clone().requires_grad_()))
-    return automatic_steps_per_pass(saved, x.device)
+def _automatic_steps(forward, target, layers, x: torch.Tensor) -> int:
+    """The grid points per pass that LayerMAC chooses for ``x``, as a sweep of one step reports them."""
+    chosen: List[int] = []
+    with planning_passes(report=lambda memory, steps: chosen.append(steps)):
+        LayerMAC(forward, layers).attribute(x, target=target, n_steps=1, seed=0)
+    return chosen[0]
 
 
 def _held_bytes(forward, layers, x: torch.Tensor, steps: int) -> int:
@@ -314,11 +316,11 @@ def _linear(case: Case) -> None:
 
 
 def _floor_steps(case: Case) -> Dict[str, Any]:
-    return {"floor_steps": _automatic_steps(case.forward, case.x)}
+    return {"floor_steps": _automatic_steps(case.forward, case.target, case.layers, case.x)}
 
 
 def _accumulation_inputs(case: Case) -> Dict[str, Any]:
-    steps = _automatic_steps(case.forward, case.x)
+    steps = _automatic_steps(case.forward, case.target, case.layers, case.x)
     values = _captured_pass(case.forward, case.layers, case.x, steps)
     return {"floor_steps": steps, "values": values, "grads": [torch.randn_like(value) for value in values]}
 
@@ -504,7 +506,7 @@ def memory_worker(config: Dict[str, Any]) -> Dict[str, Any]:
             torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         ) - base
     covered = len(case.prepared.get("captum_chosen", layers))
-    steps = _automatic_steps(forward, x) if config["method"] == "mac" else None
+    steps = _automatic_steps(forward, target, layers, x) if config["method"] == "mac" else None
     held = _held_bytes(forward, layers, x, steps) if steps is not None else 0
     return {
         "steps_per_pass": steps,

@@ -6,7 +6,9 @@
 - conductance along the linear path equals Captum's LayerConductance (riemann_trapezoid) on CUDA;
 - completeness is exact at the last layer on CUDA (float64);
 - bf16 autocast stays close to float32 and returns float32 sums;
-- the automatic grid points per pass chosen on this GPU, and the model left as found.
+- the automatic grid points per pass chosen on this GPU, and the model left as found;
+- the memory model of a pass against the CUDA allocator's peak;
+- a model split over cuda:0 and the CPU by a device map (accelerate) ranks as it does on the CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 import macattr
 from bench_networks import NETWORKS
 from macattr import LayerMAC, LayerPathConductance, targets
-from macattr.engine import automatic_steps_per_pass, saved_activation_bytes
+from macattr.engine import planning_passes
 
 
 class Residual(nn.Module):
@@ -84,15 +86,56 @@ def main() -> int:
     swin = build(False).cuda().eval()
     flags = [p.requires_grad for p in swin.parameters()]
     image = torch.rand(1, 3, 64, 64, device="cuda")
-    saved = saved_activation_bytes(lambda: targets.gradient_magnitude(swin)(image.requires_grad_()).sum())
-    steps = automatic_steps_per_pass(saved, image.device)
-    print(f"INFO SwinIR-style 64x64: {saved / 2**20:.0f} MiB saved per grid point;", end=" ")
-    print(f"automatic grid points per pass: {steps}")
-    scores = macattr.rank_layers(swin, [image.detach()], n_steps=200, progress=False)
+    heard = []
+    with planning_passes(report=lambda memory, steps: heard.append(memory.describe(steps))):
+        scores = macattr.rank_layers(swin, [image.detach()], n_steps=200, progress=False)
+    print(f"INFO SwinIR-style 64x64, automatic grid points per pass: {heard[0]}")
     unchanged = [p.requires_grad for p in swin.parameters()] == flags and all(p.grad is None for p in swin.parameters())
     check("rank_layers on CUDA (SwinIR-style, 177 layers) leaves the model as found", unchanged and len(scores) > 100,
           f"top 3: {scores.top_k(3)}")  # fmt: skip
+
+    peak_before = torch.cuda.max_memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    peaks = []
+    with planning_passes(report=lambda memory, steps: peaks.append(memory.peak(steps))):
+        macattr.rank_layers(swin, [image.detach()], n_steps=20, progress=False)
+    live = torch.cuda.max_memory_allocated() - sum(p.numel() * p.element_size() for p in swin.parameters())
+    check("memory model within 25 % of the CUDA allocator's peak above the weights", abs(peaks[0] - live) < 0.25 * live,
+          f"predicted {peaks[0] / 2**20:.0f} MiB, allocated {live / 2**20:.0f} MiB (earlier peak "
+          f"{peak_before / 2**20:.0f} MiB)")  # fmt: skip
+
+    worst = _device_map_difference()
+    check("a device map over cuda:0 and the CPU ranks as the model in place (float64)", worst < 1e-9,
+          f"largest relative difference {worst:.2e}")  # fmt: skip
     return 1 if failures else 0
+
+
+def _device_map_difference() -> float:
+    """A small Llama with its first two blocks on the CPU and the rest on cuda:0 (accelerate's hooks move the
+    activations): the largest relative difference of its scores to the model's on the CPU."""
+    import accelerate
+    import transformers
+
+    from macattr.baselines import token_embedding
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                      num_attention_heads=2, num_key_value_heads=2,
+                                      max_position_embeddings=32)  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval().double()
+    tokens = torch.randint(1, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    labels = torch.stack([torch.full((2,), 7), tokens[:, 8]], 1)  # (position 7, its next token)
+    batch = [(model.get_input_embeddings()(tokens[:, :8]).detach(), labels)]
+    options = dict(target="label", input_name="inputs_embeds", mask_dims="sequence", rule="trapezoid", n_steps=16,
+                   baselines=token_embedding(model, 0), progress=False)  # fmt: skip
+    on_cpu = macattr.rank_layers(model, batch, **options)
+    on_cpu_layers = ["model.embed_tokens", "model.layers.0", "model.layers.1"]
+    device_map = {name: ("cpu" if name in on_cpu_layers else 0) for name in
+                  ["model.embed_tokens", *(f"model.layers.{i}" for i in range(4)), "model.norm", "model.rotary_emb",
+                   "lm_head"]}  # fmt: skip
+    split = accelerate.dispatch_model(model, device_map=device_map)
+    mapped = macattr.rank_layers(split, batch, **options)
+    return max(abs(mapped[name] - on_cpu[name]) / max(abs(on_cpu[name]), 1e-30) for name in on_cpu)
 
 
 if __name__ == "__main__":

@@ -61,14 +61,16 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
 
 def check_autograd_usable(modules: Iterable[torch.nn.Module]) -> None:
     """Refuse what makes gradients impossible before any work: ``torch.inference_mode()``, and parameters or
-    buffers on the meta device or made under inference mode."""
+    buffers on the meta device (unless accelerate's hook loads them for each pass) or made under inference mode."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "attribution needs autograd, which torch.inference_mode() switches off; call outside torch.inference_mode()"
         )
+    from macattr.placement import offloaded_value
+
     for module in modules:
         for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
-            if tensor.is_meta:
+            if tensor.is_meta and offloaded_value(module, name, tensor) is None:  # not loaded by accelerate's hook
                 raise ValueError(
                     f"the model's tensor {name!r} ({type(module).__name__}) is on the meta device, without values; "
                     "load the weights first (model.to_empty(device=...) then load_state_dict, or "

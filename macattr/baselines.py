@@ -32,15 +32,16 @@ SINGULAR_FACTOR = 10.0  # a normalised input whose mean square is below this man
 
 def _embedding_table(model: nn.Module) -> Tensor:
     """The (vocabulary, hidden) weight of ``model`` if it is an ``nn.Embedding``, else of its
-    ``get_input_embeddings()`` (Hugging Face models)."""
-    if isinstance(model, nn.Embedding):
-        return model.weight
+    ``get_input_embeddings()`` (Hugging Face models); read from accelerate's hook when it is offloaded."""
+    from macattr.placement import offloaded_value
+
     get = getattr(model, "get_input_embeddings", None)
-    embedding = get() if callable(get) else None
+    embedding = model if isinstance(model, nn.Embedding) else get() if callable(get) else None
     if not isinstance(embedding, nn.Embedding):
         raise TypeError(f"model must be an nn.Embedding or have get_input_embeddings() returning one, got "
                         f"{type(model).__name__}")  # fmt: skip
-    return embedding.weight
+    loaded = offloaded_value(embedding, "weight", embedding.weight)
+    return embedding.weight if loaded is None else loaded
 
 
 def token_embedding(model: nn.Module, token_id: int) -> Tensor:

@@ -18,11 +18,14 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from macattr.confidence import Confidence
+from macattr.engine import planning_passes
 from macattr.files import exclusive, output_file, write_atomic
 from macattr.layers import candidate_layers
+from macattr.memory import PassMemory
 from macattr.paths import BlurPath, IntegrationPath, LinearPath, MaskAttributionPath
+from macattr.placement import is_sharded
 from macattr.ranking import rank_layers
-from macattr.ranking.distributed import finish, init_from_environment, is_main_process
+from macattr.ranking.distributed import finish, init_from_environment, is_main_process, leave_together
 from macattr.ranking.methods import get_method
 from macattr.ranking.settings import RankSettings, UntilStable
 from macattr.ranking.step_check import check_steps
@@ -102,6 +105,10 @@ def load_model(spec: str, weights: Optional[str], seed: int = 0, key: Optional[s
         model = _call(factory, spec, "--model")
     if not isinstance(model, torch.nn.Module):
         raise CommandError(f"--model {spec} returned {type(model).__name__}, not an nn.Module")
+    if weights is not None and is_sharded(model):
+        raise CommandError(f"--model {spec} returned a sharded model (fully_shard), and --weights loads whole "
+                           "tensors into an unsharded one: load the weights in the factory before it shards the "
+                           "model, and leave out --weights")  # fmt: skip
     if weights is not None:
         load_weights(model, weights, key, strict, note=lambda text: print(f"macattr: note: {text}", file=sys.stderr))
     return model.eval()
@@ -197,7 +204,10 @@ def rank(args: argparse.Namespace) -> None:
     if args.until_stable is not None:
         settings = replace(settings, until_stable=UntilStable(args.until_stable, args.k, args.budget))
     with ExitStack() as held:
-        if int(os.environ.get("RANK", "0")) == 0:  # the process that writes the files holds them from the start
+        device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
+        held.callback(finish)  # the group exists before the model: a factory may shard it (fully_shard)
+        main_process = is_main_process()
+        if main_process:  # the process that writes the files holds them from the start
             for folder in {Path(args.out).parent, *([Path(args.ram_files)] if args.ram_files else [])}:
                 made = [p for p in (folder, *folder.parents) if not p.exists()]
                 held.callback(_remove_if_made_empty, made)  # a failed run leaves no empty folder behind
@@ -208,19 +218,29 @@ def rank(args: argparse.Namespace) -> None:
         if args.budget == "layers":
             resolve_k(args.k, len(candidate_layers(model, None, args.exclude)))
         batches = _batches(args)
-        device = init_from_environment(args.backend, args.device)  # under torchrun: the group, cuda:LOCAL_RANK
         group = "task" if args.per_task or args.degrade else None
-        try:
-            if args.check_steps:
-                _check_steps(model, batches, settings, args, group, device)
-            scores = rank_layers(model, batches, settings=settings, group=group, device=device, exclude=args.exclude,
-                                 progress=not args.no_progress, checkpoint=args.checkpoint,
+        if args.check_steps:
+            _check_steps(model, batches, settings, args, group, device)
+        with planning_passes(report=_first_pass_memory(main_process and not args.no_progress)):
+            scores = rank_layers(model, batches, settings=settings, group=group, device=device,
+                                 exclude=args.exclude, progress=not args.no_progress, checkpoint=args.checkpoint,
                                  tolerance=args.tolerance, strict=args.strict)  # fmt: skip
-        finally:
-            main_process = is_main_process()
-            finish()
         if main_process:
             _write_ranking(scores, args)
+        leave_together()
+
+
+def _first_pass_memory(tell: bool) -> Callable[[PassMemory, int], None]:
+    """What the command says of the memory of a pass (on stderr, with the progress bar), once, when the first
+    pass has measured it."""
+    told: List[bool] = []
+
+    def report(memory: PassMemory, steps: int) -> None:
+        if tell and not told:
+            told.append(True)
+            print(f"macattr: memory: {memory.describe(steps)}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettings, args: argparse.Namespace,

@@ -16,14 +16,16 @@ the gradients of all layers at once.
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_int
 from macattr.accumulators import STEP_RULES, CompletenessSum, ConductanceSum, GradientSum
+from macattr.memory import PassMemory, PassMeter, accumulation_bytes
 from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
 from macattr.targets import TargetIndex, expand_target, select_target
 
@@ -326,56 +328,71 @@ class SweepResult:
                            cat("input_sums"), cat("input_scales"))  # fmt: skip
 
 
-def saved_activation_bytes(run: Callable[[], object]) -> int:
-    """Bytes autograd saves for backward while ``run()`` runs; leaves that require grad (parameters, the
-    inputs themselves) are not counted.
-
-    Examples:
-        >>> x = torch.rand(8, 4, requires_grad=True)
-        >>> saved_activation_bytes(lambda: torch.tanh(x))  # tanh saves its output: 8 · 4 float32 values
-        128
-    """
-    total = 0
-
-    def pack(t: Tensor) -> Tensor:
-        nonlocal total
-        if not (t.is_leaf and t.requires_grad):
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return total
-
-
 _CPU_PASS_BYTES = 128 * 2**20
 _CPU_MAX_STEPS = 8
 _CUDA_MAX_STEPS = 64
+_CUDA_SHARE = 0.25
 
 
-def automatic_steps_per_pass(bytes_per_step: int, device: torch.device) -> int:
-    """Grid points per pass when ``internal_batch_size`` is not given.
+@dataclass(frozen=True)
+class PassPlanning:
+    """What a caller asks of every sweep that runs inside ``planning_passes``: ``agree(steps)`` → the grid points
+    per pass to use instead (the processes of a sharded model, which must run the same passes, take the fewest
+    any of them chose); ``report(memory, steps)`` hears each sweep's measured
+    [`PassMemory`][macattr.memory.PassMemory] and grid points per pass."""
 
-    ``bytes_per_step`` is what autograd saved for one grid point of the batch.
-    Batching grid points amortises the per-pass cost of small networks; for
-    large activations it gains little on CPU and costs page faults. On CPU a
-    pass saves at most 128 MiB and holds at most 8 grid points, so memory does
-    not grow with ``n_steps`` from n_steps = 8 on. On CUDA a pass takes at most
-    a quarter of the free memory (counting the saved tensors three times for
-    the backward pass's own buffers), and at most 64 grid points.
+    agree: Optional[Callable[[int], int]] = None
+    report: Optional[Callable[[PassMemory, int], None]] = None
+
+
+_PLANNING: ContextVar[PassPlanning] = ContextVar("pass_planning", default=PassPlanning())  # noqa: B039 (frozen)
+
+
+@contextlib.contextmanager
+def planning_passes(agree: Optional[Callable[[int], int]] = None,
+                    report: Optional[Callable[[PassMemory, int], None]] = None) -> Iterator[None]:  # fmt: skip
+    """Within the block, every sweep passes its grid points per pass through ``agree`` and its pass memory to
+    ``report`` (an enclosing block's ones stay where these are ``None``).
 
     Examples:
-        >>> automatic_steps_per_pass(2**20, torch.device("cpu"))  # 1 MiB per grid point: the cap of 8
+        >>> from macattr.paths import LinearPath
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> heard = []
+        >>> with planning_passes(report=lambda memory, steps: heard.append((memory.images, steps))):
+        ...     _ = sweep(model, [model[0]], (torch.rand(2, 3),), (torch.zeros(2, 3),), LinearPath(),
+        ...               SweepPlan(n_steps=20), target=0)
+        >>> heard  # 2 images, the CPU's cap of 8 grid points per pass
+        [(2, 8)]
+    """
+    outer = _PLANNING.get()
+    token = _PLANNING.set(PassPlanning(agree or outer.agree, report or outer.report))
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
+
+
+def automatic_steps_per_pass(memory: PassMemory, device: torch.device) -> int:
+    """Grid points per pass when ``internal_batch_size`` is not given, from the first pass's measured memory.
+
+    Batching grid points amortises the per-pass cost of small networks; for large activations it gains little
+    on CPU and costs page faults. On CPU a pass holds at most 128 MiB of activations and at most 8 grid points,
+    so memory does not grow with ``n_steps`` from n_steps = 8 on. On CUDA a pass's activations take at most a
+    quarter of the memory still available (free, or cached by PyTorch and unused; the running sums are made
+    by then), and at most 64 grid points.
+
+    Examples:
+        >>> from macattr.memory import PassMemory
+        >>> automatic_steps_per_pass(PassMemory(4, 2**20, 0), torch.device("cpu"))  # 1 MiB per grid point: 8
         8
-        >>> automatic_steps_per_pass(48 * 2**20, torch.device("cpu"))  # 128 MiB // 48 MiB
+        >>> automatic_steps_per_pass(PassMemory(4, 48 * 2**20, 0), torch.device("cpu"))  # 128 MiB // 48 MiB
         2
     """
-    if bytes_per_step <= 0:
-        return _CPU_MAX_STEPS if device.type != "cuda" else _CUDA_MAX_STEPS
     if device.type != "cuda":
-        return max(1, min(_CPU_MAX_STEPS, _CPU_PASS_BYTES // bytes_per_step))
+        return memory.steps_within(_CPU_PASS_BYTES, _CPU_MAX_STEPS)
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(_CUDA_MAX_STEPS, int(0.25 * free) // (3 * bytes_per_step)))
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return memory.steps_within(int(_CUDA_SHARE * (free + cached)), _CUDA_MAX_STEPS)
 
 
 @dataclass(frozen=True)
@@ -428,6 +445,22 @@ class SweepPlan:
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
         """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
         return rule_on(path, self.method, self.n_steps + (self.quantity == "conductance"))
+
+    @property
+    def sum_copies(self) -> int:
+        """Tensors the size of one grid point of a layer's output that its running sum keeps: the conductance
+        sum, its last grid point's value and gradient (and the certificate's two spreads); the gradient sum;
+        a custom accumulator counted as one."""
+        if self.quantity == "conductance" and self.accumulator is None:
+            return 5 if self.certify else 3
+        return 1
+
+    @property
+    def step_copies(self) -> int:
+        """Tensors the size of one grid point of a layer's output that adding it to the sums holds for a moment:
+        the incoming gradient, the step's change of value, the difference of the rules and the trapezoid's mean
+        gradient for conductance; the gradient and its weighted copy for the gradient sum."""
+        return 4 if self.quantity == "conductance" else 2
 
     def new_sum(self) -> Any:
         """The running sum of one layer tensor."""
@@ -488,12 +521,18 @@ def sweep(
     outputs: List[Tensor] = []
     at_input: List = []  # the certificate's sums at the input, one per input tensor
 
-    def run(chunk: slice, recorder: LayerRecorder) -> None:
+    layer_sizes: List[List[int]] = []  # bytes of one grid point of each recorded tensor, counted at the first pass
+
+    def run(chunk: slice, recorder: LayerRecorder, meter: Optional[PassMeter] = None) -> None:
         steps = len(alphas[chunk])
         points = points_at(alphas[chunk])
         scores, leaves = _forward(
             recorder, lambda: _evaluate(forward_func, points, target, additional_forward_args, n_samples)
         )
+        if meter is not None:
+            captured = [t for tensors in recorder.captured for t in tensors]
+            meter.hold([*captured, *leaves])
+            layer_sizes.append(accumulation_bytes(captured, steps))
         leaves = leaves if plan.certify else ()
         if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
             sums.extend([plan.new_sum() for _ in tensors] for tensors in recorder.captured)
@@ -519,10 +558,19 @@ def sweep(
         outputs.append(scores.detach().reshape(steps, n_samples))
 
     with LayerRecorder(layers, plan.to_layer_input, names) as recorder:
-        steps_per_pass, start = plan.steps_per_pass, 0
-        if steps_per_pass is None:
-            saved = saved_activation_bytes(lambda: run(slice(0, 1), recorder))
-            steps_per_pass, start = automatic_steps_per_pass(saved, inputs[0].device), 1
+        planning = _PLANNING.get()
+        given = plan.steps_per_pass
+        start = 1 if given is None else given  # the first pass: one grid point to measure, or as given
+        with PassMeter() as meter:
+            run(slice(0, start), recorder, meter)
+        sizes = layer_sizes[0]
+        memory = meter.memory(min(start, len(alphas)), n_samples, plan.sum_copies * sum(sizes),
+                              plan.step_copies * max(sizes, default=0))  # fmt: skip
+        steps_per_pass = automatic_steps_per_pass(memory, inputs[0].device) if given is None else given
+        if planning.agree is not None:
+            steps_per_pass = planning.agree(steps_per_pass)
+        if planning.report is not None:
+            planning.report(memory, steps_per_pass)
         for first in range(start, len(alphas), steps_per_pass):
             run(slice(first, first + steps_per_pass), recorder)
     layer_sums = sums[: len(layers)]
@@ -547,7 +595,8 @@ __all__ = [
     "LayerRecorder",
     "SweepPlan",
     "SweepResult",
+    "PassPlanning",
     "automatic_steps_per_pass",
-    "saved_activation_bytes",
+    "planning_passes",
     "sweep",
 ]

@@ -21,22 +21,29 @@ import torch
 from torch import Tensor
 
 from macattr.files import PathLike, write_text_atomic
+from macattr.placement import weight_values
 
 
 def tensor_fingerprint(tensor: Tensor) -> str:
-    """A tensor as a record holds it: its shape and the first 16 hex digits of the SHA-256 of its bytes.
+    """A tensor as a record holds it: its shape and the first 16 hex digits of the SHA-256 of its bytes (of a
+    sharded DTensor: its global shape, and the fingerprint of this process's shard).
 
     Examples:
         >>> tensor_fingerprint(torch.zeros(2, 3))
         'tensor(2, 3) sha256:9d908ecfb6b256de'
     """
+    if callable(getattr(tensor, "to_local", None)):  # a DTensor
+        return f"shard of tensor{tuple(tensor.shape)}: {tensor_fingerprint(tensor.to_local())}"
+    if tensor.is_meta:
+        return f"meta tensor{tuple(tensor.shape)} without values"
     data = tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
     return f"tensor{tuple(tensor.shape)} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
 
 
 def model_digest(model: torch.nn.Module) -> Dict[str, str]:
     """Every parameter and buffer of ``model`` by name → its fingerprint: what a record compares to tell two sets
-    of weights apart (a digest of the values, not of the names alone).
+    of weights apart (a digest of the values, not of the names alone; offloaded weights read from accelerate's
+    hooks).
 
     Examples:
         >>> layer = torch.nn.Linear(2, 1, bias=False)
@@ -45,7 +52,7 @@ def model_digest(model: torch.nn.Module) -> Dict[str, str]:
         >>> model_digest(layer)
         {'weight': 'tensor(1, 2) sha256:af5570f5a1810b7a'}
     """
-    return {name: tensor_fingerprint(t) for name, t in (*model.named_parameters(), *model.named_buffers())}
+    return {name: tensor_fingerprint(t) for name, t in weight_values(model)}
 
 
 def callable_identity(function: Any) -> str:

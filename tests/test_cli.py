@@ -310,3 +310,13 @@ def test_the_progress_bar_counts_images_against_a_known_total(workspace: Path, m
     assert result.returncode == 0, result.stderr
     assert [(b.total, b.n) for b in _BarRecorder.bars] == [(2, 2), (2, 2), (2, 2)]  # N, N/2, then the ranking
     assert ["N=3" in b.options["desc"] for b in _BarRecorder.bars] == [True, False, True]
+
+
+def test_rank_says_what_a_pass_holds_once_the_first_pass_has_measured_it(workspace: Path) -> None:
+    common = ["rank", "--model", "tinynet:build", "--weights", "w.pth", "--images", "images", "--n-steps", "3"]
+    shown = _run(*common, "--out", "m.json", cwd=workspace)
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stderr.splitlines() if line.startswith("macattr: memory:")]
+    assert len(lines) == 1 and re.search(r"one pass of \d+ images? × \d+ grid points? ≈ [\d.]+ [KMG]iB", lines[0])
+    quiet = _run(*common, "--out", "m.json", "--no-progress", cwd=workspace)
+    assert quiet.returncode == 0 and "macattr: memory:" not in quiet.stderr

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import Counter
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Sized, Tuple, Union
@@ -28,9 +28,11 @@ from macattr._checks import check_autograd_usable, check_device
 from macattr._compiled import eager
 from macattr._state import preserved_state
 from macattr.accumulators import ScoreSum
+from macattr.engine import planning_passes
 from macattr.files import PathLike, exclusive
 from macattr.finetune import parameter_counts
 from macattr.layers import LayerSpecs, candidate_layers, execution_order
+from macattr.placement import input_device, is_sharded, offloaded
 from macattr.ranking.batches import Group, Selected, Selection, analysed_batches, batch_pair, fingerprint
 from macattr.ranking.checkpoint import Checkpoint, Progress, StreamCursor, process_path
 from macattr.ranking.distributed import Shard, current_shard
@@ -136,6 +138,9 @@ def rank_layers(
     candidates = candidate_layers(model, layers, exclude)
     counts = parameter_counts(model, candidates)  # before anything touches requires_grad
     device, shard = check_device("device", device), current_shard(distributed)
+    _check_placement(model, settings.method_record, device)
+    if is_sharded(model):
+        shard = replace(shard, lockstep=shard.world > 1)
     if not settings.method_record.needs_loader and loader is None:
         return _counted(_in_registration_order(settings, candidates), counts)
     if settings.method_record.needs_loader:
@@ -195,6 +200,29 @@ def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
         raise UncertifiedError(message + " (strict=True refuses the scores)")
     warnings.warn(message, UncertifiedWarning, stacklevel=3)
     return scores
+
+
+def _check_placement(model: nn.Module, method: Method, device: Optional[torch.device]) -> None:
+    """What a sharded or offloaded model cannot give. A sharded model (FSDP2) runs every pass on all processes
+    together, and an offloaded one (accelerate) loads its weights for each pass and puts them back: only methods
+    whose passes are sweeps along a path can rank them, and a model dispatched by accelerate stays where its
+    device map puts it."""
+    dispatched = any(hasattr(module, "_hf_hook") for module in model.modules())
+    if device is not None and dispatched:
+        raise ValueError(f"device={str(device)!r} would move a model that accelerate dispatched (device_map): its "
+                         "hooks move every input to its layers' devices; leave device out")  # fmt: skip
+    if method.scorer is None or method.uses_path:
+        return
+    if is_sharded(model):
+        raise ValueError(f"method={method.name!r} reads the gradients of each layer's own parameters, which a sharded "
+                         "model (FSDP2's fully_shard) holds in shards reduced across its processes; rank it with a "
+                         "path method (mac, conductance, internal_influence), or rank the unsharded model")  # fmt: skip
+    away = offloaded(model)
+    if away:
+        raise ValueError(f"method={method.name!r} reads the gradients of each layer's own parameters, and "
+                         f"{len(away)} of them (first: {away[0]}) are offloaded (device_map with offload): accelerate "
+                         "loads them for each pass, so their gradients never reach them; rank with a path method "
+                         "(mac, conductance, internal_influence), or load the model without offload")  # fmt: skip
 
 
 def _check_passes(batches: Iterable[Any], checkpoint: Optional[PathLike], shard: Shard) -> None:
@@ -281,8 +309,7 @@ class _Inputs:
     def of(cls, model: nn.Module, settings: RankSettings) -> _Inputs:
         tensors = [*model.parameters(), *model.buffers()]
         floating = next((t.dtype for t in tensors if t.is_floating_point()), None)
-        device = next(iter(tensors), torch.empty(0)).device
-        return cls(device, floating, settings.method_record.uses_path, settings.normalization())
+        return cls(input_device(model), floating, settings.method_record.uses_path, settings.normalization())
 
     def prepare(self, x: Tensor, what: str) -> Tensor:
         """A batch's input: on the model's device, in its floating dtype, normalised (``normalize``)."""
@@ -337,17 +364,16 @@ class _Scoring:
         bar = tqdm(disable=not progress or shard.rank > 0, unit="image", desc=f"rank_layers[{self.settings.method}"
                    f"{steps}]", total=self._images_to_walk(group, selection), leave=False)  # fmt: skip
 
+        walked: List[Selected] = []
+
         def work(item: Tuple[Selected, List[int], List[int], List[str]]) -> int:
             batch, rows, indices, groups = item
-            if rows:
-                x = self.inputs.prepare(batch.x[rows], "the loader's input")
-                if self.keywords.given:
-                    self.keywords.use(batch.raw, rows, batch.x.shape[0], self.inputs.device)
-                y = None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
-                result = ImageScores.of(self.score(x, y, indices))
-                source_of = dict(zip(batch.keep, batch.sources))
-                self.total.update(result.scores, indices, groups, result.errors, result.input_gaps,
-                                  [source_of[row] for row in rows])  # fmt: skip
+            walked[:] = [batch]
+            if shard.lockstep:
+                if shard.owns(batch.number):
+                    self._score_in_step(shard, batch, rows, indices, groups)
+            elif rows:
+                self._add(batch, rows, indices, groups, self.score(*self._images(batch, rows), indices))
             if self.record and cursor.position >= self.done.samples:  # not before the checkpoint's images are checked
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, batches=cursor.batches))
             bar.update(len(batch.keep))
@@ -355,11 +381,48 @@ class _Scoring:
 
         def finish() -> None:
             bar.close()
+            if walked and shard.joins_last_round(walked[0].number + 1):  # a sweep in step with the round's owners
+                self._score_in_step(shard, walked[0], [], [], [])
             if self.record:
                 self.record.save(self.total, Progress(cursor.position, cursor.digest, True, cursor.batches))
 
         items = _pending(self.batches, group, self.settings, cursor, shard, selection, analysed)
-        shard.run_rounds(items, work, finish)
+        agreement = planning_passes(agree=shard.agreed_steps_per_pass) if shard.lockstep else nullcontext()
+        with agreement:
+            shard.run_rounds(items, work, finish)
+
+    def _images(self, batch: Selected, rows: List[int]) -> Tuple[Tensor, Optional[Tensor]]:
+        """The input and ground truth of ``rows`` of ``batch``, as the model takes them."""
+        x = self.inputs.prepare(batch.x[rows], "the loader's input")
+        if self.keywords.given:
+            self.keywords.use(batch.raw, rows, batch.x.shape[0], self.inputs.device)
+        return x, None if batch.y is None else self.inputs.prepare_truth(batch.y[rows])
+
+    def _add(self, batch: Selected, rows: List[int], indices: List[int], groups: List[str], scores: Any) -> None:
+        """Add a scorer's answer for ``rows`` of ``batch`` to the sums."""
+        result, source_of = ImageScores.of(scores), dict(zip(batch.keep, batch.sources))
+        self.total.update(result.scores, indices, groups, result.errors, result.input_gaps,
+                          [source_of[row] for row in rows])  # fmt: skip
+
+    def _score_in_step(self, shard: Shard, batch: Selected, rows: List[int], indices: List[int],
+                       groups: List[str]) -> None:  # fmt: skip
+        """This process's turn in a lockstep round: every process says whether it has rows to score (with the
+        error check); if any has, every process runs one sweep, on ``rows`` or, without rows, on the batch's
+        first row with the answer thrown away, so that all run the same passes."""
+        error, images = None, None
+        try:
+            limit = self.settings.internal_batch_size
+            if limit is not None and limit < len(rows):
+                raise ValueError(f"a sharded model runs every pass in step on all processes, so a pass holds all "
+                                 f"the images of a batch: internal_batch_size={limit} is below this batch's "
+                                 f"{len(rows)}; give at least the loader's batch size, or leave it out")  # fmt: skip
+            images = self._images(batch, rows or [0])
+        except Exception as failed:  # every process hears of it at the check below
+            error = failed
+        if shard.check(error, has_work=bool(rows)):
+            scores = self.score(*images, indices or [0])
+            if rows:
+                self._add(batch, rows, indices, groups, scores)
 
     def _images_to_walk(self, group: Group, selection: Selection) -> Optional[int]:
         """How many images this pass analyses (the progress bar's total): exact for a list or tuple of batches

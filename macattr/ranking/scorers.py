@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from macattr.layers import block_of, own_parameters
 from macattr.paths import IntegrationPath, interval_of
+from macattr.placement import offloaded_values
 from macattr.ranking.batches import image_seed
 from macattr.targets import TargetIndex
 
@@ -105,7 +106,8 @@ def neuron_means(attributions: Sequence[Any], n_images: int) -> Tensor:
         tensors = attribution if isinstance(attribution, tuple) else (attribution,)
         flat = torch.cat([t.detach().abs().reshape(n_images, -1).double() for t in tensors], dim=1)
         columns.append(flat.mean(1))
-    return torch.stack(columns, dim=1)
+    first = columns[0].device  # layers on several devices (a device map): their means meet on the first's
+    return torch.stack([column.to(first) for column in columns], dim=1)
 
 
 def _labels(y: Optional[Tensor]) -> List[Any]:
@@ -289,7 +291,9 @@ def inverse_condition(layers: Dict[str, nn.Module]) -> Dict[str, float]:
     """Per layer, ``1 / κ`` for the worst-conditioned of its own weight matrices, ``κ = σ_max / σ_min`` of the
     tensor viewed as (out, in · kernel) (a float64 SVD): 1 for an orthogonal matrix, 0 for a singular one. A
     layer with no weight matrix (a norm, a bias-only or parameter-free module) scores 0. High scores are the
-    best-conditioned layers, the ones the condition-number criterion (KappaTune) fine-tunes.
+    best-conditioned layers, the ones the condition-number criterion (KappaTune) fine-tunes. A sharded weight
+    (FSDP2's DTensor) is gathered whole first, a collective that every process of its mesh runs; an offloaded one
+    (accelerate) is read from its hook.
 
     Examples:
         >>> scaled = nn.Linear(2, 2, bias=False)
@@ -299,8 +303,11 @@ def inverse_condition(layers: Dict[str, nn.Module]) -> Dict[str, float]:
     """
     scores = {}
     for name, module in layers.items():
+        held = offloaded_values(module)
         inverse = [0.0] if not any(p.dim() >= 2 for p in own_parameters(module)) else []
-        for weight in (p for p in own_parameters(module) if p.dim() >= 2):
+        for weight in (held.get(id(p), p) for p in own_parameters(module) if p.dim() >= 2):
+            if callable(getattr(weight, "full_tensor", None)):  # a sharded DTensor: gathered whole, in every process
+                weight = weight.full_tensor()
             singular = torch.linalg.svdvals(weight.detach().double().reshape(weight.shape[0], -1))
             inverse.append(float(singular[-1] / singular[0]) if singular[0] > 0 else 0.0)
         scores[name] = min(inverse)
