@@ -304,6 +304,10 @@ def _rank_options(rank: argparse.ArgumentParser) -> None:
                            help="how the top k fills the budget: greedy (down the ranking), per_parameter (by score "
                            "per parameter), knapsack (the largest summed score that fits --budget parameters), blocks "
                            "(whole blocks by their summed score)")  # fmt: skip
+    selection.add_argument("--ties", choices=["together", "apart"], default=None,
+                           help="layers whose scores tie (a convolution and its eval-mode BatchNorm): selected "
+                           "together and counted once, or each on its own (default: together; apart with "
+                           "--ram-code, whose code counts layers)")  # fmt: skip
     selection.add_argument("--until-stable", type=_probability, metavar="P",
                            help="add images (per task, in passes) until the bootstrap probability that the top k "
                            "stays the same reaches P, e.g. 0.95 (default: every image)")  # fmt: skip

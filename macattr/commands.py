@@ -280,7 +280,7 @@ def _ram_code(args: argparse.Namespace, mask: Dict[str, object]) -> RankSettings
 
 def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
     """The scores file, RAM's files, and the top k on stdout with the share of parameters they train."""
-    top = scores.top_k(args.k, args.budget, strategy=args.strategy)
+    top = scores.top_k(args.k, args.budget, strategy=args.strategy, ties=args.ties)
     sure = _confidence(scores, args)
     scores.save(args.out, sure)
     if args.ram_files:
@@ -293,7 +293,7 @@ def _write_ranking(scores: LayerScores, args: argparse.Namespace) -> None:
         shown = "" if sure is None else (f"  P(top k) {sure.in_top_k[name]:.2f}, 95 % interval "
                                          f"[{sure.low[name]:.4g}, {sure.high[name]:.4g}]")  # fmt: skip
         print(f"  {rank:2d}. {name}  {scores[name]:.4g}{error}{shown}")
-    tied = [unit for unit in scores.units() if len(unit) > 1 and unit[0] in top]
+    tied = [unit for unit in scores.units(args.ties) if len(unit) > 1 and unit[0] in top]
     if tied:
         print("tied, selected together and counted once: " + "; ".join(" = ".join(unit) for unit in tied))
     if relative is not None:
@@ -306,7 +306,7 @@ def _confidence(scores: LayerScores, args: argparse.Namespace) -> Optional[Confi
     """The bootstrap's confidence in the top k, or None where the ranking has too few images for one."""
     if not scores.bootstrappable:
         return None
-    return scores.confidence(args.k, args.budget, seed=args.seed, strategy=args.strategy)
+    return scores.confidence(args.k, args.budget, seed=args.seed, strategy=args.strategy, ties=args.ties)
 
 
 def plot(args: argparse.Namespace) -> None:

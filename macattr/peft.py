@@ -85,6 +85,7 @@ def lora_config(
     *,
     budget: str = "layers",
     strategy: str = "greedy",
+    ties: Optional[str] = None,
     among_adaptable: bool = False,
     r: int = 8,
     lora_alpha: Optional[int] = None,
@@ -101,6 +102,8 @@ def lora_config(
         budget: ``"layers"`` or ``"parameters"``, as in ``LayerScores.top_k``.
         strategy: how the top k fills the budget (``"greedy"``, ``"per_parameter"``, ``"knapsack"``,
             ``"blocks"``), as in ``LayerScores.top_k``.
+        ties: tied layers taken ``"together"`` and counted once, or ``"apart"`` (default: the ranking's own),
+            as in ``LayerScores.top_k``.
         among_adaptable: rank only the layers LoRA can adapt before taking the top k (by default the top k are
             taken first and the ones LoRA cannot adapt are reported in ``skipped``).
         r: LoRA's rank of every target (without ``total_rank``).
@@ -145,7 +148,8 @@ def lora_config(
             ranking = LayerScores(kept, scores.method, scores.config, scores.images,
                                   parameters={n: scores.parameters[n] for n in kept} if scores.parameters else None,
                                   model_parameters=scores.model_parameters)  # fmt: skip
-        chosen = ranking.top_k(k, budget, strategy=strategy) if k is not None else [n for n, _ in ranking.ranked()]
+        every = [n for n, _ in ranking.ranked()]
+        chosen = ranking.top_k(k, budget, strategy=strategy, ties=ties) if k is not None else every
     else:
         chosen = list(selection)
     names = [mapped[n] for n in chosen]

@@ -249,13 +249,13 @@ class LayerScores(Mapping[str, float]):
 
     def confidence(self, k: Union[int, float] = 0.1, budget: str = "layers", model: Optional[Any] = None,
                    resamples: int = 1000, level: float = 0.95, seed: int = 0,
-                   strategy: str = "greedy") -> Confidence:  # fmt: skip
+                   strategy: str = "greedy", ties: Optional[str] = None) -> Confidence:  # fmt: skip
         """How sure the top ``k`` is: a bootstrap over the analysed images, within their groups.
 
         Each resample draws every group's images again with replacement (with ``sources``, their source
         images: all images made from one photograph come together, see
         [`macattr.confidence`][macattr.confidence]), sums the per-image scores and selects with
-        [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget``, ``model`` and ``strategy``).
+        [`top_k()`][macattr.scores.LayerScores.top_k] (same ``k``, ``budget``, ``model``, ``strategy`` and ``ties``).
         Returns a [`Confidence`][macattr.confidence.Confidence]: per layer a ``level`` score interval and its
         probability of being in the top k, the probability that the top k stays the same, and the expected overlap with
         the top k of a rerun on new images. Needs the per-image scores (``rank_layers`` keeps them) and two
@@ -269,12 +269,12 @@ class LayerScores(Mapping[str, float]):
         if self.per_image is None:
             raise ValueError("these scores hold no per-image scores: rank_layers keeps them (and save() writes "
                              "them); scores built without them cannot be bootstrapped")  # fmt: skip
-        self.top_k(k, budget, model, strategy)  # k, budget and strategy checked once, before the resamples
+        self.top_k(k, budget, model, strategy, ties)  # the arguments checked once, before the resamples
 
         def select(values: np.ndarray) -> List[str]:
             again = LayerScores(dict(zip(self.names, values.tolist())), self.method, self.config,
                                 parameters=self.parameters, model_parameters=self.model_parameters)  # fmt: skip
-            return again.top_k(k, budget, model, strategy)
+            return again.top_k(k, budget, model, strategy, ties)
 
         return bootstrap_selection(self.per_image, self.groups, self.names, select, resamples, level, seed, k, budget,
                                    self.sources)  # fmt: skip

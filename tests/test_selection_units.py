@@ -3,7 +3,12 @@ number, random blocks) that select them."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +19,7 @@ from torch import nn
 
 from macattr import LayerScores, rank_layers
 from macattr.layers import block_of
+from macattr.restoration.images import save_image
 
 
 class ConvBnUNet(nn.Module):
@@ -68,6 +74,49 @@ def test_a_convolution_and_its_eval_batchnorm_are_one_unit_at_every_k(seed: int)
     sizes = scores.parameters  # a pair costs both layers' parameters against a parameter budget
     top = scores.top_k(0.3, "parameters")
     assert sum(sizes[n] for n in top) <= 0.3 * scores.model_parameters
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_ties_reach_select_top_k_lora_config_confidence_and_the_command(tmp_path: Path) -> None:
+    from macattr import select_top_k
+    from macattr.cli import main
+    from macattr.peft import lora_config
+
+    options = dict(n_steps=8, seed=0, progress=False)  # few steps: the certificate's warnings are filtered
+    images = [torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    scores = rank_layers(_unet(0), images, **options)
+    together, apart = scores.top_k(2), scores.top_k(2, ties="apart")
+    assert len(apart) == 2 and len(together) > 2  # the UNet's units hold a pair at the top: two units, 3+ layers
+    assert select_top_k(_unet(0), images, k=2, **options) == together
+    assert select_top_k(_unet(0), images, k=2, ties="apart", **options) == apart
+    with pytest.raises(ValueError, match="ties must be None, 'together' or 'apart'"):
+        select_top_k(_unet(0), images, k=2, ties="pairs", **options)
+    modules = dict(_unet(0).named_modules())
+    assert lora_config(scores, _unet(0), k=2, ties="apart").targets == [
+        n for n in apart if isinstance(modules[n], nn.Conv2d)
+    ]
+    sure = scores.confidence(2, ties="apart", resamples=20)
+    assert sum(sure.in_top_k.values()) == pytest.approx(2)  # every resample selects 2 layers
+    torch.save(_unet(0).state_dict(), tmp_path / "unet.pth")
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(images):
+        save_image(tmp_path / "images" / f"{i}.png", image[0])
+    (tmp_path / "nets.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                                      "from test_selection_units import ConvBnUNet as build\n")  # fmt: skip
+    command = ["rank", "--model", "nets:build", "--weights", "unet.pth", "--images", "images", "--k", "2",
+               "--n-steps", "8", "--no-progress", "--out", "s.json"]  # fmt: skip
+    printed = {}
+    for ties in ("together", "apart"):
+        out, previous = io.StringIO(), os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            with contextlib.redirect_stdout(out):
+                assert main([*command, "--ties", ties]) == 0
+        finally:
+            os.chdir(previous)
+        printed[ties] = [line.split(".", 1)[1].split()[0] for line in out.getvalue().splitlines()
+                         if re.match(r"\s+\d+\. ", line)]  # fmt: skip
+    assert len(printed["apart"]) == 2 and len(printed["together"]) > 2
 
 
 def test_a_count_beyond_the_units_names_the_units_and_the_way_out() -> None:

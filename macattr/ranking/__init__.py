@@ -618,15 +618,16 @@ def select_top_k(
     k: Union[int, float] = 0.1,
     budget: str = "layers",
     strategy: str = "greedy",
+    ties: Optional[str] = None,
     **rank_kwargs: Any,
 ) -> List[str]:
     """Names of the best layers within the budget ``k``, best first (RAM: k = 0.1 of the candidates).
 
     ``budget="layers"``: ``k`` in (0, 1] is a fraction of the candidate layers rounded up (at least one), an
     int a count. ``budget="parameters"``: ``k`` is a fraction of the model's parameters (or a number
-    of them), filled by ``strategy`` as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says.
-    ``rank_kwargs`` go to [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is checked before the ranking
-    runs.
+    of them), filled by ``strategy`` as [`LayerScores.top_k()`][macattr.scores.LayerScores.top_k] says, with
+    tied layers taken together and counted once or each on its own (``ties``, as there). ``rank_kwargs`` go to
+    [`rank_layers()`][macattr.ranking.rank_layers]; ``k`` is checked before the ranking runs.
 
     Examples:
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 3, 3, padding=1))
@@ -639,9 +640,11 @@ def select_top_k(
     if budget not in ("layers", "parameters"):
         raise ValueError(f"budget must be 'layers' or 'parameters', got {budget!r}")
     check_strategy(strategy)
+    if ties not in (None, "together", "apart"):
+        raise ValueError(f"ties must be None, 'together' or 'apart', got {ties!r}")
     count = len(candidate_layers(model, rank_kwargs.get("layers"), rank_kwargs.get("exclude")))
     if budget == "layers":
         resolve_k(k, count)
     else:
         check_k(k)
-    return rank_layers(model, loader, **rank_kwargs).top_k(k, budget, strategy=strategy)
+    return rank_layers(model, loader, **rank_kwargs).top_k(k, budget, strategy=strategy, ties=ties)
