@@ -238,7 +238,9 @@ def _first_pass_memory(tell: bool) -> Callable[[PassMemory, int], None]:
     def report(memory: PassMemory, steps: int) -> None:
         if tell and not told:
             told.append(True)
-            print(f"macattr: memory: {memory.describe(steps)}", file=sys.stderr, flush=True)
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"macattr: memory: {memory.describe(steps)}", file=sys.stderr)  # above the progress bar
 
     return report
 

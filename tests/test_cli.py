@@ -317,6 +317,7 @@ def test_rank_says_what_a_pass_holds_once_the_first_pass_has_measured_it(workspa
     shown = _run(*common, "--out", "m.json", cwd=workspace)
     assert shown.returncode == 0, shown.stderr
     lines = [line for line in shown.stderr.splitlines() if line.startswith("macattr: memory:")]
-    assert len(lines) == 1 and re.search(r"one pass of \d+ images? × \d+ grid points? ≈ [\d.]+ [KMG]iB", lines[0])
+    assert len(lines) == 1, shown.stderr
+    assert re.search(r"one pass of \d+ images? × \d+ grid points? ≈ [\d.]+ [KMG]iB", lines[0])
     quiet = _run(*common, "--out", "m.json", "--no-progress", cwd=workspace)
     assert quiet.returncode == 0 and "macattr: memory:" not in quiet.stderr
