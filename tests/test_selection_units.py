@@ -4,6 +4,7 @@ number, random blocks) that select them."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 import re
@@ -101,9 +102,8 @@ def test_ties_reach_select_top_k_lora_config_confidence_and_the_command(tmp_path
     (tmp_path / "images").mkdir()
     for i, image in enumerate(images):
         save_image(tmp_path / "images" / f"{i}.png", image[0])
-    (tmp_path / "nets.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-                                      "from test_selection_units import ConvBnUNet as build\n")  # fmt: skip
-    command = ["rank", "--model", "nets:build", "--weights", "unet.pth", "--images", "images", "--k", "2",
+    (tmp_path / "tied_unet.py").write_text("import torch\nfrom torch import nn\n\n\n" + inspect.getsource(ConvBnUNet))
+    command = ["rank", "--model", "tied_unet:ConvBnUNet", "--weights", "unet.pth", "--images", "images", "--k", "2",
                "--n-steps", "8", "--no-progress", "--out", "s.json"]  # fmt: skip
     printed = {}
     for ties in ("together", "apart"):
