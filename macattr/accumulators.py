@@ -127,6 +127,8 @@ class ConductanceSum(TensorSum):
         self._keeps_spread = spread
         self._last: Optional[Tuple[Tensor, Tensor]] = None
         self._buffers: Tuple[Tensor, ...] = ()
+        self._size: Optional[Tensor] = None  # per row: the largest |value| seen
+        self._moved: Optional[Tensor] = None  # per row: the largest |change| of a step
 
     def _step_gradient(self, before: Tensor, after: Tensor) -> Tensor:
         """The gradient of the steps from ``before``'s grid points to ``after``'s, by the rule (a new tensor
@@ -146,6 +148,7 @@ class ConductanceSum(TensorSum):
     def _add_steps(self, before: Tensor, after: Tensor, change: Tensor) -> None:
         """Add steps with gradients ``before`` at their start and ``after`` at their end and value changes
         ``change``, each (S, N, ...); ``change`` is new and may be overwritten."""
+        self._moved = _row_max(change, self._moved)
         if self.drift is not None:
             differences = (after - before).mul_(change)
             self.drift.add_(differences.sum(0))
@@ -155,6 +158,7 @@ class ConductanceSum(TensorSum):
     def update(self, values: Tensor, grads: Tensor, weights: Optional[Tensor] = None) -> None:
         dtype = accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
+        self._size = _row_max(values, self._size)
         if self.total is None:
             # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
             self._start(values, grads)
@@ -172,6 +176,24 @@ class ConductanceSum(TensorSum):
         last_grad.copy_(grads[-1])
         self._last = self._buffers
 
+    def _still(self) -> Optional[Tensor]:
+        """Per row (N,), whether its value never moved by more than a relative 1e-6 of its size along the grid:
+        a layer that sees nothing of the input there (a diffusion model's time embedding), whose steps are
+        rounding noise."""
+        if self._moved is None or self._size is None:
+            return None
+        return self._moved <= STILL * self._size
+
+    def _without_still_rows(self, tensor: Tensor) -> Tensor:
+        still = self._still()
+        if still is None or not bool(still.any()):
+            return tensor
+        return tensor.masked_fill(still.reshape(-1, *([1] * (tensor.dim() - 1))), 0.0)
+
+    def compute(self) -> Tensor:
+        """The sum (N, ...); exactly 0 in the rows whose value never moved along the grid (see ``_still``)."""
+        return self._without_still_rows(super().compute())
+
     def error_estimate(self) -> Tensor:
         """The estimated absolute error of ``compute()`` against the integral, per element (N, ...), in the units
         of the sum: ``|drift| / 2 + sqrt(squares) / 8`` for the left and right rules (the first-order part shared
@@ -181,12 +203,16 @@ class ConductanceSum(TensorSum):
         if self.drift is None:
             raise ValueError("error_estimate() needs a ConductanceSum made with spread=True, updated at least once")
         own = self.squares.sqrt() * ERROR_SPREAD
-        return own if self.rule == "trapezoid" else self.drift.abs() * 0.5 + own
+        return self._without_still_rows(own if self.rule == "trapezoid" else self.drift.abs() * 0.5 + own)
 
     def merge(self, other: TensorSum) -> None:
         super().merge(other)
         self.drift = _sum_of(self.drift, getattr(other, "drift", None))
         self.squares = _sum_of(self.squares, getattr(other, "squares", None))
+        for name in ("_size", "_moved"):
+            mine, theirs = getattr(self, name), getattr(other, name, None)
+            if theirs is not None:
+                setattr(self, name, theirs.clone() if mine is None else torch.maximum(mine, theirs))
 
 
 class CompletenessSum(ConductanceSum):
@@ -223,6 +249,15 @@ class CompletenessSum(ConductanceSum):
     def merge(self, other: TensorSum) -> None:
         super().merge(other)
         self.scale = _sum_of(self.scale, getattr(other, "scale", None))
+
+
+STILL = 1e-6  # a row whose steps all move its value less than this, relative to its size, saw nothing
+
+
+def _row_max(tensor: Tensor, so_far: Optional[Tensor]) -> Tensor:
+    """Per row n of ``tensor`` (S, N, ...), the largest |value| over its steps and elements, and ``so_far``'s."""
+    largest = tensor.detach().abs().amax(dim=tuple(d for d in range(tensor.dim()) if d != 1))
+    return largest if so_far is None else torch.maximum(so_far, largest)
 
 
 def _sum_of(mine: Optional[Tensor], theirs: Optional[Tensor]) -> Optional[Tensor]:

@@ -470,3 +470,24 @@ def test_a_failed_rank_leaves_no_folder_it_made_and_debug_goes_after_the_subcomm
     assert list((tmp_path / "kept").iterdir()) == []
     assert command("--weights", "missing.pth", "--debug") == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_layers_that_see_only_the_timestep_score_exactly_zero() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few steps: the certificate's warning is not what this test reads
+        scores = rank_layers(unet, [torch.rand(2, 3, 16, 16)], output="sample", forward_kwargs={"timestep": 10},
+                             rule="trapezoid", n_steps=8, seed=0, progress=False)  # fmt: skip
+    timed = [name for name in scores if "time_emb" in name or name.startswith("time_embedding")]
+    assert len(timed) == 10 and all(scores[name] == 0.0 and scores.error(name) == 0.0 for name in timed)
+    seeing = [value for name, value in scores.items() if name not in timed]
+    assert min(seeing) > 1e-4 * max(seeing)  # every layer that sees the input scores far above rounding
+    # a per-sample timestep: the time layer follows the batch, and still scores exactly 0
+    with_time = _Conditioned().double()
+    ranked = rank_layers(with_time, [_images(0, n=2)], n_steps=6, seed=0, progress=False,
+                         forward_kwargs={"timestep": torch.tensor([3.0, 3.0]), "mask": torch.ones(2)})  # fmt: skip
+    assert ranked["time"] == 0.0 and ranked["conv"] > 0.0 and ranked["out"] > 0.0
