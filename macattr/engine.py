@@ -364,6 +364,9 @@ def planning_passes(agree: Optional[Callable[[int], int]] = None,
         >>> heard  # 2 images, the CPU's cap of 8 grid points per pass
         [(2, 8)]
     """
+    for name, value in (("agree", agree), ("report", report)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be a function or None, got {type(value).__name__}")
     outer = _PLANNING.get()
     token = _PLANNING.set(PassPlanning(agree or outer.agree, report or outer.report))
     try:

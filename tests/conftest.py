@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -51,6 +52,18 @@ class ResidualNet(nn.Module):
 def residual_net(seed: int) -> ResidualNet:
     torch.manual_seed(seed)
     return ResidualNet().double()
+
+
+class Broken(Exception):
+    """A batch that cannot be read."""
+
+
+def failing_at(batches: list, at: int) -> Iterator:
+    """``batches`` one by one, raising ``Broken`` instead of batch ``at``."""
+    for index, batch in enumerate(batches):
+        if index == at:
+            raise Broken(f"batch {at} is unreadable")
+        yield batch
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

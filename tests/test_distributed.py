@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import failing_at
 from macattr import LayerScores, rank_layers
 from macattr.restoration.images import sample_images, save_image
 
@@ -34,17 +35,6 @@ def _batches(count: int = 5) -> list:
     return [torch.rand(1 + i % 2, 3, 8, 8, generator=generator, dtype=torch.float64) for i in range(count)]
 
 
-class Broken(Exception):
-    pass
-
-
-def _failing(batches: list, at: int):
-    for index, batch in enumerate(batches):
-        if index == at:
-            raise Broken(f"batch {at} is unreadable")
-        yield batch
-
-
 def _worker(rank: int, folder: str, case: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/store-{case}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))  # fmt: skip
@@ -53,9 +43,9 @@ def _worker(rank: int, folder: str, case: str) -> None:
         model, batches = _model(), _batches()
         common = dict(n_steps=6, seed=3, progress=False, checkpoint=out / "run.ckpt.json")
         if case == "interrupted":
-            rank_layers(model, _failing(batches, 3), **common)
+            rank_layers(model, failing_at(batches, 3), **common)
         elif case == "rank1-fails":
-            loader = _failing(batches, 2) if rank == 1 else batches
+            loader = failing_at(batches, 2) if rank == 1 else batches
             rank_layers(model, loader, **{**common, "checkpoint": None})
         else:
             scores = rank_layers(model, batches, **common)

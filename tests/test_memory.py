@@ -80,3 +80,12 @@ def test_planning_blocks_nest_and_keep_the_outer_report() -> None:
             LayerPathConductance(model, [model[0]]).attribute(torch.rand(2, 4), n_steps=6)
     assert agreed == [8]  # the CPU's cap: the network is tiny
     assert heard == [2]  # the agreed number is the one used and reported
+
+
+def test_planning_refuses_what_is_not_a_function() -> None:
+    with pytest.raises(TypeError, match="agree must be a function or None, got int"):
+        with planning_passes(agree=8):
+            pass
+    with pytest.raises(TypeError, match="report must be a function or None, got str"):
+        with planning_passes(report="print"):
+            pass

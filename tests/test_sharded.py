@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import failing_at
 from macattr import LayerScores, rank_layers
 from macattr.restoration.images import sample_images, save_image
 
@@ -61,17 +62,6 @@ def _sharded(model: nn.Module) -> nn.Module:
     return fsdp.fully_shard(model, mesh=mesh)
 
 
-class Broken(Exception):
-    pass
-
-
-def _failing(batches: list, at: int):
-    for index, batch in enumerate(batches):
-        if index == at:
-            raise Broken(f"batch {at} is unreadable")
-        yield batch
-
-
 def _worker(rank: int, folder: str, case: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/store-{case}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=int(os.environ.get("SHARDED_TIMEOUT", "60"))))  # fmt: skip
@@ -84,7 +74,7 @@ def _worker(rank: int, folder: str, case: str) -> None:
         model = _sharded(model)
         checkpoint = {"checkpoint": out / "run.ckpt.json"} if case in ("interrupted", "resumed") else {}
         if case == "interrupted":
-            rank_layers(model, _failing(_batches(), 3), **OPTIONS, **checkpoint)
+            rank_layers(model, failing_at(_batches(), 3), **OPTIONS, **checkpoint)
         elif case == "gradnorm":
             rank_layers(model, [(x, torch.zeros(x.shape[0], 1, dtype=x.dtype)) for x in _batches()], "gradnorm",
                         progress=False)  # fmt: skip
