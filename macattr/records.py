@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from macattr.files import PathLike, write_text_atomic
-from macattr.placement import weight_values
+from macattr.placement import is_dtensor, weight_values
 
 
 def tensor_fingerprint(tensor: Tensor) -> str:
@@ -32,7 +32,7 @@ def tensor_fingerprint(tensor: Tensor) -> str:
         >>> tensor_fingerprint(torch.zeros(2, 3))
         'tensor(2, 3) sha256:9d908ecfb6b256de'
     """
-    if callable(getattr(tensor, "to_local", None)):  # a DTensor
+    if is_dtensor(tensor):
         return f"shard of tensor{tuple(tensor.shape)}: {tensor_fingerprint(tensor.to_local())}"
     if tensor.is_meta:
         return f"meta tensor{tuple(tensor.shape)} without values"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from macattr.layers import block_of, own_parameters
 from macattr.paths import IntegrationPath, interval_of
-from macattr.placement import offloaded_values
+from macattr.placement import is_dtensor, offloaded_values
 from macattr.ranking.batches import image_seed
 from macattr.targets import TargetIndex
 
@@ -306,7 +306,7 @@ def inverse_condition(layers: Dict[str, nn.Module]) -> Dict[str, float]:
         held = offloaded_values(module)
         inverse = [0.0] if not any(p.dim() >= 2 for p in own_parameters(module)) else []
         for weight in (held.get(id(p), p) for p in own_parameters(module) if p.dim() >= 2):
-            if callable(getattr(weight, "full_tensor", None)):  # a sharded DTensor: gathered whole, in every process
+            if is_dtensor(weight):  # sharded: gathered whole, a collective that every process runs
                 weight = weight.full_tensor()
             singular = torch.linalg.svdvals(weight.detach().double().reshape(weight.shape[0], -1))
             inverse.append(float(singular[-1] / singular[0]) if singular[0] > 0 else 0.0)
