@@ -8,8 +8,9 @@
 For each network, one image in float64: the reference is MAC with the trapezoid rule at N = ``--reference-start``,
 doubled until doubling N changes no layer's score by more than ``--tolerance`` (relative); then every rule at
 every N of ``--steps``, with each layer's relative error against the reference (largest and mean over the
-layers) and the top-10 % overlap with the reference's top 10 % (|A ∩ B| / k). Results are written to ``--json``
-after each run, and a rerun with the same settings resumes from it.
+layers) and the top-10 % overlap with the reference's top 10 % (|A ∩ B| / k). The segment rules (``gauss2``,
+``gauss3``) run at the most segments whose passes per image do not exceed the step rules' N + 1. Results are
+written to ``--json`` after each run, and a rerun with the same settings resumes from it.
 
 Networks: ``demo`` (the demo network after the demo's mask pre-training, one 32 × 32 noisy photograph crop),
 ``swinir-medium`` (the RAM example's medium SwinIR, 121 layers; pre-trained with ``--medium-weights``, else
@@ -33,10 +34,13 @@ from torch import Tensor, nn
 
 from bench_networks import pretrained_demo, ram_medium, resnet18
 from macattr import LayerScores, rank_layers
-from macattr.accumulators import STEP_RULES
 from macattr.restoration.degradations import degrade
 from macattr.restoration.images import sample_images
+from macattr.segments import SegmentRule, points_per_image
+from macattr.vocabulary import STEP_RULES
 
+RULES = (*STEP_RULES, "gauss2", "gauss3")
+COLOURS = dict(zip(RULES, ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00")))
 ROUNDING = 1e-9  # relative differences below this are float rounding, not the step sum's error
 Case = Tuple[nn.Module, Tensor, Dict[str, Any]]  # the model, one image (1, C, H, W), rank_layers options
 
@@ -112,24 +116,28 @@ def run(args: argparse.Namespace, results: Dict[str, Any], save: Callable[[], No
             entry["reference"]["seconds"] = time.perf_counter() - started
             save()
         exact = entry["reference"]["scores"]
-        for rule in STEP_RULES:
+        for rule in RULES:
             for n in args.steps:
                 key = f"{rule} {n}"
                 if "estimate_max" in entry["runs"].get(key, {}):
                     continue
-                entry["runs"][key] = {"rule": rule, "n_steps": n, **compare(_scores(case, n, rule), exact)}
+                segments = n if rule in STEP_RULES else max(1, n // SegmentRule.named(rule).points_per_segment)
+                entry["runs"][key] = {"rule": rule, "n_steps": segments, "passes": points_per_image(rule, segments),
+                                      **compare(_scores(case, segments, rule), exact)}  # fmt: skip
                 save()
 
 
 def table(results: Dict[str, Any]) -> str:
-    lines = [f"{'network':14s} {'layers':>6s} {'reference N':>11s} {'rule':9s} {'N':>4s} {'max error':>9s} "
-             f"{'mean error':>10s} {'top-10 %':>8s} {'max estimate':>12s} {'understated':>11s} "
+    lines = [f"{'network':14s} {'layers':>6s} {'reference N':>11s} {'rule':9s} {'N':>4s} {'passes':>6s} "
+             f"{'max error':>9s} {'mean error':>10s} {'top-10 %':>8s} {'max estimate':>12s} {'understated':>11s} "
              f"{'estimate/error':>14s} {'input gap':>9s}"]  # fmt: skip
     for network, entry in results["networks"].items():
         ref = entry["reference"]
         for run_ in entry["runs"].values():
+            passes = run_.get("passes", run_["n_steps"] + 1)
             line = (f"{network:14s} {entry['layers']:6d} {ref['n_steps']:11d} {run_['rule']:9s} "
-                    f"{run_['n_steps']:4d} {100 * run_['max_error']:8.2f}% {100 * run_['mean_error']:9.2f}% "
+                    f"{run_['n_steps']:4d} {passes:6d} {100 * run_['max_error']:8.2f}% "
+                    f"{100 * run_['mean_error']:9.2f}% "
                     f"{run_['overlap'] * run_['k']:4.0f}/{run_['k']:<3d}")  # fmt: skip
             if "estimate_max" in run_:  # median (smallest) ratio of the estimate to the true error
                 line += (f" {100 * run_['estimate_max']:11.2f}% {100 * run_['understated']:10.0f}% "
@@ -151,20 +159,24 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.6), squeeze=False, sharey=True)
     for ax, network in zip(axes[0], networks):
         entry = results["networks"][network]
-        for colour, rule in zip(("#0072B2", "#E69F00", "#009E73"), STEP_RULES):
+        for rule in RULES:
             runs = sorted((r for r in entry["runs"].values() if r["rule"] == rule), key=lambda r: r["n_steps"])
-            steps = [r["n_steps"] for r in runs]
-            ax.loglog(steps, [100 * r["max_error"] for r in runs], "o-", color=colour, label=f"{rule}, largest")
-            ax.loglog(steps, [100 * r["mean_error"] for r in runs], "s--", color=colour, ms=3, label=f"{rule}, mean")
+            if not runs:
+                continue
+            passes = [r.get("passes", r["n_steps"] + 1) for r in runs]
+            colour = COLOURS[rule]
+            ax.loglog(passes, [100 * r["max_error"] for r in runs], "o-", color=colour, label=f"{rule}, largest")
+            ax.loglog(passes, [100 * r["mean_error"] for r in runs], "s--", color=colour, ms=3, label=f"{rule}, mean")
+        ticks = sorted({r["n_steps"] + 1 for r in entry["runs"].values() if r["rule"] in STEP_RULES})
         ax.set_title(f"{network} ({entry['layers']} layers)")
-        ax.set_xticks(steps, [str(n) for n in steps], minor=False)
+        ax.set_xticks(ticks, [str(n) for n in ticks], minor=False)
         ax.set_xticks([], minor=True)
-        ax.set_xlabel("grid intervals N")
+        ax.set_xlabel("forward and backward passes per image")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("relative error of a layer's score (%)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))  # the legend below the panels covers no line
+    fig.legend(handles, labels, loc="lower center", ncol=(len(labels) + 1) // 2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))  # the legend below the panels covers no line
     fig.savefig(path, dpi=120)
 
 

@@ -7,7 +7,9 @@ Llama: 4 layers, hidden 64, random weights (seed 0), float64, 4 sequences of 16 
 of token 5 at position 15; each start's reference is the trapezoid at N = 3200 on the same start and path (the
 sigmoid mask, or the ramp that reveals one token after another linearly). ConvNeXt:
 Hugging Face's, hidden sizes 16-32-64-128, random weights (seed 0), float64, two 32 × 32 photograph crops,
-patches of 4 × 4, class 0's logit. For every run: the largest true relative error (Llama), the certificate's
+patches of 4 × 4, class 0's logit; on the ramp its reference is the segment rule gauss4 at N = 1024 (5121
+passes; the trapezoid does not converge there). Segment rules (``gauss<m>``) take N (m + 1) + 1 passes.
+For every run: the largest true relative error (Llama), the certificate's
 largest estimate, how many layers it understates, the largest completeness gap at the input, and whether the
 singular-start warning came.
 """
@@ -75,9 +77,17 @@ def run() -> Dict[str, List[Dict[str, Any]]]:
     pad = token_embedding(model, 0)
     runs = {
         ("zero vector", False): [("left", 50), ("trapezoid", 50), ("trapezoid", 200)],
-        ("pad token's embedding", False): [("left", 50), ("trapezoid", 50), ("trapezoid", 200)],
-        ("pad token's embedding", True): [("left", 96), ("trapezoid", 48), ("trapezoid", 96), ("trapezoid", 200)],
-        ("zero vector", True): [("trapezoid", 96), ("trapezoid", 400)],
+        ("pad token's embedding", False): [("left", 50), ("trapezoid", 50), ("trapezoid", 200), ("gauss2", 66)],
+        ("pad token's embedding", True): [
+            ("left", 96),
+            ("trapezoid", 48),
+            ("trapezoid", 96),
+            ("trapezoid", 200),
+            ("gauss3", 8),
+            ("gauss2", 16),
+            ("gauss3", 16),
+        ],
+        ("zero vector", True): [("trapezoid", 96), ("trapezoid", 400), ("gauss3", 16), ("gauss4-graded", 32)],
     }
     for (start, ramp), settings in runs.items():  # each against the trapezoid at N = 3200 on the same path
         baseline = 0.0 if start == "zero vector" else pad
@@ -89,12 +99,14 @@ def run() -> Dict[str, List[Dict[str, Any]]]:
             print(results["llama"][-1], flush=True)
     model, x, options = _convnext()
     colour = mean_colour(torch.stack(sample_images(32)).double())
+    trapezoids = [("trapezoid", 50), ("trapezoid", 200)]
     for start, baseline, ramp in (("zero patch", 0.0, False), ("mean colour", colour, False),
                                   ("mean colour", colour, True)):  # fmt: skip
-        reference = _ranked(model, x, options, baseline, "trapezoid", 3200, ramp)[0] if ramp else None
-        for n in (50, 200):
-            scores, singular = _ranked(model, x, options, baseline, "trapezoid", n, ramp)
-            results["convnext"].append({"start": start, "ramp": ramp, "rule": "trapezoid", "n_steps": n,
+        reference = _ranked(model, x, options, baseline, "gauss4", 1024, ramp)[0] if ramp else None
+        more = [("gauss3", 32), ("gauss2", 64), ("gauss4", 128), ("gauss4", 512)] if ramp else []
+        for rule, n in trapezoids + more:
+            scores, singular = _ranked(model, x, options, baseline, rule, n, ramp)
+            results["convnext"].append({"start": start, "ramp": ramp, "rule": rule, "n_steps": n,
                                         **_row(scores, singular, reference)})  # fmt: skip
             print(results["convnext"][-1], flush=True)
     return results

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from macattr.vocabulary import STEP_RULES
+from macattr.segments import SegmentRule
+from macattr.vocabulary import RULES, SEGMENT_RULES, STEP_RULES
 
 
 @runtime_checkable
@@ -86,6 +87,8 @@ ERROR_SPREAD = 0.125  # sqrt(squares) → the steps' own error (see ConductanceS
 class ConductanceSum(TensorSum):
     """Running ``Σ_j ĝ_j · (y_{j+1} − y_j)`` over consecutive grid points, with ``ĝ_j`` the gradient of the
     step's ``rule``: ``g_j`` (left, the default), ``g_{j+1}`` (right) or ``½ (g_j + g_{j+1})`` (trapezoid).
+    A segment rule (``gauss<m>``, see [`SegmentRule`][macattr.segments.SegmentRule]) takes the points in
+    groups of a segment's start, its m nodes and its end, and adds each segment's Gauss–Legendre sum.
 
     ``update(values, grads, weights)`` takes the next ``S`` grid points, each
     (S, N, ...): layer values ``y_j`` and gradients ``g_j = ∂F/∂y|_{α_j}``
@@ -95,10 +98,12 @@ class ConductanceSum(TensorSum):
     of the grid that starts where this one ends.
 
     With ``spread=True`` it also keeps, per element (N, ...), the steps' differences between the right and the
-    left rule, ``d_j = (g_{j+1} − g_j) · (y_{j+1} − y_j)``: their sum ``drift`` and the sum of their squares
-    ``squares``. Where the gradient moves monotonically within a step, the step's exact integral is its left
-    term plus ``θ_j · d_j`` for some ``θ_j`` in [0, 1]; ``error_estimate()`` takes ``θ_j = 1/2 + η_j`` with the
-    ``η_j`` of different steps independent (see there).
+    left rule, ``d_j = (g_{j+1} − g_j) · (y_{j+1} − y_j)`` (for a segment rule, the same between each two
+    consecutive points of its segments, ends included): their sum ``drift`` and the sum of their squares
+    ``squares``. Where the gradient moves monotonically within a step, the step's exact integral
+    is its left term plus ``θ_j · d_j`` for some ``θ_j`` in [0, 1]; ``error_estimate()`` takes
+    ``θ_j = 1/2 + η_j`` with the ``η_j`` of different steps independent (see there). ``on_path``: a segment
+    rule's segments are the path's own, not a polygon across its corners (the engine knows which).
 
     Examples:
         >>> values = torch.tensor([[0.0], [1.0], [3.0]])  # y at three grid points, N = 1
@@ -113,13 +118,19 @@ class ConductanceSum(TensorSum):
         (10.0, 68.0)
         >>> round(sums["left"].error_estimate().item(), 2), round(sums["trapezoid"].error_estimate().item(), 2)
         (6.03, 1.03)
+        >>> gauss = ConductanceSum("gauss2")  # two nodes inside each segment
+        >>> along = SegmentRule.named("gauss2").positions()[:, None]  # start, nodes, end of one segment (4, 1)
+        >>> gauss.update(3 * along**2, 2 * along)  # y = 3τ², ∂F/∂y = 2τ: ∫ 2τ · 6τ dτ = 4
+        >>> round(gauss.compute().item(), 12)
+        4.0
     """
 
-    def __init__(self, rule: str = "left", spread: bool = False) -> None:
-        if rule not in STEP_RULES:
-            raise ValueError(f"rule must be one of {list(STEP_RULES)}, got {rule!r}")
-        if not isinstance(spread, bool):
-            raise TypeError(f"spread must be True or False, got {spread!r}")
+    def __init__(self, rule: str = "left", spread: bool = False, on_path: bool = False) -> None:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
+        for name, value in (("spread", spread), ("on_path", on_path)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         super().__init__()
         self.rule = rule
         self.drift: Optional[Tensor] = None
@@ -129,6 +140,9 @@ class ConductanceSum(TensorSum):
         self._buffers: Tuple[Tensor, ...] = ()
         self._size: Optional[Tensor] = None  # per row: the largest |value| seen
         self._moved: Optional[Tensor] = None  # per row: the largest |change| of a step
+        self._segment = SegmentRule.named(rule) if rule in SEGMENT_RULES else None
+        self._on_path = on_path
+        self._filled = 0  # segment rules: how many points of the open segment the buffers hold
 
     def _step_gradient(self, before: Tensor, after: Tensor) -> Tensor:
         """The gradient of the steps from ``before``'s grid points to ``after``'s, by the rule (a new tensor
@@ -145,20 +159,28 @@ class ConductanceSum(TensorSum):
         if self._keeps_spread:
             self.drift, self.squares = torch.zeros_like(values[0]), torch.zeros_like(values[0])
 
+    def _add(self, contributions: Tensor, differences: Optional[Tensor]) -> None:
+        """Add steps' (or segments') conductance ``contributions`` (S, N, ...) and, with ``spread``, their
+        ``differences`` between two rules (S, N, ...); both are new and may be overwritten."""
+        if self.drift is not None and differences is not None:
+            self.drift.add_(differences.sum(0))
+            self.squares.add_(differences.square_().sum(0))
+        self.total.add_(contributions.sum(0))
+
     def _add_steps(self, before: Tensor, after: Tensor, change: Tensor) -> None:
         """Add steps with gradients ``before`` at their start and ``after`` at their end and value changes
         ``change``, each (S, N, ...); ``change`` is new and may be overwritten."""
         self._moved = _row_max(change, self._moved)
-        if self.drift is not None:
-            differences = (after - before).mul_(change)
-            self.drift.add_(differences.sum(0))
-            self.squares.add_(differences.square_().sum(0))
-        self.total.add_(change.mul_(self._step_gradient(before, after)).sum(0))
+        differences = (after - before).mul_(change) if self.drift is not None else None
+        self._add(change.mul_(self._step_gradient(before, after)), differences)
 
     def update(self, values: Tensor, grads: Tensor, weights: Optional[Tensor] = None) -> None:
         dtype = accumulation_dtype(values.dtype)
         values, grads = values.to(dtype), grads.to(dtype)
         self._size = _row_max(values, self._size)
+        if self._segment is not None:
+            self._update_segments(values, grads)
+            return
         if self.total is None:
             # made once, at the first (smallest) pass, so that later passes reuse the memory freed around them
             self._start(values, grads)
@@ -175,6 +197,35 @@ class ConductanceSum(TensorSum):
         last_value.copy_(values[-1])
         last_grad.copy_(grads[-1])
         self._last = self._buffers
+
+    def _update_segments(self, values: Tensor, grads: Tensor) -> None:
+        """Collect the points of the open segment (start, nodes, end); add each segment once its end arrives."""
+        if self.total is None:
+            self._start(values, grads)
+            size = self._segment.nodes + 2
+            self._buffers = (values.new_empty(size, *values.shape[1:]), grads.new_empty(size, *grads.shape[1:]))
+        segment_values, segment_grads = self._buffers
+        for value, grad in zip(values, grads):
+            segment_values[self._filled].copy_(value)
+            segment_grads[self._filled].copy_(grad)
+            self._filled += 1
+            if self._filled == len(segment_values):
+                self._add_segment(segment_values, segment_grads)
+                segment_values[0].copy_(segment_values[-1])  # the end is the next segment's start
+                segment_grads[0].copy_(segment_grads[-1])
+                self._filled = 1
+
+    def _add_segment(self, values: Tensor, grads: Tensor) -> None:
+        """Add one segment's sum from its points' ``values`` and ``grads`` (m + 2, N, ...)."""
+        self._moved = _row_max(values.diff(dim=0), self._moved)
+        rule = self._segment
+        change = torch.tensordot(rule.node_matrix().to(values), values, dims=1)  # (m, N, ...)
+        segment = change.mul_(grads[1:-1]).sum(0, keepdim=True)
+        differences = None
+        if self.drift is not None:  # the steps of the trapezoid that bounds the sum (see error_estimate)
+            ends = slice(None) if self._on_path else [0, -1]
+            differences = grads[ends].diff(dim=0).mul_(values[ends].diff(dim=0))
+        self._add(segment, differences)
 
     def _still(self) -> Optional[Tensor]:
         """Per row (N,), whether its value never moved by more than a relative 1e-6 of its size along the grid:
@@ -198,14 +249,22 @@ class ConductanceSum(TensorSum):
         """The estimated absolute error of ``compute()`` against the integral, per element (N, ...), in the units
         of the sum: ``|drift| / 2 + sqrt(squares) / 8`` for the left and right rules (the first-order part shared
         by every step, and the steps' own parts), ``sqrt(squares) / 8`` for the trapezoid, whose first-order
-        parts cancel. Calibrated against converged references (see the step-sum documentation). Needs
+        parts cancel. A segment rule takes ``sqrt(squares) / 8`` too: where its segments are the path's own
+        (``on_path``), ``squares`` holds the steps between all the points of its segments, the trapezoid's on
+        that finer grid, which the nodes' sum beats; where they cut across the path's corners (the sigmoid mask
+        path), the polygon's distance from the path adds to the error, and ``squares`` holds the steps from
+        corner to corner, the trapezoid's estimate on the same corners, which is calibrated against the path's
+        own integral. Calibrated against converged references (see the step-sum documentation). Needs
         ``spread=True``."""
         if self.drift is None:
             raise ValueError("error_estimate() needs a ConductanceSum made with spread=True, updated at least once")
         own = self.squares.sqrt() * ERROR_SPREAD
-        return self._without_still_rows(own if self.rule == "trapezoid" else self.drift.abs() * 0.5 + own)
+        estimate = self.drift.abs() * 0.5 + own if self.rule in ("left", "right") else own
+        return self._without_still_rows(estimate)
 
     def merge(self, other: TensorSum) -> None:
+        if self._filled > 1 or getattr(other, "_filled", 0) > 1:
+            raise ValueError("a segment rule's sums merge only where a segment ends; this stretch stops inside one")
         super().merge(other)
         self.drift = _sum_of(self.drift, getattr(other, "drift", None))
         self.squares = _sum_of(self.squares, getattr(other, "squares", None))
@@ -241,8 +300,8 @@ class CompletenessSum(ConductanceSum):
         self.total = values.new_zeros(values.shape[1])
         self.scale = values.new_zeros(values.shape[1])
 
-    def _add_steps(self, before: Tensor, after: Tensor, change: Tensor) -> None:
-        steps = change.mul_(self._step_gradient(before, after)).flatten(2).sum(2)  # (S, N): each step's share
+    def _add(self, contributions: Tensor, differences: Optional[Tensor]) -> None:
+        steps = contributions.flatten(2).sum(2)  # (S, N): each step's share
         self.total.add_(steps.sum(0))
         self.scale.add_(steps.abs().sum(0))
 

@@ -145,9 +145,9 @@ class CertifiedAttribution:
         attributions: what ``attribute`` returns: per layer a tensor (N, ...) (a tuple for layers with several
             output tensors), a list for a list of layers.
         errors: the same structure: each neuron's estimated absolute error against the integral along the path,
-            ``Σ_j |(g_{j+1} − g_j) · (y_{j+1} − y_j)|`` over the grid's steps (the spread between the right and
-            left rules; half of it for the trapezoid). It bounds the error where the gradient moves
-            monotonically within each step, and is an estimate otherwise.
+            from the steps' differences ``(g_{j+1} − g_j) · (y_{j+1} − y_j)`` between the right and left rules
+            (for a segment rule, between the consecutive points of its segments); see
+            [`ConductanceSum.error_estimate`][macattr.accumulators.ConductanceSum.error_estimate].
         change: ``F(X(end)) − F(X(start))`` (N,).
         input_sum: the conductance at the path's input, summed over its elements (N,): it tends to ``change``
             as the grid resolves the path, for every model.
@@ -289,7 +289,11 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
             rule: which gradient each step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by:
                 ``"left"`` ``∂F/∂y|_{α_j}`` (Captum's and the paper's Eq. 9), ``"right"``
                 ``∂F/∂y|_{α_{j+1}}`` (the RAM authors' code), ``"trapezoid"`` their mean (second order on
-                a smooth path). All three take the same passes and memory.
+                a smooth path). All three take the same passes and memory. Or a segment rule
+                (``"gauss2"``, ``"gauss3"``, ``"gauss4"``, ``"-graded"`` forms, see
+                [`macattr.segments`][macattr.segments]): each of the ``n_steps`` steps is a straight segment
+                integrated with m Gauss–Legendre nodes, ``n_steps (m + 1) + 1`` points in all; ``method`` then
+                keeps its default.
             certify: return a [`CertifiedAttribution`][macattr.attribution.CertifiedAttribution]: the
                 attributions with each neuron's estimated error and the completeness gap at the input (the
                 backward pass then reaches the input: one more layer's gradient per pass).

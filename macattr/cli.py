@@ -30,7 +30,7 @@ from macattr.vocabulary import (
     COMPARE_KINDS,
     FIGURE_KINDS,
     NORMALIZATIONS,
-    STEP_RULES,
+    RULES,
     STRATEGIES,
     TARGET_NAMES,
 )
@@ -279,9 +279,11 @@ def _rank_options(rank: argparse.ArgumentParser) -> None:
 
     estimator = rank.add_argument_group("estimator", "the step sum and its certificate")
     estimator.add_argument("--n-steps", type=_positive_int, default=200, help="grid intervals N of the path")
-    estimator.add_argument("--rule", choices=list(STEP_RULES), default="left",
+    estimator.add_argument("--rule", choices=list(RULES), default="left", metavar="RULE",
                            help="conductance's step rule: left (the paper's Eq. 9), right (the RAM code), "
-                           "trapezoid")  # fmt: skip
+                           "trapezoid; or gauss1 ... gauss4 (m Gauss-Legendre nodes inside each of the N steps: "
+                           "N (m + 1) + 1 passes per image), -graded for nodes crowded to each step's "
+                           "start")  # fmt: skip
     estimator.add_argument("--tolerance", type=_probability, default=0.1,
                            help="relative error the scores must be within: warn (or with --strict refuse) when a "
                            "layer's estimated error or an image's completeness gap is over it")  # fmt: skip

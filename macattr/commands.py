@@ -34,6 +34,7 @@ from macattr.restoration.images import center_crop, image_files, read_image
 from macattr.restoration.ram_files import write_ram_files
 from macattr.scores import LayerScores, agreement, resolve_k
 from macattr.seeds import derive_seed
+from macattr.segments import points_per_image, remedy
 from macattr.weights import load_weights
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -250,17 +251,14 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
     if not settings.method_record.step_rule:
         raise CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
+    passes = sum(points_per_image(settings.rule, n) for n in (settings.n_steps, settings.n_steps // 2))
     if is_main_process():
         print(f"check of N: ranking the first 4 images at N = {settings.n_steps} and N = {settings.n_steps // 2} "
-              f"({int(1.5 * settings.n_steps) + 2} passes per image) ...", flush=True)  # fmt: skip
+              f"({passes} passes per image) ...", flush=True)  # fmt: skip
     check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget,
                         tolerance=args.tolerance, group=group, device=device, exclude=args.exclude,
                         progress=not args.no_progress)  # fmt: skip
-    advice = (
-        ""
-        if check.enough
-        else "; raise --n-steps" + ("" if settings.rule == "trapezoid" else " or use --rule trapezoid")
-    )
+    advice = "" if check.enough else "; " + remedy(settings.rule, command=True)
     if is_main_process():
         print(f"check of N: {check.summary()}{advice}")
 

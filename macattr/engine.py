@@ -24,10 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from macattr._checks import check_choice, check_int
-from macattr.accumulators import STEP_RULES, CompletenessSum, ConductanceSum, GradientSum
+from macattr.accumulators import CompletenessSum, ConductanceSum, GradientSum
 from macattr.memory import PassMemory, PassMeter, accumulation_bytes
 from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
+from macattr.segments import PolygonalPath, SegmentRule
 from macattr.targets import TargetIndex, expand_target, select_target
+from macattr.vocabulary import RULES, SEGMENT_RULES
 
 LayerTensors = Tuple[Tensor, ...]
 QUANTITIES = ("conductance", "gradient")
@@ -404,7 +406,10 @@ class SweepPlan:
     ``method`` (the grid), ``n_steps`` intervals.
 
     ``steps_per_pass``: grid points per forward/backward (``None``: automatic). ``rule``: conductance's step
-    rule, "left", "right" or "trapezoid" (see [`ConductanceSum`][macattr.accumulators.ConductanceSum]).
+    rule, "left", "right" or "trapezoid" (see [`ConductanceSum`][macattr.accumulators.ConductanceSum]), or a
+    segment rule ``gauss<m>`` (see [`macattr.segments`][macattr.segments]): ``n_steps`` straight segments
+    between the path's equidistant points, m Gauss–Legendre nodes in each, ``n_steps (m + 1) + 1`` points in
+    all; it places its own points, so ``method`` keeps its default.
     ``accumulator``: a function of no arguments making the running sum of one layer tensor (an
     [`Accumulator`][macattr.accumulators.Accumulator] fed ``update(values, grads, weights)`` pass by pass);
     default ``ConductanceSum(rule)`` or ``GradientSum()``. ``certify`` (conductance only): also estimate each
@@ -431,8 +436,13 @@ class SweepPlan:
     def __post_init__(self) -> None:
         check_int("n_steps", self.n_steps, 1)
         check_choice("quantity", self.quantity, QUANTITIES)
-        check_choice("rule", self.rule, STEP_RULES)
+        check_choice("rule", self.rule, RULES)
         check_choice("method", self.method, QUADRATURES)
+        if self.segment_rule is not None and self.method != "riemann_trapezoid":
+            raise ValueError(
+                f"rule={self.rule!r} places its own points along each segment; method= chooses the "
+                f"points of the step rules only (got method={self.method!r})"
+            )
         if self.accumulator is not None and not callable(self.accumulator):
             raise TypeError(f"accumulator must make an Accumulator when called, got {type(self.accumulator).__name__}")
         if self.steps_per_pass is not None:
@@ -445,31 +455,57 @@ class SweepPlan:
             raise ValueError("certify=True estimates the error of conductance's own step sums: it needs "
                              "quantity='conductance' and no custom accumulator")  # fmt: skip
 
+    @property
+    def segment_rule(self) -> Optional[SegmentRule]:
+        """The segment rule of a conductance sum that integrates inside each step, else ``None``."""
+        if self.quantity != "conductance" or self.rule not in SEGMENT_RULES:
+            return None
+        return SegmentRule.named(self.rule)
+
+    def integration_path(self, path: IntegrationPath) -> IntegrationPath:
+        """The path the points lie on: ``path``, or for a segment rule the polygon through its grid points."""
+        return path if self.segment_rule is None else PolygonalPath(path, self.n_steps)
+
     def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
-        """Conductance: the ``n_steps + 1`` grid points; gradient: ``n_steps`` points and their weights (float64)."""
+        """Conductance: the ``n_steps + 1`` grid points (a segment rule: its ``n_steps (m + 1) + 1`` points, with
+        weights that the sums do not use); gradient: ``n_steps`` points and their weights (float64)."""
+        rule = self.segment_rule
+        if rule is not None:
+            alphas = rule.alphas(PolygonalPath(path, self.n_steps).breaks())
+            return alphas, torch.zeros_like(alphas)
         return rule_on(path, self.method, self.n_steps + (self.quantity == "conductance"))
 
     @property
     def sum_copies(self) -> int:
         """Tensors the size of one grid point of a layer's output that its running sum keeps: the conductance
-        sum, its last grid point's value and gradient (and the certificate's two spreads); the gradient sum;
-        a custom accumulator counted as one."""
-        if self.quantity == "conductance" and self.accumulator is None:
-            return 5 if self.certify else 3
-        return 1
+        sum, its last grid point's value and gradient (a segment rule: the values and gradients of a segment's
+        m + 2 points), and the certificate's two spreads; the gradient sum; a custom accumulator counted as
+        one."""
+        if self.quantity != "conductance" or self.accumulator is not None:
+            return 1
+        rule = self.segment_rule
+        kept = 3 if rule is None else 1 + 2 * (rule.nodes + 2)
+        return kept + 2 * self.certify
 
     @property
     def step_copies(self) -> int:
         """Tensors the size of one grid point of a layer's output that adding it to the sums holds for a moment:
         the incoming gradient, the step's change of value, the difference of the rules and the trapezoid's mean
-        gradient for conductance; the gradient and its weighted copy for the gradient sum."""
-        return 4 if self.quantity == "conductance" else 2
+        gradient for conductance (a segment rule: its nodes' value changes and the check's m + 2 terms); the
+        gradient and its weighted copy for the gradient sum."""
+        if self.quantity != "conductance":
+            return 2
+        rule = self.segment_rule
+        return 4 if rule is None else max(4, 2 * rule.nodes + 3)
 
-    def new_sum(self) -> Any:
-        """The running sum of one layer tensor."""
+    def new_sum(self, on_path: bool = False) -> Any:
+        """The running sum of one layer tensor; ``on_path``: a segment rule's segments are the path's own (see
+        [`ConductanceSum`][macattr.accumulators.ConductanceSum])."""
         if self.accumulator is not None:
             return self.accumulator()
-        return ConductanceSum(self.rule, spread=self.certify) if self.quantity == "conductance" else GradientSum()
+        if self.quantity != "conductance":
+            return GradientSum()
+        return ConductanceSum(self.rule, spread=self.certify, on_path=on_path)
 
 
 def _evaluate(
@@ -518,7 +554,9 @@ def sweep(
     """
     alphas, weights = plan.alphas_and_weights(path)
     n_samples = inputs[0].shape[0]
-    points_at = path.bind(inputs, baselines)
+    along = plan.integration_path(path)
+    points_at = along.bind(inputs, baselines)
+    on_path = isinstance(along, PolygonalPath) and along.is_path(inputs)
     sums: List[List] = []
     rows: List[List[int]] = []
     outputs: List[Tensor] = []
@@ -538,7 +576,7 @@ def sweep(
             layer_sizes.append(accumulation_bytes(captured, steps))
         leaves = leaves if plan.certify else ()
         if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
-            sums.extend([plan.new_sum() for _ in tensors] for tensors in recorder.captured)
+            sums.extend([plan.new_sum(on_path) for _ in tensors] for tensors in recorder.captured)
             rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
             if plan.certify:
                 at_input.extend(CompletenessSum(plan.rule) for _ in leaves)

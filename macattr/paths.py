@@ -187,6 +187,10 @@ class LinearPath:
     def interval(self) -> Tuple[float, float]:
         return float(self.start), float(self.end)
 
+    def straight_between(self, breaks: Tensor, inputs: Tuple[Tensor, ...]) -> bool:
+        """Always: the line is straight between any two of its points."""
+        return True
+
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> PointsFn:
         deltas = tuple(x - b for x, b in zip(inputs, baselines))
 
@@ -339,6 +343,27 @@ class MaskAttributionPath:
 
     def interval(self) -> Tuple[float, float]:
         return 1.0 - float(self.mask_ratio), float(self.end)
+
+    def straight_between(self, breaks: Tensor, inputs: Tuple[Tensor, ...]) -> bool:
+        """Whether the path is straight between consecutive ``breaks`` (float64, ascending) for these inputs:
+        only the ramp is, where every corner of it, a masked cell's start or end ``k / K`` inside the
+        interval, is one of the breaks (K: each sample's counted cells)."""
+        if not self.ramp or self.thresholds is not None:
+            return False
+        start, end = self.interval()
+        for x in inputs:
+            _, _, cells = self._grid(x)
+            counted = (
+                {math.prod(cells)}
+                if self.exclude is None
+                else set((~self._per_sample("exclude", self.exclude, x.shape[0], cells)).flatten(1).sum(1).tolist())
+            )
+            for count in counted:
+                corners = torch.arange(1, max(count, 1), dtype=torch.float64) / max(count, 1)
+                corners = corners[(corners > start + 1e-12) & (corners < end - 1e-12)]
+                if len(corners) and float((corners[:, None] - breaks[None]).abs().min(1).values.max()) > 1e-9:
+                    return False
+        return True
 
     def for_images(self, seeds: Sequence[int]) -> MaskAttributionPath:
         """This path with one threshold seed per image (a ranking seeds every image on its own, so that its

@@ -17,6 +17,14 @@ STEP_RULES = ("left", "right", "trapezoid")
 """Which gradient a conductance step ``α_j → α_{j+1}`` multiplies ``y(α_{j+1}) − y(α_j)`` by: ``left``
 ``∂F/∂y|_{α_j}``, ``right`` ``∂F/∂y|_{α_{j+1}}``, ``trapezoid`` their mean."""
 
+SEGMENT_RULES = tuple(f"gauss{m}{grading}" for grading in ("", "-graded") for m in (2, 3, 4))
+"""Quadrature inside each step (see [`macattr.segments`][macattr.segments]): ``gauss<m>`` integrates every one of
+the N steps, taken as a straight segment between its end points, with ``m`` Gauss–Legendre nodes; ``-graded``
+crowds the nodes towards each segment's start (``τ = u³``), for a start where the integrand is steep."""
+
+RULES = STEP_RULES + SEGMENT_RULES
+"""Every rule of a conductance sum: the step rules and the segment rules."""
+
 STRATEGIES = ("greedy", "per_parameter", "knapsack", "blocks")
 """How a selection fills its budget (see [`macattr.selection`][macattr.selection])."""
 
@@ -76,6 +84,8 @@ __all__ = [
     "FIGURE_KINDS",
     "MethodName",
     "NORMALIZATIONS",
+    "RULES",
+    "SEGMENT_RULES",
     "STEP_RULES",
     "STRATEGIES",
     "TARGET_NAMES",

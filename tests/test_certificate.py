@@ -79,17 +79,18 @@ def test_the_input_gap_vanishes_for_a_linear_model_and_shrinks_with_the_grid_oth
     assert fine < coarse / 4 and coarse > 1e-6
 
 
-@pytest.mark.parametrize("rule", STEP_RULES)
+@pytest.mark.parametrize("rule", [*STEP_RULES, "gauss2", "gauss4", "gauss3-graded"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_each_layers_estimate_is_at_least_its_error_against_a_converged_reference(rule: str, seed: int) -> None:
-    """MAC along the mask path (pixels revealed in steps, the sum converges slowly): the estimate bounds it."""
+    """MAC along the mask path (pixels revealed in steps, the sum converges slowly): the estimate bounds it,
+    also for a segment rule, whose polygon cuts across the path's corners (18 masked pixels, 2 to 9 a segment)."""
     model = conv_net(seed, activation=nn.GELU)
     x = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     options = dict(seed=seed, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = rank_layers(model, [x], n_steps=4096, rule="trapezoid", **options)
-        for n_steps in (8, 32, 128):
+        for n_steps in (8, 32, 128) if rule in STEP_RULES else (2, 4, 8):
             scores = rank_layers(model, [x], n_steps=n_steps, rule=rule, **options)
             for name in reference:
                 error = abs(scores[name] - reference[name])
@@ -111,7 +112,7 @@ def test_a_singular_start_is_refused_under_strict_and_warned_otherwise() -> None
     options = dict(target=0, n_steps=20, seed=0, progress=False, baselines=0.0)
     with pytest.raises(UncertifiedError, match="NOT within 10 %.*strict=True refuses"):
         rank_layers(model, [x], strict=True, **options)
-    with pytest.warns(UserWarning, match="NOT within 10 %.*Remedies: rule='trapezoid'"):
+    with pytest.warns(UserWarning, match="NOT within 10 %.*Remedies: rule='gauss2'"):
         scores = rank_layers(model, [x], **options)
     assert not scores.certificate().trusted and scores.certificate().worst_gap > 0.5
     assert isinstance(UncertifiedError("x"), ValueError)
@@ -286,6 +287,11 @@ def test_a_llama_from_pad_tokens_along_the_ramp_converges_at_second_order_and_is
         errors[n_steps] = max(abs(scores[n] - reference[n]) / abs(reference[n]) for n in counted)
         assert all(scores.error(n) >= abs(scores[n] - reference[n]) - 1e-12 * largest for n in counted)
     assert errors[96] < 0.01 and 3 < errors[48] / errors[96] < 5  # about 4: second order
+    segment_options = dict(options, rule="gauss3")
+    for n_steps, within in ((8, 0.005), (16, 0.0005)):  # 8 masked tokens: 1 and 2 segments each, 33 and 65 passes
+        scores = rank_layers(model, [embeddings], n_steps=n_steps, strict=True, **segment_options)
+        assert max(abs(scores[n] - reference[n]) / abs(reference[n]) for n in counted) < within
+        assert all(scores.error(n) >= abs(scores[n] - reference[n]) - 1e-12 * largest for n in counted)
 
 
 def test_the_new_arguments_refuse_bad_values_by_name() -> None:

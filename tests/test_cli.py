@@ -321,3 +321,14 @@ def test_rank_says_what_a_pass_holds_once_the_first_pass_has_measured_it(workspa
     assert re.search(r"one pass of \d+ images? × \d+ grid points? ≈ [\d.]+ [KMG]iB", lines[0])
     quiet = _run(*common, "--out", "m.json", "--no-progress", cwd=workspace)
     assert quiet.returncode == 0 and "macattr: memory:" not in quiet.stderr
+
+
+def test_rank_takes_a_segment_rule_records_it_and_counts_its_passes_in_the_step_check(workspace: Path) -> None:
+    result = _run("rank", "--model", "tinynet:build", "--weights", "w.pth", "--images", "images", "--n-steps", "4",
+                  "--rule", "gauss2", "--check-steps", "--out", "gauss.json", "--no-progress",
+                  cwd=workspace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(20 passes per image)" in result.stdout  # N = 4 and 2 segments: 13 + 7 points
+    assert json.loads((workspace / "gauss.json").read_text())["config"]["rule"] == "gauss2"
+    refused = _run("rank", "--model", "tinynet:build", "--images", "images", "--rule", "gauss1", cwd=workspace)
+    assert refused.returncode == 2 and "--rule" in refused.stderr and "gauss2" in refused.stderr

@@ -42,6 +42,7 @@ from macattr.ranking.scorers import ImageScores, Scorer, ScoringContext
 from macattr.ranking.settings import RankSettings, UntilStable
 from macattr.records import callable_identity, model_digest
 from macattr.scores import LayerScores, check_k, check_tolerance, resolve_k
+from macattr.segments import remedy
 from macattr.selection import check_strategy
 from macattr.targets import NAMED_TARGETS, ReducedModel
 
@@ -193,9 +194,8 @@ def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
     if verdict.trusted:
         return scores
     rule = scores.config.get("rule", "left")
-    remedies = ["rule='trapezoid'" if rule != "trapezoid" else None, "a larger n_steps"]
     message = (f"rank_layers: {verdict.summary()}; over: {verdict.over[:5]}{' ...' if len(verdict.over) > 5 else ''}"
-               f". Remedies: {', '.join(r for r in remedies if r)}")  # fmt: skip
+               f". Remedies: {remedy(rule)}")  # fmt: skip
     if strict:
         raise UncertifiedError(message + " (strict=True refuses the scores)")
     warnings.warn(message, UncertifiedWarning, stacklevel=3)

@@ -9,13 +9,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from torch import Tensor
 
 from macattr._checks import check_choice, check_int
-from macattr.accumulators import STEP_RULES
 from macattr.paths import IntegrationPath, MaskAttributionPath, describe_path, interval_of
 from macattr.ranking.methods import Method, get_method, methods
 from macattr.records import json_value
 from macattr.scores import check_k
 from macattr.targets import NAMED_TARGETS, OutputSpec
-from macattr.vocabulary import NORMALIZATIONS
+from macattr.vocabulary import NORMALIZATIONS, RULES
 
 TargetSpec = Union[str, int, Tuple[int, ...], Callable[[Tensor], Tensor]]
 _MASK_OPTIONS = ("mask_ratio", "sharpness", "patch_size", "mask_dims", "ramp")
@@ -106,9 +105,11 @@ class RankSettings:
             truth of ``gradnorm``/``fisher`` is not changed.
         input_name: pass each batch's input to the model by this keyword (``"inputs_embeds"`` to attribute a
             Hugging Face text model along its embeddings, ``"pixel_values"``); ``None``: positionally.
-        n_steps: grid intervals N of the path (≥ 1).
+        n_steps: grid intervals N of the path (≥ 1); with a segment rule, the segments.
         rule: the step rule of conductance ("mac", "conductance"): "left" (the paper's Eq. 9, the default),
-            "right" (the RAM authors' code) or "trapezoid" (see ``LayerPathConductance.attribute``).
+            "right" (the RAM authors' code) or "trapezoid"; or a segment rule, "gauss2", "gauss3", "gauss4"
+            (m Gauss–Legendre nodes inside each of N straight segments: N (m + 1) + 1 passes per image) and
+            their "-graded" forms (see [`macattr.segments`][macattr.segments]).
         path: the [`IntegrationPath`][macattr.paths.IntegrationPath] of a method that integrates along one
             (``None``: the method's own, the mask attribute path built from the four mask options for "mac",
             the linear path for the others). A path with ``for_images(seeds)`` (the mask path) gets one
@@ -179,7 +180,7 @@ class RankSettings:
             object.__setattr__(self, "until_stable", UntilStable(self.until_stable))
         object.__setattr__(self, "method", get_method(self.method).name)  # an alias is stored as the name
         check_int("n_steps", self.n_steps, 1)
-        check_choice("rule", self.rule, STEP_RULES)
+        check_choice("rule", self.rule, RULES)
         if self.rule != "left" and not self.method_record.step_rule:
             raise ValueError(f"method={self.method!r} sums no conductance steps, so it takes no rule= "
                              f"(got {self.rule!r}); the methods with step rules are "

@@ -24,8 +24,9 @@ from macattr._checks import check_int
 from macattr.ranking import UncertifiedWarning, rank_layers
 from macattr.ranking.settings import RankSettings
 from macattr.scores import LayerScores, check_tolerance
+from macattr.segments import remedy
 
-_ORDER = {"left": 1, "right": 1, "trapezoid": 2}
+_ORDER = {"left": 1, "right": 1, "trapezoid": 2}  # a segment rule counts as order 2: a ReLU's kinks allow no more
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def check_steps(
     layers (counted in ``budget``, as in ``LayerScores.top_k``) differ, or an error estimate or the completeness
     gap at the input is over ``tolerance`` (a relative error in (0, 1)); the warning names the remedies.
     ``rank_options`` go to [`rank_layers()`][macattr.ranking.rank_layers] (``layers``, ``group``, ``device``,
-    ...), not the fields of ``settings``. Costs 1.5 × N forward and backward passes per image.
+    ...), not the fields of ``settings``. Costs 1.5 × N forward and backward passes per image (a segment rule
+    ``gauss<m>``: 1.5 × N (m + 1)).
 
     Examples:
         >>> import torch
@@ -117,15 +119,14 @@ def check_steps(
                                   settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
                       for n in steps)  # fmt: skip
     top, top_half = full.top_k(k, budget), half.top_k(k, budget)
-    ratio = (steps[0] / steps[1]) ** _ORDER[settings.rule]
+    ratio = (steps[0] / steps[1]) ** _ORDER.get(settings.rule, 2)
     certificate = full.certificate(tolerance)
     check = StepCheck(settings.n_steps, settings.rule, full.images, top, top_half,
                       len(set(top) & set(top_half)) / len(top), _error(full, half, ratio - 1),
                       certificate.worst_error, certificate.worst_gap, tolerance)  # fmt: skip
     if warn and not check.enough:
-        remedy = "raise n_steps" if settings.rule == "trapezoid" else "raise n_steps or use rule='trapezoid'"
-        warnings.warn(f"{check.summary()}; {remedy}, or start the path where no normalisation layer is singular "
-                      "(macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(f"{check.summary()}; {remedy(settings.rule)}, or start the path where no normalisation "
+                      "layer is singular (macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
     return check
 
 
