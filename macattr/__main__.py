@@ -1,7 +1,5 @@
 """``python -m macattr``: the ``macattr`` command."""
 
-import sys
+from macattr.cli import entry
 
-from macattr.cli import main
-
-sys.exit(main())
+entry()

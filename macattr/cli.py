@@ -364,6 +364,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``macattr`` executable (and ``python -m macattr``): ``main()``, then the end of the process.
+
+    A process of a ``torchrun`` group (``WORLD_SIZE`` > 1) ends without the interpreter's teardown once its
+    output is flushed: there Gloo can abort a process (SIGABRT, "terminate called without an active exception")
+    after all its work is done, and torchrun would report the run as failed.
+    """
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a reader that has gone: nothing more can reach it
+                pass
+        os._exit(status)
+    sys.exit(status)
+
+
 def _show_warning(message: Warning, category: type, filename: str, lineno: int, file: object = None,
                   line: Optional[str] = None) -> None:  # fmt: skip
     """A warning on stderr as one ``macattr: warning: ...`` line (``--debug`` shows Python's own form)."""
@@ -400,4 +418,4 @@ def _silence_stdout() -> None:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
