@@ -153,10 +153,12 @@ def _ratio(value: Optional[float]) -> str:
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    """The largest and the mean relative error of each rule against the passes per image, a panel per network."""
+    from matplotlib.figure import Figure
 
     networks = list(results["networks"])
-    fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.6), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.2 * len(networks), 3.6))
+    axes = fig.subplots(1, len(networks), squeeze=False, sharey=True)
     for ax, network in zip(axes[0], networks):
         entry = results["networks"][network]
         for rule in RULES:

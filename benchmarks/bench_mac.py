@@ -718,6 +718,13 @@ def _verdict(passed: bool) -> str:
     return "PASS" if passed else "MISS"
 
 
+TARGETS = (f"targets: MAC/batch <= {TIME_TARGET} and sp/bound >= {BOUND_TARGET} (time); "
+           f"MB ratio (MAC / batched floor) <= {MEMORY_TARGET} (mem); MB bound = (batched floor + held) / batched "
+           "floor, the least MB ratio of any exact all-layer method at this pass size; read/bat and bulk/bat: "
+           "the least MAC/batch of a method that reads every layer's value and gradient once outside autograd's "
+           "kernels, from tensor hooks (read) or all at the pass's end (bulk)")  # fmt: skip
+
+
 def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> None:
     print(ROW_HEADER)
     print("-" * len(ROW_HEADER))
@@ -725,11 +732,7 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
         print(format_row(r))
     if any(r["captum_internal_batch_size"] for r in rows):
         print("* Captum ran out of memory with all grid points in one batch; timed with 32 rows per pass instead")
-    print(f"targets: MAC/batch <= {TIME_TARGET} and sp/bound >= {BOUND_TARGET} (time); "
-          f"MB ratio (MAC / batched floor) <= {MEMORY_TARGET} (mem); MB bound = (batched floor + held) / batched "
-          "floor, the least MB ratio of any exact all-layer method at this pass size; read/bat and bulk/bat: "
-          "the least MAC/batch of a method that reads every layer's value and gradient once outside autograd's "
-          "kernels, from tensor hooks (read) or all at the pass's end (bulk)")  # fmt: skip
+    print(TARGETS)
     if memory:
         print(f"\n{'network':12s} {'size':>4s} {'MB at N=8':>10s} {'MB at N=200':>11s} {'ratio':>6s} "
               f"{'<= ' + str(GROWTH_TARGET):>7s}")  # fmt: skip
@@ -741,6 +744,57 @@ def print_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> N
         for b in batches:
             print(f"{str(b['steps_per_pass']):>16s} {b['mac_s']:8.2f} {b['floor_s']:8.2f} {b['ratio']:9.3f} "
                   f"{b['mac_mb']:8.1f}")  # fmt: skip
+
+
+# the main table as Markdown tables narrow enough for a page: each group of columns beside the row's keys
+KEY_COLUMNS = ("network", "L", "size", "N")
+COLUMN_GROUPS = (
+    ("Seconds per image", ("MAC s", "linear s", "floor s", "batched", "held s", "read s", "bulk s", "acc s")),
+    ("Against Captum and the authors' loop", ("Captum s", "Capt GL s", "RAM ref s", "timed", "speed-up", "bound")),
+    ("Ratios to the batched floor", ("MAC/batch", "held/bat", "read/bat", "bulk/bat", "acc/bat", "allow µs",
+                                     "sp/bound", "time")),
+    ("Memory", ("MAC MB", "batch MB", "held MB", "MB ratio", "MB bound", "mem")),
+)  # fmt: skip
+
+
+def markdown_tables(rows: List[Dict], memory: List[Dict], batches: List[Dict]) -> str:
+    """The tables of ``print_tables`` in Markdown, the main one split into ``COLUMN_GROUPS`` (a column that some
+    row lacks, as in files of older versions of this script, is left out)."""
+    spec_and_value = {header: (spec, value) for header, spec, value in COLUMNS}
+
+    def cell(r: Dict[str, Any], header: str) -> str:
+        spec, value = spec_and_value[header]
+        return format(value(r) if callable(value) else r[value], spec).strip()
+
+    def present(header: str) -> bool:
+        try:
+            return all(cell(r, header) is not None for r in rows)
+        except KeyError:
+            return False
+
+    def table(headers: Sequence[str], lines: List[List[str]]) -> List[str]:
+        return ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers),
+                *("| " + " | ".join(line) + " |" for line in lines), ""]  # fmt: skip
+
+    out: List[str] = []
+    for title, group in COLUMN_GROUPS:
+        headers = [*KEY_COLUMNS, *(h for h in group if present(h))]
+        out += [f"{title}:", "", *table(headers, [[cell(r, h) for h in headers] for r in rows])]
+    out += [TARGETS[0].upper() + TARGETS[1:] + ".", ""]
+    if any(r["captum_internal_batch_size"] for r in rows):
+        out += ["`timed` with `*`: Captum ran out of memory with all grid points in one batch; timed with 32 rows "
+                "per pass instead.", ""]  # fmt: skip
+    if memory:
+        out += [f"Memory against N (target: growth from N = 8 to N = 200 at most {GROWTH_TARGET}):", "",
+                *table(("network", "size", "MB at N=8", "MB at N=200", "ratio", "verdict"),
+                       [[m["network"], str(m["size"]), f"{m['mb_8']:.1f}", f"{m['mb_200']:.1f}", f"{m['ratio']:.2f}",
+                         _verdict(m["passed"])] for m in memory])]  # fmt: skip
+    if batches:
+        out += ["Grid points per pass:", "",
+                *table(("grid points/pass", "MAC s", "floor s", "MAC/floor", "MAC MB"),
+                       [[str(b["steps_per_pass"]), f"{b['mac_s']:.2f}", f"{b['floor_s']:.2f}", f"{b['ratio']:.3f}",
+                         f"{b['mac_mb']:.1f}"] for b in batches])]  # fmt: skip
+    return "\n".join(out)
 
 
 def paper_swinir(args: argparse.Namespace) -> Dict[str, Any]:
@@ -913,8 +967,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fused-accumulation", action="store_true",
                         help="time mac, linear and accumulate with each layer's accumulation as one compiled "
                         "kernel (memory columns stay the plain engine's)")  # fmt: skip
+    parser.add_argument("--markdown", metavar="JSON", help="run nothing: the tables of this results file (--json) "
+                        "in Markdown, as the benchmarks page shows them")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.markdown:
+        saved = json.loads(Path(args.markdown).read_text())
+        print(markdown_tables(saved["rows"], saved.get("memory", []), saved.get("batch_sizes", [])))
+        return 0
     if args.fused_accumulation and (args.scaling or args.paper_swinir):
         parser.error("--fused-accumulation: only for the main table, not with --scaling or --paper-swinir")
     if args.allocator != "system":

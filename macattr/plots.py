@@ -238,7 +238,7 @@ def _draw_heatmap(
     ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
     ax.set_xlabel("layer role in block")
     ax.set_ylabel("block (in depth order)")
-    for name in marked:
+    for name in (n for n in scores.names if n in marked):  # depth order: the same drawing in every process
         block, role = block_and_role(name)
         ax.add_patch(Rectangle((cols.index(role) - 0.5, rows.index(block) - 0.5), 1, 1, fill=False, edgecolor=_MARK,
                                lw=1.6))  # fmt: skip
@@ -295,7 +295,7 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
             ax.axvspan(first - 0.5, last + 0.5, color="0.92", lw=0, zorder=0)
     x = np.arange(count)
     size = 14 if count <= 60 else 6
-    handles, with_bars = [], False
+    handles, with_bars, headroom = [], False, 0.0  # headroom: points above the highest value for the numbers
     for index, (scores, top) in enumerate(zip(sets, marked)):
         colour = _PALETTE[index % len(_PALETTE)]
         y = np.array([scores.get(n, np.nan) for n in names], dtype=float)
@@ -314,11 +314,17 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
         ring = colour if several else _MARK
         ax.scatter(x[where], y[where], s=size * 4, facecolors="none", edgecolors=ring, linewidths=1.4, zorder=4)
         if not several:
-            for rank, name in enumerate(top, start=1):
-                ax.annotate(str(rank), (depth[name], y[depth[name]]), xytext=(0, 5), textcoords="offset points",
+            lifts = _label_lifts(ax, where, [y[point] for point in where], y, count, log)
+            for rank, (point, lift) in enumerate(zip(where, lifts), start=1):
+                ax.annotate(str(rank), (point, y[point]), xytext=(0, 5 + lift), textcoords="offset points",
                             ha="center", fontsize=7, color=_MARK)  # fmt: skip
+            headroom = max(headroom, max(lifts, default=0.0) + 14)
     if log:
         ax.set_yscale("log")
+    if headroom:
+        low, high = ax.get_ylim()
+        extra = headroom / _plot_size(ax)[1]
+        ax.set_ylim(low, high * (high / low) ** extra if log else high + (high - low) * extra)
     ax.set_xlim(-1, count)
     if count <= 40:
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
@@ -339,6 +345,38 @@ def _profile(sets: List[LayerScores], marked: List[List[str]], ax: Optional[Axes
     label = title or (f"{describe(sets[0])} layer importance by depth" if not several else "layer importance by depth")
     ax.set_title(label + ("; shaded: alternate residual groups" if len(_group_spans(names)) > 2 else ""))
     return fig
+
+
+def _label_lifts(ax: Axes, x: List[int], y: List[float], every: np.ndarray, count: int, log: bool) -> List[float]:
+    """How far (points) to raise each rank number above its point so that no two numbers overlap.
+
+    ``x``, ``y``: the marked points in rank order; ``every``: all the profile's values (for the vertical scale);
+    ``count``: the number of layers. Rank 1 keeps its place; each later number takes the lowest of the levels
+    (7.5 points apart) where it overlaps no number placed before it, judged on the axes' size in points.
+    """
+    width, height = _plot_size(ax)
+    finite = every[np.isfinite(every) & (every > 0)] if log else every[np.isfinite(every)]
+    scale = np.log10 if log else (lambda v: v)
+    low, high = (float(scale(finite.min())), float(scale(finite.max()))) if finite.size else (0.0, 1.0)
+    per_unit = height / ((high - low) or 1.0)
+    placed: List[Tuple[float, float]] = []  # (x, y) of the numbers drawn, in points
+    lifts = []
+    for point, value in zip(x, y):
+        across = point * width / max(count, 1)
+        up = (float(scale(value)) - low) * per_unit if np.isfinite(value) and (value > 0 or not log) else 0.0
+        lift = 0.0
+        while any(abs(across - a) < 9 and abs(up + lift - b) < 7.5 for a, b in placed):
+            lift += 7.5
+        placed.append((across, up + lift))
+        lifts.append(lift)
+    return lifts
+
+
+def _plot_size(ax: Axes) -> Tuple[float, float]:
+    """The axes' plotting area in points (width, height), as the layout will about leave it."""
+    figure_width, figure_height = ax.figure.get_size_inches()
+    box = ax.get_position()
+    return 0.85 * box.width * figure_width * 72, 0.75 * box.height * figure_height * 72
 
 
 def _row_major(items: List[Any], columns: int) -> List[Any]:
@@ -391,8 +429,8 @@ def plot_comparison(
             layers (by default that is refused: they are not of one model).
 
     Returns:
-        A figure with the scorings and three matrices: Spearman ρ, Kendall τ
-        and the Jaccard overlap of the top-k sets, for every pair, over the
+        A figure with the scorings and three matrices (Spearman ρ, Kendall τ
+        and the Jaccard overlap of the top-k sets) for every pair, over the
         layers the pair shares (their number is printed below).
 
     Examples:
@@ -421,8 +459,10 @@ def plot_comparison(
     with rc_context(_STYLE):
         columns = min(len(sets), 3) if kind == "heatmap" else 1
         rows = -(-len(sets) // columns) if kind == "heatmap" else 1
-        fig = Figure(figsize=(min(4.2 * max(columns, 3), 13), 3.6 * rows + 3.2), layout="constrained")
-        top, bottom = fig.subfigures(2, 1, height_ratios=[3.6 * rows, 3.2])
+        blocks = max(len(layer_grid(s)[0]) for s in sets) if kind == "heatmap" else 0
+        row_height = max(3.6, 1.6 + 0.11 * blocks)  # inches: about 8 points a block label, so none overlap
+        fig = Figure(figsize=(min(4.2 * max(columns, 3), 13), row_height * rows + 3.2), layout="constrained")
+        top, bottom = fig.subfigures(2, 1, height_ratios=[row_height * rows, 3.2])
         if kind == "profile":
             plot_layer_importance(sets, kind="profile", top_k=top_k, ax=top.add_subplot())
         else:

@@ -112,9 +112,11 @@ def test_ablation_ratios_and_robustness(test_run: Path, tmp_path: Path, capsys) 
     assert set(results["robustness"]["against_reference"]) == {"seed 1", "1 images per task", "N = 3"}
     text = (out / "results.md").read_text()
     assert "## Ablation: which layers to fine-tune" in text and "## Robustness of the MAC ranking" in text
-    for method, entry in methods.items():  # the SSIM table: every method, its average over tasks
-        average = entry["tasks"]["average"]
-        assert f"| {average['ssim']:.4f} ± {average['ssim_std']:.4f} |" in text.split(f"| {method} |")[2]
+    for method, entry in methods.items():  # the tables of PSNR, of the selection and of SSIM, in that order
+        average, rows = entry["tasks"]["average"], text.split(f"| {method} |")
+        assert f"| {average['psnr']:.2f} ± {average['psnr_std']:.2f} |" in rows[1]
+        assert f"| {100 * entry['trainable_fraction']:.1f} % |" in rows[2]
+        assert f"| {average['ssim']:.4f} ± {average['ssim_std']:.4f} |" in rows[3]
     assert (out / "ablation.png").stat().st_size > 1000
     # a subset of the methods reuses the finished fine-tunings and tabulates only those; an alias names its method
     assert _run(capsys, "ablate", *common, "--methods", "last,mac,ig") == (0, "")
