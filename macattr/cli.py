@@ -281,7 +281,7 @@ def _rank_options(rank: argparse.ArgumentParser) -> None:
     estimator.add_argument("--n-steps", type=_positive_int, default=200, help="grid intervals N of the path")
     estimator.add_argument("--rule", choices=list(RULES), default="left", metavar="RULE",
                            help="conductance's step rule: left (the paper's Eq. 9), right (the RAM code), "
-                           "trapezoid; or gauss1 ... gauss4 (m Gauss-Legendre nodes inside each of the N steps: "
+                           "trapezoid; or gauss2, gauss3, gauss4 (m Gauss-Legendre nodes inside each of the N steps: "
                            "N (m + 1) + 1 passes per image), -graded for nodes crowded to each step's "
                            "start")  # fmt: skip
     estimator.add_argument("--tolerance", type=_probability, default=0.1,

@@ -222,6 +222,8 @@ def rank(args: argparse.Namespace) -> None:
         group = "task" if args.per_task or args.degrade else None
         if args.check_steps:
             _check_steps(model, batches, settings, args, group, device)
+            if iter(batches) is batches:  # a factory's iterator: the check read its first images
+                batches = _batches(args)
         with planning_passes(report=_first_pass_memory(main_process and not args.no_progress)):
             scores = rank_layers(model, batches, settings=settings, group=group, device=device,
                                  exclude=args.exclude, progress=not args.no_progress, checkpoint=args.checkpoint,
@@ -251,6 +253,8 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     """``--check-steps``: the top k at N and at N/2 on the first 4 images, one line on stdout."""
     if not settings.method_record.step_rule:
         raise CommandError(f"--check-steps compares step sums; --method {settings.method} sums none")
+    if settings.n_steps < 2:
+        raise CommandError(f"--check-steps compares N with N / 2: --n-steps must be >= 2, got {settings.n_steps}")
     passes = sum(points_per_image(settings.rule, n) for n in (settings.n_steps, settings.n_steps // 2))
     if is_main_process():
         print(f"check of N: ranking the first 4 images at N = {settings.n_steps} and N = {settings.n_steps // 2} "

@@ -117,6 +117,9 @@ class LayerScores(Mapping[str, float]):
     ) -> None:
         if not scores:
             raise ValueError("scores must hold at least one layer")
+        words = [name for name, score in scores.items() if isinstance(score, (str, bytes, bool))]
+        if words:
+            raise ValueError(f"scores must be numbers; not numbers for {words}")
         values = {str(name): float(score) for name, score in scores.items()}
         bad = [name for name, score in values.items() if not math.isfinite(score)]
         if bad:
@@ -124,11 +127,16 @@ class LayerScores(Mapping[str, float]):
         self._scores = values
         self.method = str(method)
         self.config = dict(config or {})
+        if isinstance(images, bool) or not isinstance(images, numbers.Integral) or images < 0:
+            raise ValueError(f"images must be a count >= 0, got {images!r}")
         self.images = int(images)
         self.skipped = {str(name): str(reason) for name, reason in (skipped or {}).items()}
         self.parameters = None if parameters is None else {str(n): int(c) for n, c in parameters.items()}
         self.model_parameters = None if model_parameters is None else int(model_parameters)
         if self.parameters is not None:
+            negative = [name for name, count in self.parameters.items() if count < 0]
+            if negative or (self.model_parameters or 0) < 0:
+                raise ValueError(f"parameter counts must be >= 0; negative for {negative or ['model_parameters']}")
             missing = [name for name in values if name not in self.parameters]
             if missing or self.model_parameters is None or self.model_parameters < max(self.parameters.values()):
                 raise ValueError("parameters must give every layer's count, and model_parameters at least each one")
@@ -179,9 +187,9 @@ class LayerScores(Mapping[str, float]):
         """The best layers within the budget ``k``, best first.
 
         A selection counts [`units()`][macattr.scores.LayerScores.units]: layers whose scores tie (agree to a
-        relative 1e-6, as a convolution and its eval-mode BatchNorm do) are taken together and counted once
-        (``ties="together"``, the default), or each on its own (``ties="apart"``, the default of scores made in the
-        RAM authors' mode, whose code counts layers).
+        relative 1e-6, as a convolution and its eval-mode BatchNorm do under MAC) are taken together and counted
+        once (``ties="together"``, the default of ``mac``, ``conductance`` and ``random_blocks``), or each on its
+        own (``ties="apart"``, the default of every other method and of scores made in the RAM authors' mode).
 
         ``budget="layers"``: ``k`` units, a fraction in (0, 1] of them rounded up or a count.
         ``budget="parameters"``: units until ``k`` of the model's parameters (a fraction in (0, 1], or a number
@@ -208,10 +216,10 @@ class LayerScores(Mapping[str, float]):
         value = {group[0]: sum(self._scores[n] for n in group) for group in groups}  # in the units' order
         members = {group[0]: group for group in groups}
         if budget == "layers":  # a ranking made in the RAM authors' mode rounds a fraction down, as their code
-            if isinstance(check_k(k), int) and len(groups) < k <= len(self):
+            if isinstance(check_k(k), int) and len(groups) < min(k, len(self)):  # ties make fewer units than k
+                apart = " or ties='apart' to count every layer" if k <= len(self) else ""
                 raise ValueError(f"k={k} units asked, but these {len(self)} layers make {len(groups)} units "
-                                 "(tied layers count once); pass a smaller k, or ties='apart' to count every "
-                                 "layer")  # fmt: skip
+                                 f"(tied layers count once); pass a k in [1, {len(groups)}]{apart}")  # fmt: skip
             count = resolve_k(k, len(groups), self.config.get("k_rounding", "up"))
             if strategy == "per_parameter":
                 sizes, _ = self._counts(model)
@@ -231,9 +239,14 @@ class LayerScores(Mapping[str, float]):
 
     def units(self, ties: Optional[str] = None, blocks: bool = False) -> List[List[str]]:
         """The units a selection counts, best first (see [`macattr.selection`][macattr.selection]): with
-        ``ties="together"`` (the default, except for scores made in the RAM authors' mode) the layers whose
-        nonzero scores agree to a relative 1e-6 form one unit; with ``ties="apart"`` each layer is a unit; with
-        ``blocks=True`` each block is, ordered by its summed score.
+        ``ties="together"`` the layers whose nonzero scores agree to a relative 1e-6 form one unit; with
+        ``ties="apart"`` each layer is a unit; with ``blocks=True`` each block is, ordered by its summed score.
+
+        The default is ``"together"`` for the methods whose ties mark one unit (``mac`` and ``conductance``,
+        which score two layers whose outputs are per-channel affine images of each other alike, as a convolution
+        and its eval-mode BatchNorm; ``random_blocks``, whose blocks share one draw). It is ``"apart"`` for every
+        other method (equal weights copied into several layers tie under ``kappa`` and are not one unit) and for
+        scores made in the RAM authors' mode, whose code counts layers.
 
         Examples:
             >>> LayerScores({"conv": 3.0, "bn": 3.0, "head": 1.0}, "mac").units()
@@ -242,7 +255,8 @@ class LayerScores(Mapping[str, float]):
         if blocks:
             return block_units(self._scores)
         if ties is None:
-            ties = "apart" if self.config.get("k_rounding") == "down" else "together"
+            counted = _ties_are_one_unit(self.method) and self.config.get("k_rounding") != "down"
+            ties = "together" if counted else "apart"
         if ties not in ("together", "apart"):
             raise ValueError(f"ties must be 'together' or 'apart', got {ties!r}")
         return units(self._scores, TIE if ties == "together" else 0.0)
@@ -424,6 +438,10 @@ class LayerScores(Mapping[str, float]):
     def from_dict(cls, document: Mapping[str, Any]) -> LayerScores:
         try:
             layers = sorted(document["layers"], key=lambda entry: entry.get("index", 0))
+            names = [entry["name"] for entry in layers]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise ValueError(f"each layer must appear once; more than once: {twice}")
             scores = {entry["name"]: entry["score"] for entry in layers}
             counted = all("parameters" in entry for entry in layers) and "model_parameters" in document
             counts = {entry["name"]: entry["parameters"] for entry in layers} if counted else None
@@ -517,6 +535,16 @@ class LayerScores(Mapping[str, float]):
         mine = LayerScores({n: self[n] for n in common}, self.method).top_k(k)
         theirs = LayerScores({n: other[n] for n in common}, other.method).top_k(k)
         return len(set(mine) & set(theirs)) / len(set(mine) | set(theirs))
+
+
+def _ties_are_one_unit(method: str) -> bool:
+    """Whether ``method``'s tied scores mark layers that are one unit (its record's ``tied_units``)."""
+    from macattr.ranking.methods import get_method
+
+    try:
+        return get_method(method).tied_units
+    except ValueError:  # a method not registered here
+        return False
 
 
 def _per_image_rows(

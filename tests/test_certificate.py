@@ -312,3 +312,24 @@ def test_the_new_arguments_refuse_bad_values_by_name() -> None:
     scores = LayerScores({"a": 2.0}, "mac", images=2, per_image=[[1.0], [1.0]], sources=["p", "q"])
     with pytest.raises(ValueError, match="level must be in \\(0, 1\\)"):
         scores.lower_bounds(level=1.5)
+
+
+def test_check_steps_ranks_the_same_images_at_n_and_n_over_2_from_an_iterator_or_a_shuffling_loader() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from macattr import RankSettings, check_steps
+
+    model = conv_net(0).float()
+    batches = [torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    settings = RankSettings(n_steps=8)
+    listed = check_steps(model, batches, settings, k=1, warn=False)
+    streamed = check_steps(model, iter(batches), settings, k=1, warn=False)
+    assert streamed.error == listed.error and streamed.images == listed.images == 4
+    torch.manual_seed(0)
+    shuffled = DataLoader(TensorDataset(torch.cat(batches)), batch_size=2, shuffle=True)
+    torch.manual_seed(0)
+    order = [b[0] for b in shuffled]  # the batches this seed draws
+    torch.manual_seed(0)
+    assert check_steps(model, shuffled, settings, k=1, warn=False).error == pytest.approx(
+        check_steps(model, order, settings, k=1, warn=False).error, rel=1e-12
+    )

@@ -332,3 +332,17 @@ def test_rank_takes_a_segment_rule_records_it_and_counts_its_passes_in_the_step_
     assert json.loads((workspace / "gauss.json").read_text())["config"]["rule"] == "gauss2"
     refused = _run("rank", "--model", "tinynet:build", "--images", "images", "--rule", "gauss1", cwd=workspace)
     assert refused.returncode == 2 and "--rule" in refused.stderr and "gauss2" in refused.stderr
+
+
+def test_check_steps_on_a_factorys_iterator_leaves_every_image_to_the_ranking(workspace: Path) -> None:
+    (workspace / "streams.py").write_text(
+        "import torch\n"
+        "def twelve():\n    g = torch.Generator().manual_seed(0)\n"
+        "    return iter([torch.rand(2, 3, 8, 8, generator=g) for _ in range(6)])\n"
+    )
+    common = ["rank", "--model", "tinynet:build", "--loader", "streams:twelve", "--n-steps", "4", "--no-progress"]
+    result = _run(*common, "--check-steps", "--out", "checked.json", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workspace / "checked.json").read_text())["images"] == 12
+    result = _run(*common, "--check-steps", "--n-steps", "1", "--out", "one.json", cwd=workspace)
+    assert result.returncode == 2 and "--n-steps must be >= 2, got 1" in result.stderr

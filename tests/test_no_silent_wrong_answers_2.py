@@ -4,14 +4,17 @@ outputs that do not go where asked. Each test failed before the fix it guards.""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import conv_net
-from macattr import rank_layers
+from macattr import LayerScores, rank_layers
+from macattr.restoration import write_ram_files
 
 
 def _images(seed: int, n: int = 4, size: int = 6) -> torch.Tensor:
@@ -491,3 +494,59 @@ def test_layers_that_see_only_the_timestep_score_exactly_zero() -> None:
     ranked = rank_layers(with_time, [_images(0, n=2)], n_steps=6, seed=0, progress=False,
                          forward_kwargs={"timestep": torch.tensor([3.0, 3.0]), "mask": torch.ones(2)})  # fmt: skip
     assert ranked["time"] == 0.0 and ranked["conv"] > 0.0 and ranked["out"] > 0.0
+
+
+def test_a_checkpoint_refuses_to_resume_with_the_images_grouped_by_another_key(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    batches = [{"lq": images[i : i + 2], "task": ["a", "b"], "source": ["x", "x"]} for i in range(0, 8, 2)]
+    options = dict(n_steps=3, progress=False, samples_per_group=2, checkpoint=tmp_path / "run.ckpt.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = rank_layers(model, batches, group="task", **options)
+        with pytest.raises(ValueError, match="group: task -> source"):
+            rank_layers(model, batches, group="source", **options)  # 4 images by task, not 2 by source
+        assert rank_layers(model, batches, group="task", **options).images == first.images == 4
+
+
+def test_scores_files_edited_into_nonsense_are_refused_by_name(tmp_path: Path) -> None:
+    def document(layers: list, **extra: object) -> Path:
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps({"method": "mac", "layers": layers, **extra}))
+        return path
+
+    twice = [{"name": "a", "score": 0.9, "index": 0}, {"name": "b", "score": 0.5, "index": 1},
+             {"name": "a", "score": 0.1, "index": 2}]  # fmt: skip
+    with pytest.raises(ValueError, match=r"more than once: \['a'\]"):
+        LayerScores.load(document(twice))
+    negative = [{"name": "a", "score": 3.0, "index": 0, "parameters": -1000},
+                {"name": "b", "score": 2.0, "index": 1, "parameters": 600}]  # fmt: skip
+    with pytest.raises(ValueError, match=r"parameter counts must be >= 0; negative for \['a'\]"):
+        LayerScores.load(document(negative, model_parameters=1000))
+    with pytest.raises(ValueError, match=r"scores must be numbers; not numbers for \['a'\]"):
+        LayerScores.load(document([{"name": "a", "score": "0.9", "index": 0}]))
+    with pytest.raises(ValueError, match="scores must be numbers"):
+        LayerScores({"a": True}, "mac")
+    with pytest.raises(ValueError, match="images must be a count >= 0, got -5"):
+        LayerScores.load(document([{"name": "a", "score": 0.9, "index": 0}], images=-5))
+
+
+def test_ram_files_refuse_a_layer_name_that_holds_a_line_break(tmp_path: Path) -> None:
+    scores = LayerScores({"conv\nhead": 0.5, "tail": 0.9}, "mac")
+    with pytest.raises(ValueError, match="hold a line break"):
+        write_ram_files(scores, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_first_batch_a_missing_group_key_and_too_many_units_are_refused_by_name() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"first batch holds no samples \(input shape \(0, 3, 8, 8\)\)"):
+        rank_layers(model, [x[:0], x], n_steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"group='tsak' must be a key of each batch .* \['lq', 'task'\]"):
+        rank_layers(model, [{"lq": x, "task": ["a", "b"]}], n_steps=2, progress=False, group="tsak",
+                    samples_per_group=1)  # fmt: skip
+    tied = LayerScores({"a": 1.0, "b": 1.0, "c": 0.5}, "mac")
+    with pytest.raises(ValueError, match=r"3 layers make 2 units .*pass a k in \[1, 2\]$"):
+        tied.top_k(4)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from examples.selection.harness import Protocol, run
 from macattr import LayerScores
@@ -125,3 +126,24 @@ def test_the_restoration_domain_runs_the_protocol_on_the_test_preset(tmp_path: P
     table = results["budgets"]["0.15"]["methods"]
     assert len(table["mac"]["per_item"]) == sum(tiles) and 5 < table["mac"]["mean"] < 60  # PSNR in dB
     assert table["mac"]["trainable"] <= 0.15 * domain.trainable(None)
+
+
+def test_the_pitch_domain_hears_tones_with_crepes_published_weights_and_runs_the_protocol(tmp_path: Path) -> None:
+    from examples.selection.pitch import PitchDomain, PitchSettings, bins_of, correct, pretrained, tones
+
+    model = pretrained()
+    clean, shifted = tones(256, 7, shifted=False), tones(256, 7, shifted=True)
+    assert correct(model, *clean).mean() > 0.95  # the published weights, loaded into the network written here
+    assert correct(model, *shifted).mean() < correct(model, *clean).mean() - 0.15  # a shift worth adapting to
+    assert bins_of(torch.tensor([10.0 * 2 ** (1997.3794084376191 / 1200)])).item() == 0  # bin 0 is 32.70 Hz
+    settings = PitchSettings(train_frames=64, validation_frames=32, test_frames=32, analysis_frames=16, steps=2,
+                             batch=8, n_steps=4)  # fmt: skip
+    domain = PitchDomain(settings)
+    protocol = Protocol(budgets=(0.15,), lrs=(1e-4,), seeds=1, entries=(("mac", "knapsack"),),
+                        baselines=(("gradnorm", "greedy"), ("last", "greedy")), full=False)  # fmt: skip
+    with pytest.warns(UserWarning):  # few steps: the certificate's warning
+        results = run(domain, protocol, tmp_path, log=lambda line: None)
+    table = results["budgets"]["0.15"]["methods"]
+    for entry in table.values():
+        assert entry["trainable"] <= 0.15 * domain.trainable(None) and len(entry["per_item"]) == 32
+    assert results["analysis_cost"]["mac"]["passes"] == 16 * 4 and results["analysis_cost"]["last"]["passes"] == 0

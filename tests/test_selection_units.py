@@ -225,3 +225,14 @@ def test_the_blocks_strategy_takes_whole_blocks_by_their_summed_score() -> None:
     assert scores.top_k(2) == ["stem", "blocks.0.mlp"]  # layer by layer
     assert scores.top_k(50, "parameters", strategy="blocks") == ["stem", "blocks.0.mlp", "blocks.0.attn"]
     assert scores.top_k(35, "parameters", strategy="blocks") == ["stem", "head"]  # block 0 no longer fits
+
+
+def test_equal_scores_of_copied_weights_are_not_one_unit_outside_conductance() -> None:
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 4,
+                                    enable_nested_tensor=False)  # fmt: skip
+    kappa = rank_layers(encoder, None, "kappa")  # the four deep-copied layers' weights tie exactly
+    assert kappa.top_k(1) == ["layers.0.self_attn"] and kappa.top_k(1, ties="together") != kappa.top_k(1)
+    tied = LayerScores({"conv": 2.0, "bn": 2.0, "head": 1.0}, "mac")
+    assert tied.top_k(1) == ["conv", "bn"]  # a convolution and its BatchNorm: one unit under MAC
+    assert LayerScores(dict(tied), "gradnorm").top_k(1) == ["conv"]

@@ -2,6 +2,7 @@
 
 python -m examples.selection --domain digits --out runs/selection --threads 1       # both digits tasks: 8 minutes
 python -m examples.selection --domain restoration --out runs/selection --threads 1  # RAM's tiny preset: about an hour
+python -m examples.selection --domain pitch --out runs/selection --threads 2        # CREPE tiny on shifted tones
 python -m examples.selection --domain digits --allocation --out runs/selection      # LoRA's ranks placed three ways
 python -m examples.selection --domain digits --out runs/quick --quick               # seconds: a check that it runs
 """
@@ -23,7 +24,7 @@ ALLOCATED = ("mac", "conductance", "internal_influence", "gradnorm", "fisher", "
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.selection", description=__doc__.splitlines()[0])
-    parser.add_argument("--domain", choices=["digits", "restoration"], default="digits",
+    parser.add_argument("--domain", choices=["digits", "restoration", "pitch"], default="digits",
                         help="the domain (default digits)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="folder for the results and the cache of runs")
     parser.add_argument("--seeds", type=int, default=Protocol.seeds, help="fine-tuning seeds (default 3)")
@@ -55,12 +56,19 @@ def main() -> int:
         return 0
     if args.domain == "digits":
         chosen = domains(settings)
+    elif args.domain == "pitch":
+        from .pitch import PitchDomain, PitchSettings
+
+        quick = PitchSettings(train_frames=64, validation_frames=32, test_frames=32, analysis_frames=16, steps=2,
+                              batch=8, n_steps=4)  # fmt: skip
+        chosen = (PitchDomain(quick if args.quick else PitchSettings()),)
     else:
         from .restoration import RestorationDomain
 
         chosen = (RestorationDomain(args.out, "test" if args.quick else "tiny"),)
     for domain in chosen:
-        tuned = protocol if args.quick else replace(protocol, lrs=domain.lrs)
+        tuned = protocol if args.quick else replace(protocol, lrs=domain.lrs,
+                                                     budgets=getattr(domain, "budgets", protocol.budgets))  # fmt: skip
         results = run(domain, tuned, args.out)
         print((args.out / f"selection_{domain.name}.md").read_text())
     return 0 if results else 1

@@ -160,7 +160,7 @@ def rank_layers(
         shard.guard(lambda: shard.check_same_model(model))  # one model in every process, or none at all
         keywords = BatchKeywords(forward_kwargs)
         scoring = shard.guard(lambda: _prepare(model, batches, candidates, settings, checkpoint, loss, shard,
-                                               keywords))  # fmt: skip
+                                               keywords, group))  # fmt: skip
         if isinstance(scoring, LayerScores):  # random, uniform, last: depth order was all they needed
             return _counted(scoring, counts)
         if settings.until_stable is None:  # a finished checkpoint still reads the loader: its images are checked
@@ -439,7 +439,7 @@ class _Scoring:
 
 def _prepare(
     model: nn.Module, batches: Iterable[Any], candidates: Dict[str, nn.Module], settings: RankSettings,
-    checkpoint: Optional[PathLike], loss: Optional[Callable], shard: Shard, keywords: BatchKeywords,
+    checkpoint: Optional[PathLike], loss: Optional[Callable], shard: Shard, keywords: BatchKeywords, group: Group,
 ) -> Union[_Scoring, LayerScores]:  # fmt: skip
     """The layers to score in depth order (one forward pass of the first image), and the scoring set up; the
     scores themselves for the structural methods."""
@@ -450,6 +450,9 @@ def _prepare(
     method = settings.method_record
     inputs = _Inputs.of(model, settings)
     x = batch_pair(first)[0]
+    if x.shape[0] == 0:
+        raise ValueError(f"the loader's first batch holds no samples (input shape {tuple(x.shape)}); every batch "
+                         "must hold at least one")  # fmt: skip
     keyword, call = settings.input_name, keywords.wrap(model) if keywords.given else model
 
     def run_on(samples: int) -> Callable[[], Any]:
@@ -467,7 +470,7 @@ def _prepare(
         return LayerScores(scores, settings.method, config, 0, skipped)
     total = ScoreSum(names)
     record = (Checkpoint.for_process(Path(checkpoint), settings.method, config, shard.rank, shard.world,
-                                     _identity(model, settings, loss, keywords))
+                                     _identity(model, settings, loss, keywords, group))
               if checkpoint is not None else None)  # fmt: skip
     done = record.load(total) if record else Progress()
     score = method.scorer(_context(settings, model, [candidates[n] for n in names], names, loss, keywords))
@@ -518,15 +521,17 @@ def _in_registration_order(settings: RankSettings, layers: Dict[str, nn.Module])
     return LayerScores(scores, settings.method, _config(settings, list(layers)))
 
 
-def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable],
-              keywords: BatchKeywords) -> Dict[str, Any]:  # fmt: skip
-    """What a checkpoint must match besides the settings: a digest of the weights, and the identity of each
-    function given (``target``, ``output``, ``loss``) that its name alone does not tell apart."""
+def _identity(model: nn.Module, settings: RankSettings, loss: Optional[Callable], keywords: BatchKeywords,
+              group: Group) -> Dict[str, Any]:  # fmt: skip
+    """What a checkpoint must match besides the settings: a digest of the weights, the identity of each
+    function given (``target``, ``output``, ``loss``, ``group``) that its name alone does not tell apart, and the
+    batch key that groups the images."""
     weights = hashlib.sha256(repr(sorted(model_digest(model).items())).encode()).hexdigest()
-    given = {"target": settings.target, "output": settings.output, "loss": loss}
+    given = {"target": settings.target, "output": settings.output, "loss": loss, "group": group}
     functions = {name: callable_identity(value) for name, value in given.items() if callable(value)}
     extra = {} if not keywords.given else {"forward_kwargs": keywords.identity()}
-    return {"weights_sha256": weights, **functions, **extra}
+    key = {"group": group} if isinstance(group, str) else {}
+    return {"weights_sha256": weights, **functions, **extra, **key}
 
 
 def _config(settings: RankSettings, names: List[str]) -> Dict[str, Any]:

@@ -57,6 +57,9 @@ def _group_keys(batch: Any, group: Group, size: int) -> List:
     """One group key per sample: from the batch's dict entry ``group``, or ``group(batch)``; ``None`` for no groups."""
     if group is None:
         return [None] * size
+    if isinstance(group, str) and not (isinstance(batch, Mapping) and group in batch):
+        found = sorted(map(str, batch)) if isinstance(batch, Mapping) else f"a {type(batch).__name__}, not a dict"
+        raise ValueError(f"group={group!r} must be a key of each batch (a dict); this batch holds {found}")
     keys = batch[group] if isinstance(group, str) else group(batch)
     keys = keys.tolist() if isinstance(keys, Tensor) else list(keys)
     if len(keys) != size:

@@ -59,6 +59,9 @@ class Method:
         step_rule: the method sums conductance steps and takes the ``rule`` setting (left, right, trapezoid).
         random_draw: the scores are a draw from ``seed`` alone, not an order through depth (no warning without a
             loader; an ablation draws them again for every fine-tuning seed).
+        tied_units: equal scores mark layers that are one unit, selected together and counted once (a
+            conductance sum scores per-channel affine images of one output alike; random blocks give a block's
+            layers one draw). Other methods' ties, such as equal weights copied into several layers, are not.
         aliases: other names that select it.
         summary: one line for the method tables of the docs and ``--help``.
     """
@@ -74,6 +77,7 @@ class Method:
     path_types: Tuple[type, ...] = ()
     step_rule: bool = False
     random_draw: bool = False
+    tied_units: bool = False
     aliases: Tuple[str, ...] = ()
     summary: str = ""
 
@@ -192,9 +196,9 @@ def _built_in(name: str, label: str, score: str, **kind: Any) -> None:
 
 
 _built_in("mac", "MAC", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_mask_path,
-          path_types=(MaskAttributionPath,), step_rule=True)  # fmt: skip
+          path_types=(MaskAttributionPath,), step_rule=True, tied_units=True)  # fmt: skip
 _built_in("conductance", "conductance", _ATTRIBUTION, scorer=scorers.attribution_scorer, default_path=_linear_path,
-          step_rule=True)  # fmt: skip
+          step_rule=True, tied_units=True)  # fmt: skip
 _built_in("internal_influence", "internal influence", "sum over images of mean |internal influence|",
           scorer=scorers.influence_scorer, default_path=_linear_path)  # fmt: skip
 _built_in("gradnorm", "gradnorm", "sum over images of ‖∇θ L‖ / ‖θ‖", scorer=scorers.gradnorm_scorer,
@@ -204,7 +208,7 @@ _built_in("fisher", "Fisher", "sum over images of mean (∂L/∂θ)²", scorer=s
 _built_in("kappa", "condition number", "1 / condition number of the weights", from_weights=scorers.inverse_condition)
 _built_in("random", "random", "random order", order=scorers.random_order, random_draw=True)
 _built_in("random_blocks", "random blocks", "random order of blocks", order=scorers.random_block_order,
-          random_draw=True)  # fmt: skip
+          random_draw=True, tied_units=True)  # fmt: skip
 _built_in("uniform", "uniform", "uniform order", order=scorers.uniform_order)
 _built_in("last", "last", "deepest-first order", order=scorers.last_order)
 _built_in("first", "first", "shallowest-first order", order=scorers.first_order)

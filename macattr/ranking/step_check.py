@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, Iterator, List, Optional, Union
 
-from torch import nn
+from torch import Tensor, nn
 
 from macattr._checks import check_int
 from macattr.ranking import UncertifiedWarning, rank_layers
@@ -113,9 +113,12 @@ def check_steps(
                         "change both runs): pass RankSettings(...) with them")  # fmt: skip
     rank_options = {"progress": False, **rank_options}
     steps = (settings.n_steps, settings.n_steps // 2)
+    # both runs read the same batches, also from an iterator or a shuffling DataLoader (a list reads alike twice)
+    replayed = loader if isinstance(loader, (list, tuple, Tensor)) or not isinstance(loader, Iterable) else (
+        _Replayed(loader))  # fmt: skip
     with warnings.catch_warnings():  # the verdict below reports the certificate
         warnings.simplefilter("ignore", UncertifiedWarning)
-        full, half = (rank_layers(model, loader, **rank_options, tolerance=tolerance,
+        full, half = (rank_layers(model, replayed, **rank_options, tolerance=tolerance,
                                   settings=replace(settings, n_steps=n, max_images=images, until_stable=None))
                       for n in steps)  # fmt: skip
     top, top_half = full.top_k(k, budget), half.top_k(k, budget)
@@ -128,6 +131,22 @@ def check_steps(
         warnings.warn(f"{check.summary()}; {remedy(settings.rule)}, or start the path where no normalisation "
                       "layer is singular (macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
     return check
+
+
+class _Replayed:
+    """A loader read once: the first pass takes batches from it and keeps them; a later pass gives the kept
+    batches again, then takes more from the same reading of the loader."""
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.kept: List[Any] = []
+        self.source = iter(loader)
+        self.dataset = getattr(loader, "dataset", None)  # a DataLoader's: the progress bar's total
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from list(self.kept)
+        for batch in self.source:
+            self.kept.append(batch)
+            yield batch
 
 
 def _error(full: LayerScores, half: LayerScores, shrink: float) -> float:

@@ -25,6 +25,9 @@ def write_ram_files(scores: LayerScores, directory: PathLike) -> List[Path]:
         >>> [f.name for f in files], files[2].read_text()
         (['filter_name.txt', 'filter_cond.txt', 'filter_index.txt'], '1\\n0\\n')
     """
+    broken = [name for name in scores.names if "\n" in name or "\r" in name]
+    if broken:
+        raise ValueError(f"RAM's files hold one layer name per line; these names hold a line break: {broken}")
     ranked = scores.ranked()
     folder = Path(directory)
     contents = {
