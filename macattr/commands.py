@@ -100,6 +100,9 @@ def load_model(spec: str, weights: Optional[str], seed: int = 0, key: Optional[s
         >>> load_model(os.path.join(folder, "nets.py") + ":build", weights=None)
         Conv2d(3, 3, kernel_size=(1, 1), stride=(1, 1))
     """
+    if weights is None and (key is not None or not strict):
+        given = "--weights-key" if key is not None else "--non-strict"
+        raise CommandError(f"{given} says how to read a weights file, and no --weights names one")
     factory = _import_attribute(spec, "--model")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -346,3 +346,11 @@ def test_check_steps_on_a_factorys_iterator_leaves_every_image_to_the_ranking(wo
     assert json.loads((workspace / "checked.json").read_text())["images"] == 12
     result = _run(*common, "--check-steps", "--n-steps", "1", "--out", "one.json", cwd=workspace)
     assert result.returncode == 2 and "--n-steps must be >= 2, got 1" in result.stderr
+
+
+def test_weights_options_without_a_weights_file_are_refused(workspace: Path) -> None:
+    common = ["rank", "--model", "tinynet:build", "--images", "images", "--n-steps", "2", "--no-progress"]
+    for option in (["--weights-key", "params"], ["--non-strict"]):
+        result = _run(*common, *option, "--out", "ignored.json", cwd=workspace)
+        assert result.returncode == 2 and f"{option[0]} says how to read a weights file" in result.stderr
+        assert not (workspace / "ignored.json").exists()
