@@ -550,3 +550,10 @@ def test_an_empty_first_batch_a_missing_group_key_and_too_many_units_are_refused
     tied = LayerScores({"a": 1.0, "b": 1.0, "c": 0.5}, "mac")
     with pytest.raises(ValueError, match=r"3 layers make 2 units .*pass a k in \[1, 2\]$"):
         tied.top_k(4)
+
+
+def test_a_model_that_cannot_take_the_input_is_one_line_naming_its_error() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    with pytest.raises(ValueError, match=r"forward pass fails on the loader's first batch: RuntimeError: .*3 channels"):
+        rank_layers(model, [torch.rand(2, 1, 12, 12)], n_steps=2, progress=False)
+    assert all(not module._forward_pre_hooks and not module._forward_hooks for module in model.modules())

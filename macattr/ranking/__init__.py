@@ -576,7 +576,13 @@ def _layers_to_score(
     """Candidates in execution order, and those to skip (name → why), from forward passes of two samples and,
     for a path method, of three (``run_on(samples)`` makes one): a layer follows the batch when its output has
     as many rows per sample in both."""
-    ran = execution_order(model, run_on(2))
+    first = run_on(2)  # the input is checked here, before the model sees it
+    try:
+        ran = execution_order(model, first)
+    except (RuntimeError, TypeError) as error:  # raised by the model's own forward: one line naming the cause
+        cause = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"the model's forward pass fails on the loader's first batch: {type(error).__name__}: "
+                         f"{cause}") from error  # fmt: skip
     skipped = {name: "did not run in a forward pass" for name in candidates if name not in ran.calls}
     if method.uses_path:
         skipped.update({name: f"runs {ran.calls[name]} times in one forward pass; attribution to a module shared "
