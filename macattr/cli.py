@@ -44,6 +44,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _dpi(text: str) -> int:
+    """ "300" → 300; refuses what is not an integer in [10, 2400] (a figure of 10 × 4 inches at 2400 dots per inch
+    is already 24000 × 9600 pixels)."""
+    value = _positive_int(text)
+    if not 10 <= value <= 2400:
+        raise argparse.ArgumentTypeError(f"must be an integer in [10, 2400], got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """ "3" → 3; refuses 0, negatives and non-integers."""
     try:
@@ -207,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--top-k", type=_parse_k, default=0.1, help="mark these layers: a fraction or a count")
     plot.add_argument("--log", action=argparse.BooleanOptionalAction, default=None,
                       help="log colour scale (default: when the scores span over two decades)")  # fmt: skip
-    plot.add_argument("--dpi", type=_positive_int, default=120, help="dots per inch of a PNG")
+    plot.add_argument("--dpi", type=_dpi, default=120, help="dots per inch of a PNG, 10 to 2400")
 
     compare = command("compare", "two or more scores files: their figures and rank agreement")
     compare.add_argument("scores", nargs="+", help="two or more scores files of the same model")
@@ -215,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--kind", choices=list(COMPARE_KINDS), default="heatmap", help="the figure")
     compare.add_argument("--top-k", type=_parse_k, default=0.1, help="the top k compared: a fraction or a count")
     compare.add_argument("--allow-partial", action="store_true", help="compare files sharing under half their layers")
-    compare.add_argument("--dpi", type=_positive_int, default=120, help="dots per inch of a PNG")
+    compare.add_argument("--dpi", type=_dpi, default=120, help="dots per inch of a PNG, 10 to 2400")
     return parser
 
 

@@ -190,6 +190,9 @@ def rank(args: argparse.Namespace) -> None:
     output_file(args.out, "--out", [".json"])  # every file the run writes is checked before it starts
     if args.checkpoint:
         output_file(args.checkpoint, "--checkpoint")
+        if Path(args.checkpoint).resolve() == Path(args.out).resolve():
+            raise CommandError(f"--checkpoint and --out name the same file {args.out}: the checkpoint is the run's "
+                               "running sums, the output its scores; pass two paths")  # fmt: skip
     if args.ram_files:
         _ram_folder(args.ram_files)
     if get_method(args.method).needs_ground_truth and not (args.degrade or args.loader):

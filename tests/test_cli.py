@@ -354,3 +354,12 @@ def test_weights_options_without_a_weights_file_are_refused(workspace: Path) -> 
         result = _run(*common, *option, "--out", "ignored.json", cwd=workspace)
         assert result.returncode == 2 and f"{option[0]} says how to read a weights file" in result.stderr
         assert not (workspace / "ignored.json").exists()
+
+
+def test_a_checkpoint_named_as_the_output_and_a_huge_dpi_are_refused_before_any_work(workspace: Path) -> None:
+    common = ["rank", "--model", "tinynet:build", "--images", "images", "--n-steps", "2", "--no-progress"]
+    result = _run(*common, "--out", "same.json", "--checkpoint", "same.json", cwd=workspace)
+    assert result.returncode == 2 and "--checkpoint and --out name the same file" in result.stderr
+    assert not (workspace / "same.json").exists()
+    result = _run("plot", "s.json", "--dpi", "100000", "--out", "huge.png", cwd=workspace)
+    assert result.returncode == 2 and "must be an integer in [10, 2400], got '100000'" in result.stderr
