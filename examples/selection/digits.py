@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
-import torch.nn.functional as F
 from torch import nn
 
-import macattr
 from examples.digits.experiment import Settings, adapt, digits, shift, train, vision_transformer
 from macattr import LayerScores
 from macattr.files import write_text_atomic
 from macattr.peft import lora_config
-from macattr.ranking.methods import get_method
 
-from .harness import Plan, Runs, compared, tuned
+from .harness import Plan, Runs, compared, rank_classifier, tuned
 
 
 def pretrained(settings: Settings) -> nn.Module:
@@ -54,19 +51,7 @@ class DigitsDomain:
         x, y = self.train[0][:images], self.train[1][:images]
         batches = [(x[i : i + 25], y[i : i + 25]) for i in range(0, images, 25)]
         common = dict(layers=[nn.Linear, nn.Conv2d], exclude="classifier", progress=False, seed=seed)
-        record = get_method(method)
-        if record.uses_path:
-            options = dict(target="label", n_steps=self.settings.n_steps)
-            if record.step_rule:
-                options["rule"] = "trapezoid"
-            if method == "mac":
-                options["patch_size"] = 2
-            scores = macattr.rank_layers(self.model, batches, method, **common, **options)
-            return scores, images * self.settings.n_steps
-        if record.needs_ground_truth:
-            scores = macattr.rank_layers(self.model, batches, method, loss=F.cross_entropy, **common)
-            return scores, images
-        return macattr.rank_layers(self.model, batches, method, **common), 0
+        return rank_classifier(self.model, batches, method, self.settings.n_steps, {"patch_size": 2}, **common)
 
     def fine_tune(self, plan: Plan, lr: float, seed: int, split: str) -> np.ndarray:
         evaluate = self.validation if split == "validation" else self.test

@@ -30,7 +30,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 from typing import Protocol as Interface
 
 import numpy as np
+import torch.nn.functional as F
 
+import macattr
 from macattr import LayerScores
 from macattr.files import write_text_atomic
 from macattr.ranking.methods import get_method
@@ -107,6 +109,22 @@ class Runs:
             self.done[key] = [float(v) for v in domain.fine_tune(plan, lr, seed, split)]
             write_text_atomic(self.path, json.dumps(self.done) + "\n")
         return np.asarray(self.done[key])
+
+
+def rank_classifier(model: Any, batches: List[Any], method: str, n_steps: int, mac_options: Mapping[str, Any],
+                    **common: Any) -> Tuple[LayerScores, int]:  # fmt: skip
+    """A classifier's ranking by ``method`` on ``(input, label)`` batches, and its cost in forward/backward passes:
+    a path method attributes each item's own class (N = ``n_steps``, the trapezoid rule for conductance sums,
+    ``mac_options`` for MAC's mask); a gradient method scores cross-entropy; the others read no data."""
+    record, items = get_method(method), sum(len(labels) for _, labels in batches)
+    if record.uses_path:
+        options = {"target": "label", "n_steps": n_steps, **(mac_options if method == "mac" else {})}
+        if record.step_rule:
+            options["rule"] = "trapezoid"
+        return macattr.rank_layers(model, batches, method, **common, **options), items * n_steps
+    if record.needs_ground_truth:
+        return macattr.rank_layers(model, batches, method, loss=F.cross_entropy, **common), items
+    return macattr.rank_layers(model, batches, method, **common), 0
 
 
 def run(domain: Domain, protocol: Protocol, out: Path, log=print) -> Dict[str, Any]:
@@ -204,4 +222,4 @@ def markdown(results: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Domain", "Plan", "Protocol", "Runs", "compared", "markdown", "run", "tuned"]
+__all__ = ["Domain", "Plan", "Protocol", "Runs", "compared", "markdown", "rank_classifier", "run", "tuned"]

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import macattr
 from macattr import LayerScores
-from macattr.ranking.methods import get_method
+
+from .harness import rank_classifier
 
 SAMPLE_RATE, FRAME, BINS = 16000, 1024, 360
 FIRST_BIN_CENTS, BIN_CENTS = 1997.3794084376191, 20.0
@@ -169,18 +169,8 @@ class PitchDomain:
         frames, hertz = (data[: self.settings.analysis_frames] for data in self.train)
         batches = [(frames[i : i + 32], bins_of(hertz[i : i + 32])) for i in range(0, len(frames), 32)]
         common = dict(layers=[nn.Conv2d, nn.BatchNorm2d, nn.Linear], progress=False, seed=seed)
-        record = get_method(method)
-        if record.uses_path:
-            options = dict(target="label", n_steps=self.settings.n_steps)
-            if record.step_rule:
-                options["rule"] = "trapezoid"
-            if method == "mac":
-                options["mask_dims"] = (1,)  # (frames, samples): each sample masked on its own
-            scores = macattr.rank_layers(self.model, batches, method, **common, **options)
-            return scores, len(frames) * self.settings.n_steps
-        if record.needs_ground_truth:
-            return macattr.rank_layers(self.model, batches, method, loss=F.cross_entropy, **common), len(frames)
-        return macattr.rank_layers(self.model, batches, method, **common), 0
+        mask = {"mask_dims": (1,)}  # (frames, samples): each sample masked on its own
+        return rank_classifier(self.model, batches, method, self.settings.n_steps, mask, **common)
 
     def fine_tune(self, plan: Optional[Sequence[str]], lr: float, seed: int, split: str) -> np.ndarray:
         model = pretrained()
