@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple
 
 import torch
 
@@ -59,18 +59,22 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
-def check_autograd_usable(modules: Iterable[torch.nn.Module]) -> None:
-    """Refuse what makes gradients impossible before any work: ``torch.inference_mode()``, and parameters or
-    buffers on the meta device (unless accelerate's hook loads them for each pass) or made under inference mode."""
+def check_model_usable(named_modules: Iterable[Tuple[str, torch.nn.Module]]) -> None:
+    """Refuse before any work what makes gradients impossible or meaningless: ``torch.inference_mode()``, and
+    parameters or buffers on the meta device (unless accelerate's hook loads them for each pass), made under
+    inference mode, or holding NaN (a parameter: or Inf), through which every attribution is not a number."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "attribution needs autograd, which torch.inference_mode() switches off; call outside torch.inference_mode()"
         )
     from macattr.placement import offloaded_value
 
-    for module in modules:
-        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
-            if tensor.is_meta and offloaded_value(module, name, tensor) is None:  # not loaded by accelerate's hook
+    for prefix, module in named_modules:
+        parameters = [(own_name, tensor, False) for own_name, tensor in module.named_parameters(recurse=False)]
+        buffers = [(own_name, tensor, True) for own_name, tensor in module.named_buffers(recurse=False)]
+        for own_name, tensor, is_buffer in parameters + buffers:
+            name = f"{prefix}.{own_name}" if prefix else own_name
+            if tensor.is_meta and offloaded_value(module, own_name, tensor) is None:  # not loaded by accelerate's hook
                 raise ValueError(
                     f"the model's tensor {name!r} ({type(module).__name__}) is on the meta device, without values; "
                     "load the weights first (model.to_empty(device=...) then load_state_dict, or "
@@ -81,6 +85,24 @@ def check_autograd_usable(modules: Iterable[torch.nn.Module]) -> None:
                     f"the model's tensor {name!r} ({type(module).__name__}) was made under torch.inference_mode(), "
                     "so autograd cannot use it; build or load the model outside torch.inference_mode()"
                 )
+            bad = _invalid_values(tensor, allow_inf=is_buffer)
+            if bad:
+                raise ValueError(
+                    f"the model's tensor {name!r} ({type(module).__name__}) holds {bad} NaN or Inf values of "
+                    f"{tensor.numel()}: attributions through it are not numbers; load weights that are finite (a "
+                    "diverged training run or a failed conversion leaves such values)"
+                )
+
+
+def _invalid_values(tensor: torch.Tensor, allow_inf: bool) -> int:
+    """How many values of ``tensor`` are NaN (or, unless ``allow_inf``, infinite; a buffer may hold an attention
+    mask's -Inf); 0 for a tensor without values or of integers. A sharded tensor (DTensor) counts this process'
+    part."""
+    if tensor.is_meta or not tensor.is_floating_point():
+        return 0
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    invalid = torch.isnan(local) if allow_inf else ~torch.isfinite(local)
+    return int(invalid.sum())
 
 
 def check_device(name: str, value: object) -> Optional[torch.device]:

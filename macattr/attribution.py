@@ -20,6 +20,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,7 +28,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from macattr._checks import check_autograd_usable, check_choice, check_finite, check_int
+from macattr._checks import check_choice, check_finite, check_int, check_model_usable
 from macattr._compiled import eager_forward
 from macattr._state import model_of, modules_of, preserved_state
 from macattr.engine import SweepPlan, SweepResult, sweep
@@ -357,7 +358,9 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         points_at = path.bind(formatted, bases) if group < n_samples else None
         parts = []
         layer_modules = [m for layer in self.layers for m in layer.modules()]
-        check_autograd_usable(modules_of(self.forward_func) + layer_modules)
+        owner = model_of(self.forward_func)
+        layers_named = (layer.named_modules(prefix=name) for name, layer in zip(self.layer_names, self.layers))
+        check_model_usable(chain(() if owner is None else owner.named_modules(), *layers_named))
         with preserved_state(modules_of(self.forward_func) + layer_modules, self.train_mode):
             for first in range(0, n_samples, group):
                 rows = slice(first, first + group)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from macattr._checks import check_int
+
 
 @dataclass(frozen=True)
 class Confidence:
@@ -141,7 +143,7 @@ def score_intervals(per_image: np.ndarray, groups: List[str], level: float = 0.9
         >>> float(low[0]), float(high[0])  # the sum of two draws from {1, 3}
         (2.0, 6.0)
     """
-    check_bootstrap(groups, resamples, level, sources)
+    check_bootstrap(groups, resamples, level, sources, seed)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(resampled_sums(per_image, groups, int(resamples), seed, sources), [tail, 100 - tail],
                               axis=0)  # fmt: skip
@@ -149,9 +151,10 @@ def score_intervals(per_image: np.ndarray, groups: List[str], level: float = 0.9
 
 
 def check_bootstrap(groups: List[str], resamples: int, level: float,
-                     sources: Optional[List[str]] = None) -> Dict[str, int]:  # fmt: skip
-    """Images per group, after checking the resamples, the level, and that every stratum has two units (images,
-    or sources)."""
+                     sources: Optional[List[str]] = None, seed: int = 0) -> Dict[str, int]:  # fmt: skip
+    """Images per group, after checking the resamples, the level, the seed, and that every stratum has two units
+    (images, or sources)."""
+    check_int("seed", seed, 0)
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 2:
         raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
@@ -193,7 +196,7 @@ def bootstrap_selection(
         >>> result.selected, result.same_top_k, result.in_top_k["b"]
         (['a'], 1.0, 0.0)
     """
-    counts = check_bootstrap(groups, resamples, level, sources)
+    counts = check_bootstrap(groups, resamples, level, sources, seed)
     selected = select(per_image.sum(0))
     sums = resampled_sums(per_image, groups, int(resamples), seed, sources)
     tops = [set(select(row)) for row in sums]

@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
 from macattr._checks import check_int, check_real
+from macattr.finetune import parameter_counts
 from macattr.scores import LayerScores
 
 ADAPTABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -115,6 +117,12 @@ def lora_config(
             are mapped by module identity.
         **lora_options: other ``peft.LoraConfig`` fields (``lora_dropout``, ``task_type``, ...).
 
+    A block chosen beside single layers is adapted in each of its adaptable layers; with ``total_rank`` they share
+    the block's score evenly, and a budget in parameters counts all of the block's parameters. ``fan_in_fan_out``
+    is set for transformers' ``Conv1D`` layers (which store their weight transposed) when every adapted layer is
+    one; a selection that mixes them with ``nn.Linear`` layers gets ``False``, and PEFT corrects it for each
+    ``Conv1D`` layer with a warning.
+
     Examples:
         >>> import peft, torch
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
@@ -142,12 +150,7 @@ def lora_config(
         raise TypeError("selection must be LayerScores or a list of names, not one string")
     mapped = _relative_names(list(scores.names if scores else selection), model, ranked_model)
     if scores is not None:
-        ranking = scores
-        if among_adaptable:
-            kept = {n: s for n, s in scores.items() if adaptable(modules[mapped[n]]) or _block(mapped[n], modules)}
-            ranking = LayerScores(kept, scores.method, scores.config, scores.images,
-                                  parameters={n: scores.parameters[n] for n in kept} if scores.parameters else None,
-                                  model_parameters=scores.model_parameters)  # fmt: skip
+        ranking = _ranking_to_choose_from(scores, model, mapped, among_adaptable)
         every = [n for n, _ in ranking.ranked()]
         chosen = ranking.top_k(k, budget, strategy=strategy, ties=ties) if k is not None else every
     else:
@@ -181,8 +184,7 @@ def lora_config(
     if total_rank is not None:
         if blocks is not None:
             raise ValueError("total_rank= shares ranks among single layers, not among whole blocks")
-        inverse = {mapped[n]: n for n in chosen}
-        ranks = _shared_ranks({t: scores[inverse[t]] for t in targets}, total_rank,
+        ranks = _shared_ranks(_target_scores(scores, chosen, mapped, targets), total_rank,
                               {t: _largest_rank(modules[t]) for t in targets})  # fmt: skip
         options.update(rank_pattern={_exact(t): q for t, q in ranks.items()},
                        alpha_pattern={_exact(t): alpha * q / r for t, q in ranks.items()})  # fmt: skip
@@ -194,6 +196,33 @@ def lora_config(
                              fan_in_fan_out=lora_options.pop("fan_in_fan_out", conv1d_only), **options,
                              **lora_options)  # fmt: skip
     return LoraSelection(config, targets, skipped, ranks, None if blocks is None else blocks[1])
+
+
+def _ranking_to_choose_from(scores: LayerScores, model: nn.Module, mapped: Dict[str, str],
+                            among_adaptable: bool) -> LayerScores:  # fmt: skip
+    """``scores`` with their parameter counts (counted on ``model`` when they hold none), keeping only the layers
+    LoRA can adapt (or blocks of them) under ``among_adaptable``."""
+    modules = dict(model.named_modules())
+    kept = {n: s for n, s in scores.items()
+            if not among_adaptable or adaptable(modules[mapped[n]]) or _block(mapped[n], modules)}  # fmt: skip
+    if scores.parameters is not None:
+        parameters, total = {n: scores.parameters[n] for n in kept}, scores.model_parameters
+    else:  # a block is adapted in every adaptable layer it holds: it counts all of its parameters
+        sizes, total = parameter_counts(model, [mapped[n] for n in kept])
+        parameters = {n: sum(p.numel() for p in modules[mapped[n]].parameters()) if _block(mapped[n], modules)
+                      else sizes[mapped[n]] for n in kept}  # fmt: skip
+    return LayerScores(kept, scores.method, scores.config, scores.images, parameters=parameters,
+                       model_parameters=total)  # fmt: skip
+
+
+def _target_scores(scores: LayerScores, chosen: List[str], mapped: Dict[str, str],
+                   targets: List[str]) -> Dict[str, float]:  # fmt: skip
+    """Each target's score: its layer's, or an even share of its block's (a block chosen among single layers is
+    adapted in each of its adaptable layers)."""
+    inverse = {mapped[n]: n for n in chosen}
+    owner = {t: t if t in inverse else next(b for b in inverse if t.startswith(b + ".")) for t in targets}
+    shares = Counter(owner.values())
+    return {t: scores[inverse[owner[t]]] / shares[owner[t]] for t in targets}
 
 
 def _exact(name: str) -> str:

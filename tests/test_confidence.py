@@ -91,9 +91,12 @@ def test_identical_images_give_a_certain_top_k_and_one_image_per_group_is_refuse
         single.confidence()
     with pytest.raises(ValueError, match="no per-image scores"):
         LayerScores({"a": 1.0}, "mac").confidence()
-    for bad in ({"resamples": 1}, {"level": 1.0}, {"k": 0}):
-        with pytest.raises((ValueError, TypeError)):
+    for bad, words in (({"resamples": 1}, "resamples"), ({"level": 1.0}, "level"), ({"k": 0}, "k"),
+                       ({"seed": -1}, "seed must be an integer >= 0"), ({"seed": 1.5}, "seed")):  # fmt: skip
+        with pytest.raises((ValueError, TypeError), match=words):
             scores.confidence(**bad)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        scores.lower_bounds(seed=-1)
 
 
 class _Opposed(nn.Module):

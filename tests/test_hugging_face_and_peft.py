@@ -191,3 +191,28 @@ def test_no_target_gets_more_ranks_than_its_weight_can_use() -> None:
     wrapped = peft.get_peft_model(net, chosen.config)
     assert {n.split(".lora_A")[0].removeprefix("base_model.model."): p.shape[0] for n, p in wrapped.named_parameters()
             if ".lora_A." in n} == chosen.ranks  # fmt: skip
+
+
+class _Blocks(nn.Module):
+    """Three blocks of two 8×8 linear layers in a ModuleList, and a head 8 → 4 (it can use 4 ranks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)) for _ in range(3)])
+        self.head = nn.Linear(8, 4)
+
+
+def test_a_block_chosen_beside_single_layers_shares_its_score_evenly_among_its_layers() -> None:
+    scores = LayerScores({"blocks.0": 4.0, "head": 2.0, "blocks.1.0": 2.0}, "mac")
+    chosen = lora_config(scores, _Blocks(), total_rank=16)
+    assert chosen.ranks == {"blocks.0.0": 4, "blocks.0.2": 4, "head": 4, "blocks.1.0": 4}  # 2, 2, 2, 2 of 8
+    assert _trainable_modules(peft.get_peft_model(_Blocks(), chosen.config)) == set(chosen.ranks)
+
+
+def test_a_budget_in_parameters_is_counted_on_the_model_when_the_ranking_holds_no_counts() -> None:
+    model = _Blocks()  # a block holds 144 parameter elements, the head 36, one layer of a block 72; all 468
+    scores = LayerScores({"blocks.0": 4.0, "head": 3.0, "blocks.1.0": 2.0, "blocks.2": 1.0}, "mac")
+    assert lora_config(scores, model, k=180, budget="parameters").targets == ["blocks.0.0", "blocks.0.2", "head"]
+    assert lora_config(scores, model, k=110, budget="parameters").targets == ["head", "blocks.1.0"]
+    with pytest.raises(ValueError, match="k=2 allows 2 parameters, fewer than the smallest unit's 36"):
+        lora_config(scores, model, k=2, budget="parameters")

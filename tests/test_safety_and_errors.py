@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import residual_net
-from macattr import LayerMAC, LayerPathConductance, LayerPathInternalInfluence, targets
+from macattr import LayerMAC, LayerPathConductance, LayerPathInternalInfluence, rank_layers, targets
 
 
 def _state(model: nn.Module) -> tuple:
@@ -126,6 +126,27 @@ def test_non_finite_inputs_are_refused(bad: float) -> None:
         LayerMAC(targets.output_sum(model), model.head).attribute(x)
     with pytest.raises(ValueError, match="baselines.*finite"):
         LayerMAC(targets.output_sum(model), model.head).attribute(X, baselines=x)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_model_with_non_finite_weights_is_refused_naming_the_tensor(bad: float) -> None:
+    model = residual_net(0)
+    with torch.no_grad():
+        model.head.weight[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"'head.weight' \(Conv2d\) holds 1 NaN or Inf values"):
+        rank_layers(model, [X], n_steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"'head.weight' \(Conv2d\) holds 1 NaN"):
+        LayerMAC(targets.output_sum(model), model.head).attribute(X, n_steps=2)
+
+
+@pytest.mark.filterwarnings("ignore::macattr.UncertifiedWarning")
+def test_a_buffer_may_hold_an_attention_masks_minus_inf_but_not_nan() -> None:
+    model = residual_net(0)
+    model.head.register_buffer("mask", torch.full((2,), -math.inf))
+    assert len(rank_layers(model, [X], n_steps=2, progress=False)) > 0
+    model.head.mask[0] = math.nan
+    with pytest.raises(ValueError, match="'head.mask'"):
+        rank_layers(model, [X], n_steps=2, progress=False)
 
 
 @pytest.mark.filterwarnings("ignore:the model behind forward_func is unknown")

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from macattr._checks import check_autograd_usable, check_device
+from macattr._checks import check_device, check_model_usable
 from macattr._compiled import eager
 from macattr._state import preserved_state
 from macattr.accumulators import ScoreSum
@@ -145,7 +145,7 @@ def rank_layers(
     if not settings.method_record.needs_loader and loader is None:
         return _counted(_in_registration_order(settings, candidates), counts)
     if settings.method_record.needs_loader:
-        check_autograd_usable(model.modules())
+        check_model_usable(model.named_modules())
     batches = _nonempty(loader, settings.method)
     if settings.until_stable is not None:
         _check_passes(batches, checkpoint, shard)
