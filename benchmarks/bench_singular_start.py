@@ -16,14 +16,11 @@ singular-start warning came.
 
 from __future__ import annotations
 
-import argparse
-import time
 import warnings
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from resumable import write_results
+from resumable import run_once
 
 from bench_networks import tiny_llama
 from macattr import LayerScores, rank_layers
@@ -113,17 +110,7 @@ def run() -> Dict[str, List[Dict[str, Any]]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="results file")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    results = run()
-    results["seconds"] = time.perf_counter() - started
-    results["torch"] = torch.__version__
-    write_results(args.json, results)
-    return 0
+    return run_once(__doc__.splitlines()[0], run, argv)
 
 
 if __name__ == "__main__":

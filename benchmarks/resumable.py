@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from macattr.files import write_text_atomic
 
@@ -33,3 +35,24 @@ def write_results(path: Optional[Path], results: Dict[str, Any]) -> None:
     if path is not None:
         write_text_atomic(path, json.dumps(results, indent=1) + "\n")
         print(f"wrote {path}")
+
+
+def run_once(description: str, run: Callable[[], Dict[str, Any]], argv: Optional[List[str]] = None,
+             table: Optional[Callable[[Dict[str, Any]], str]] = None) -> int:  # fmt: skip
+    """The command line of a benchmark that runs once: ``--json FILE`` and ``--threads N`` (default 1); the
+    results of ``run()`` with the seconds it took and torch's version, printed as ``table`` and written."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, help="results file")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results = run()
+    results["seconds"] = time.perf_counter() - started
+    results["torch"] = torch.__version__
+    if table is not None:
+        print(table(results))
+    write_results(args.json, results)
+    return 0

@@ -89,8 +89,9 @@ def check_model_usable(named_modules: Iterable[Tuple[str, torch.nn.Module]]) -> 
             if bad:
                 raise ValueError(
                     f"the model's tensor {name!r} ({type(module).__name__}) holds {bad} NaN or Inf values of "
-                    f"{tensor.numel()}: attributions through it are not numbers; load weights that are finite (a "
-                    "diverged training run or a failed conversion leaves such values)"
+                    f"{tensor.numel()}: any attribution that passes through it is not a number; load weights that "
+                    "are finite (a diverged training run or a failed conversion leaves such values), or delete the "
+                    "module if the forward pass never uses it"
                 )
 
 

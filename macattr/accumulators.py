@@ -82,6 +82,7 @@ class TensorSum:
 
 
 ERROR_SPREAD = 0.125  # sqrt(squares) → the steps' own error (see ConductanceSum.error_estimate)
+ERROR_SPREAD_UNRESOLVED = 1.0  # the same where the grid does not resolve the path (ConductanceSum.error_estimate)
 
 
 class ConductanceSum(TensorSum):
@@ -103,7 +104,10 @@ class ConductanceSum(TensorSum):
     ``squares``. Where the gradient moves monotonically within a step, the step's exact integral
     is its left term plus ``θ_j · d_j`` for some ``θ_j`` in [0, 1]; ``error_estimate()`` takes
     ``θ_j = 1/2 + η_j`` with the ``η_j`` of different steps independent (see there). ``on_path``: a segment
-    rule's segments are the path's own, not a polygon across its corners (the engine knows which).
+    rule's segments are the path's own, not a polygon across its corners (the engine knows which). ``unresolved``:
+    the grid does not resolve the path's straight stretches (a corner of the ramp inside a step, or a stretch
+    with fewer grid points than ``macattr.segments.POINTS_PER_STRETCH``), where a rule's error can be first
+    order in the step whatever its order elsewhere.
 
     Examples:
         >>> values = torch.tensor([[0.0], [1.0], [3.0]])  # y at three grid points, N = 1
@@ -125,10 +129,11 @@ class ConductanceSum(TensorSum):
         4.0
     """
 
-    def __init__(self, rule: str = "left", spread: bool = False, on_path: bool = False) -> None:
+    def __init__(self, rule: str = "left", spread: bool = False, on_path: bool = False,
+                 unresolved: bool = False) -> None:  # fmt: skip
         if rule not in RULES:
             raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
-        for name, value in (("spread", spread), ("on_path", on_path)):
+        for name, value in (("spread", spread), ("on_path", on_path), ("unresolved", unresolved)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be True or False, got {value!r}")
         super().__init__()
@@ -142,6 +147,7 @@ class ConductanceSum(TensorSum):
         self._moved: Optional[Tensor] = None  # per row: the largest |change| of a step
         self._segment = SegmentRule.named(rule) if rule in SEGMENT_RULES else None
         self._on_path = on_path
+        self._unresolved = unresolved
         self._filled = 0  # segment rules: how many points of the open segment the buffers hold
 
     def _step_gradient(self, before: Tensor, after: Tensor) -> Tensor:
@@ -254,11 +260,15 @@ class ConductanceSum(TensorSum):
         that finer grid, which the nodes' sum beats; where they cut across the path's corners (the sigmoid mask
         path), the polygon's distance from the path adds to the error, and ``squares`` holds the steps from
         corner to corner, the trapezoid's estimate on the same corners, which is calibrated against the path's
-        own integral. Calibrated against converged references (see the step-sum documentation). Needs
-        ``spread=True``."""
+        own integral. Calibrated against converged references (see the step-sum documentation). Where the grid
+        does not resolve the path's straight stretches (``unresolved``: a ramp with more masked cells than steps,
+        whose steps cut across its corners, or too few steps on a stretch to see the integrand's curvature), a
+        step's error is not bounded by a fraction of its difference; the steps' own parts are then taken as
+        large as their differences, ``sqrt(squares)`` (calibrated on sequence models, see the step-sum
+        documentation). Needs ``spread=True``."""
         if self.drift is None:
             raise ValueError("error_estimate() needs a ConductanceSum made with spread=True, updated at least once")
-        own = self.squares.sqrt() * ERROR_SPREAD
+        own = self.squares.sqrt() * (ERROR_SPREAD_UNRESOLVED if self._unresolved else ERROR_SPREAD)
         estimate = self.drift.abs() * 0.5 + own if self.rule in ("left", "right") else own
         return self._without_still_rows(estimate)
 

@@ -121,13 +121,27 @@ def _rows(value: Any, n_samples: int, rows: slice) -> Any:
 
 
 class _Rows:
-    """Rows ``rows`` of a path bound once to the whole batch, so that splitting samples keeps their points."""
+    """Rows ``rows`` of a path bound once to the whole batch ``inputs``, so that splitting samples keeps their
+    points and their grid (the path's corners and straight stretches are the whole batch's)."""
 
-    def __init__(self, path: IntegrationPath, points_at: Callable, n_samples: int, rows: slice) -> None:
-        self.path, self.points_at, self.n_samples, self.rows = path, points_at, n_samples, rows
+    def __init__(self, path: IntegrationPath, points_at: Callable, inputs: Tuple[Tensor, ...], rows: slice) -> None:
+        self.path, self.points_at, self.inputs, self.rows = path, points_at, inputs, rows
+        self.n_samples = inputs[0].shape[0]
 
     def interval(self) -> Tuple[float, float]:
         return interval_of(self.path)
+
+    def corners(self, inputs: Tuple[Tensor, ...]) -> Optional[Tensor]:
+        corners = getattr(self.path, "corners", None)
+        return corners(self.inputs) if callable(corners) else None
+
+    def shared_corners(self) -> bool:
+        shared = getattr(self.path, "shared_corners", None)
+        return bool(shared()) if callable(shared) else True
+
+    def straight_between(self, breaks: Tensor, inputs: Tuple[Tensor, ...]) -> bool:
+        straight = getattr(self.path, "straight_between", None)
+        return bool(straight(breaks, self.inputs)) if callable(straight) else False
 
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> Callable:
         def points(alphas: Tensor) -> Tuple[Tensor, ...]:
@@ -364,7 +378,7 @@ class LayerPathConductance(LayerAttribution, GradientAttribution):
         with preserved_state(modules_of(self.forward_func) + layer_modules, self.train_mode):
             for first in range(0, n_samples, group):
                 rows = slice(first, first + group)
-                part_path = path if points_at is None else _Rows(path, points_at, n_samples, rows)
+                part_path = path if points_at is None else _Rows(path, points_at, formatted, rows)
                 parts.append(sweep(
                     self.forward_func, self.layers,
                     tuple(x[rows] for x in formatted), tuple(_rows(b, n_samples, rows) for b in bases),

@@ -268,7 +268,8 @@ def _check_steps(model: torch.nn.Module, batches: Iterable, settings: RankSettin
     check = check_steps(model, batches, settings, args.k, images=4, warn=False, budget=args.budget,
                         tolerance=args.tolerance, group=group, device=device, exclude=args.exclude,
                         progress=not args.no_progress)  # fmt: skip
-    advice = "" if check.enough else "; " + remedy(settings.rule, command=True)
+    ramp = bool(getattr(settings.integration_path(), "ramp", False))
+    advice = "" if check.enough else "; " + remedy(settings.rule, command=True, ramp=ramp)
     if is_main_process():
         print(f"check of N: {check.summary()}{advice}")
 

@@ -27,7 +27,7 @@ from macattr._checks import check_choice, check_int
 from macattr.accumulators import CompletenessSum, ConductanceSum, GradientSum
 from macattr.memory import PassMemory, PassMeter, accumulation_bytes
 from macattr.paths import QUADRATURES, IntegrationPath, interval_of, rule_on
-from macattr.segments import PolygonalPath, SegmentRule
+from macattr.segments import PolygonalPath, SegmentRule, aligned_grid, resolves_stretches
 from macattr.targets import TargetIndex, expand_target, select_target
 from macattr.vocabulary import RULES, SEGMENT_RULES
 
@@ -466,12 +466,17 @@ class SweepPlan:
         """The path the points lie on: ``path``, or for a segment rule the polygon through its grid points."""
         return path if self.segment_rule is None else PolygonalPath(path, self.n_steps)
 
-    def alphas_and_weights(self, path: IntegrationPath) -> Tuple[Tensor, Tensor]:
+    def alphas_and_weights(self, path: IntegrationPath,
+                           inputs: Optional[Tuple[Tensor, ...]] = None) -> Tuple[Tensor, Tensor]:  # fmt: skip
         """Conductance: the ``n_steps + 1`` grid points (a segment rule: its ``n_steps (m + 1) + 1`` points, with
-        weights that the sums do not use); gradient: ``n_steps`` points and their weights (float64)."""
+        weights that the sums do not use, on the segments that ``PolygonalPath.breaks(inputs)`` gives); gradient:
+        ``n_steps`` points and their weights (float64)."""
         rule = self.segment_rule
         if rule is not None:
-            alphas = rule.alphas(PolygonalPath(path, self.n_steps).breaks())
+            alphas = rule.alphas(PolygonalPath(path, self.n_steps).breaks(inputs))
+            return alphas, torch.zeros_like(alphas)
+        if self.quantity == "conductance" and self.method == "riemann_trapezoid":  # its grid may meet the corners
+            alphas = aligned_grid(path, self.n_steps, inputs)
             return alphas, torch.zeros_like(alphas)
         return rule_on(path, self.method, self.n_steps + (self.quantity == "conductance"))
 
@@ -498,14 +503,15 @@ class SweepPlan:
         rule = self.segment_rule
         return 4 if rule is None else max(4, 2 * rule.nodes + 3)
 
-    def new_sum(self, on_path: bool = False) -> Any:
-        """The running sum of one layer tensor; ``on_path``: a segment rule's segments are the path's own (see
+    def new_sum(self, on_path: bool = False, unresolved: bool = False) -> Any:
+        """The running sum of one layer tensor; ``on_path``: a segment rule's segments are the path's own;
+        ``unresolved``: the grid does not resolve the path's straight stretches (see
         [`ConductanceSum`][macattr.accumulators.ConductanceSum])."""
         if self.accumulator is not None:
             return self.accumulator()
         if self.quantity != "conductance":
             return GradientSum()
-        return ConductanceSum(self.rule, spread=self.certify, on_path=on_path)
+        return ConductanceSum(self.rule, spread=self.certify, on_path=on_path, unresolved=unresolved)
 
 
 def _evaluate(
@@ -552,11 +558,14 @@ def sweep(
         >>> bool(torch.allclose(result.attributions[1][0].sum(1), change, atol=1e-5))
         True
     """
-    alphas, weights = plan.alphas_and_weights(path)
+    alphas, weights = plan.alphas_and_weights(path, inputs)
     n_samples = inputs[0].shape[0]
     along = plan.integration_path(path)
     points_at = along.bind(inputs, baselines)
     on_path = isinstance(along, PolygonalPath) and along.is_path(inputs)
+    ends = along.breaks(inputs) if isinstance(along, PolygonalPath) else alphas
+    per_step = 1 if plan.segment_rule is None else plan.segment_rule.points_per_segment
+    unresolved = plan.quantity == "conductance" and not resolves_stretches(path, ends, inputs, per_step)
     sums: List[List] = []
     rows: List[List[int]] = []
     outputs: List[Tensor] = []
@@ -576,7 +585,7 @@ def sweep(
             layer_sizes.append(accumulation_bytes(captured, steps))
         leaves = leaves if plan.certify else ()
         if not sums:  # the first pass fixes each tensor's rows per grid point, checked on every later pass
-            sums.extend([plan.new_sum(on_path) for _ in tensors] for tensors in recorder.captured)
+            sums.extend([plan.new_sum(on_path, unresolved) for _ in tensors] for tensors in recorder.captured)
             rows.extend([t.shape[0] // steps if t.dim() else 0 for t in tensors] for tensors in recorder.captured)
             if plan.certify:
                 at_input.extend(CompletenessSum(plan.rule) for _ in leaves)

@@ -17,7 +17,7 @@ Paths here:
 
 [`quadrature()`][macattr.paths.quadrature] gives Captum's approximation rules (``riemann_*``,
 ``gausslegendre``), [`rule_on()`][macattr.paths.rule_on] maps one onto a path's interval and
-[`grid()`][macattr.paths.grid] gives conductance's grid of N + 1 points.
+[`grid()`][macattr.paths.grid] gives conductance's equidistant grid of N + 1 points.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def grid(path: IntegrationPath, n_steps: int, method: str = "riemann_trapezoid")
     """The ``n_steps + 1`` points of ``method`` on the path's interval, float64 (n_steps + 1,).
 
     With ``riemann_trapezoid`` (the default) these are ``α_0 = start < … < α_N = end``,
-    equidistant, both ends included: the grid of conductance's discretisation.
+    equidistant, both ends included: the grid of conductance's discretisation on a path without corners (on the
+    ramp, conductance takes [`aligned_grid()`][macattr.segments.aligned_grid], which meets them).
 
     Examples:
         >>> grid(LinearPath(), 4).tolist()
@@ -270,8 +271,9 @@ class MaskAttributionPath:
             1, the whole input; the RAM authors' code stops at ``1 − r / N``).
         ramp: reveal each cell linearly over the stretch of ``α`` that ends at its threshold and starts at the
             one before (width 1 / K), instead of the sigmoid: the cells move from the baseline to the input one
-            after another along straight segments, the geometry of the hard path made continuous. Step sums then
-            converge at their rule's order once the grid has several steps per masked cell, where the sigmoid's
+            after another along straight segments, the geometry of the hard path made continuous. Conductance's
+            sums then converge at their rule's order: with at least as many steps as masked cells its grid puts
+            every cell's start and end on a grid point (``macattr.segments.aligned_grid``), where the sigmoid's
             jumps keep them at a fixed error (``sharpness`` is not used).
         cut: the RAM authors' code's mask instead of the smooth one: the thresholds are ``(k − 1) / K``, and
             every cell whose threshold is not below ``α`` is exactly the baseline (their mask reveals the
@@ -344,26 +346,43 @@ class MaskAttributionPath:
     def interval(self) -> Tuple[float, float]:
         return 1.0 - float(self.mask_ratio), float(self.end)
 
+    def corners(self, inputs: Tuple[Tensor, ...]) -> Optional[Tensor]:
+        """The ``α`` inside the interval where the path turns for these inputs, float64, ascending: for the ramp,
+        every counted cell's start ``t − 1 / K`` and end ``t`` (t: its threshold, K: the sample's counted cells;
+        ``k / K`` for the seeded order), the union over the samples and inputs; ``None`` for the sigmoid and cut
+        masks, which are not straight anywhere but between jumps."""
+        if not self.ramp:
+            return None
+        start, end = self.interval()
+        every = []
+        for x in inputs:
+            thresholds, excluded = self.cell_thresholds(x)
+            thresholds = thresholds.flatten(1)
+            counted = torch.full((x.shape[0], 1), thresholds.shape[1], dtype=torch.float64, device=x.device)
+            if excluded is not None:
+                counted = (~excluded).flatten(1).sum(1, keepdim=True).to(torch.float64)
+                thresholds = thresholds[~excluded.flatten(1)].reshape(-1, 1)  # excluded cells never move
+                counted = counted.repeat_interleave((~excluded).flatten(1).sum(1), dim=0)
+            every.append(torch.cat([thresholds, thresholds - 1 / counted.clamp(min=1)], dim=1).flatten().cpu())
+        values = torch.unique(torch.cat(every))  # sorted
+        values = values[(values > start + 1e-12) & (values < end - 1e-12)]
+        distinct = torch.cat([torch.ones(min(len(values), 1), dtype=torch.bool), values.diff() > 1e-12])
+        return values[distinct]  # one per α: a cell's start is the previous one's end, up to rounding
+
+    def shared_corners(self) -> bool:
+        """Whether every sample's corners are the same, whatever the others in its batch: no per-sample map of
+        thresholds or excluded cells (a grid aligned to a batch's corners then serves each sample alone)."""
+        masked = len(self._dims_of(None))
+        return all(value is None or value.dim() == masked or value.shape[0] == 1
+                   for value in (self.thresholds, self.exclude))  # fmt: skip
+
     def straight_between(self, breaks: Tensor, inputs: Tuple[Tensor, ...]) -> bool:
         """Whether the path is straight between consecutive ``breaks`` (float64, ascending) for these inputs:
-        only the ramp is, where every corner of it, a masked cell's start or end ``k / K`` inside the
-        interval, is one of the breaks (K: each sample's counted cells)."""
-        if not self.ramp or self.thresholds is not None:
+        only the ramp is, where every one of its ``corners`` is one of the breaks."""
+        corners = self.corners(inputs)
+        if corners is None:
             return False
-        start, end = self.interval()
-        for x in inputs:
-            _, _, cells = self._grid(x)
-            counted = (
-                {math.prod(cells)}
-                if self.exclude is None
-                else set((~self._per_sample("exclude", self.exclude, x.shape[0], cells)).flatten(1).sum(1).tolist())
-            )
-            for count in counted:
-                corners = torch.arange(1, max(count, 1), dtype=torch.float64) / max(count, 1)
-                corners = corners[(corners > start + 1e-12) & (corners < end - 1e-12)]
-                if len(corners) and float((corners[:, None] - breaks[None]).abs().min(1).values.max()) > 1e-9:
-                    return False
-        return True
+        return not len(corners) or float((corners[:, None] - breaks[None]).abs().min(1).values.max()) <= 1e-9
 
     def for_images(self, seeds: Sequence[int]) -> MaskAttributionPath:
         """This path with one threshold seed per image (a ranking seeds every image on its own, so that its

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -163,16 +162,19 @@ def lora_config(
         targets = leaves
         options = dict(layers_to_transform=indices, layers_pattern=pattern)
     else:
-        targets, options = [], {}
+        options, sources = {}, {}  # sources: per target, the chosen layers it comes from and its share of each
         for name in names:
             module = modules[name]
             if adaptable(module):
-                targets.append(name)
+                sources.setdefault(name, []).append((name, 1.0))
             elif _block(name, modules):  # a block among single layers: its adaptable layers, by name
-                targets += [f"{name}.{inner}" for inner, m in module.named_modules() if inner and adaptable(m)]
+                inner = [f"{name}.{n}" for n, m in module.named_modules() if n and adaptable(m)]
+                for target in inner:
+                    sources.setdefault(target, []).append((name, 1.0 / len(inner)))
             else:
                 skipped[name] = f"{type(module).__name__}: LoRA adapts Linear, Embedding, Conv1d/2d/3d and " \
                                 "transformers Conv1D layers"  # fmt: skip
+        targets = list(sources)  # a layer chosen on its own and within its block is adapted once
     if skipped:
         warnings.warn(f"LoRA cannot adapt {len(skipped)} of the chosen layers: {', '.join(skipped)} (see "
                       "LoraSelection.skipped; among_adaptable=True ranks only the layers it can adapt)",
@@ -184,7 +186,9 @@ def lora_config(
     if total_rank is not None:
         if blocks is not None:
             raise ValueError("total_rank= shares ranks among single layers, not among whole blocks")
-        ranks = _shared_ranks(_target_scores(scores, chosen, mapped, targets), total_rank,
+        inverse = {mapped[n]: n for n in chosen}
+        shares = {t: sum(scores[inverse[name]] * part for name, part in sources[t]) for t in targets}
+        ranks = _shared_ranks(shares, total_rank,
                               {t: _largest_rank(modules[t]) for t in targets})  # fmt: skip
         options.update(rank_pattern={_exact(t): q for t, q in ranks.items()},
                        alpha_pattern={_exact(t): alpha * q / r for t, q in ranks.items()})  # fmt: skip
@@ -213,16 +217,6 @@ def _ranking_to_choose_from(scores: LayerScores, model: nn.Module, mapped: Dict[
                       else sizes[mapped[n]] for n in kept}  # fmt: skip
     return LayerScores(kept, scores.method, scores.config, scores.images, parameters=parameters,
                        model_parameters=total)  # fmt: skip
-
-
-def _target_scores(scores: LayerScores, chosen: List[str], mapped: Dict[str, str],
-                   targets: List[str]) -> Dict[str, float]:  # fmt: skip
-    """Each target's score: its layer's, or an even share of its block's (a block chosen among single layers is
-    adapted in each of its adaptable layers)."""
-    inverse = {mapped[n]: n for n in chosen}
-    owner = {t: t if t in inverse else next(b for b in inverse if t.startswith(b + ".")) for t in targets}
-    shares = Counter(owner.values())
-    return {t: scores[inverse[owner[t]]] / shares[owner[t]] for t in targets}
 
 
 def _exact(name: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from macattr._checks import check_choice, check_int
 from macattr.paths import IntegrationPath, PointsFn, interval_of
 from macattr.vocabulary import SEGMENT_RULES
 
+POINTS_PER_STRETCH = 5  # grid points (ends included) that resolve a straight stretch of the ramp
 GRADING = 3.0  # τ = u**GRADING in a graded segment: the first node moves from u_1 to u_1³ of the segment
 
 
@@ -142,21 +143,20 @@ class PolygonalPath:
     def interval(self) -> Tuple[float, float]:
         return interval_of(self.path)
 
-    def breaks(self) -> Tensor:
-        """The ``n_segments + 1`` corners' ``α``, float64, both ends of the interval included."""
-        start, end = self.interval()
-        return torch.linspace(start, end, self.n_segments + 1, dtype=torch.float64)
+    def breaks(self, inputs: Optional[Tuple[Tensor, ...]] = None) -> Tensor:
+        """The ``n_segments + 1`` ends of the segments: ``aligned_grid(path, n_segments, inputs)``."""
+        return aligned_grid(self.path, self.n_segments, inputs)
 
     def is_path(self, inputs: Tuple[Tensor, ...]) -> bool:
         """Whether the polygon is ``path`` itself for these inputs: the path says so with a method
         ``straight_between(breaks, inputs)`` (the linear path always, the mask path's ramp when the segments
         meet its corners); a path without one is taken to be curved."""
         straight = getattr(self.path, "straight_between", None)
-        return bool(straight(self.breaks(), inputs)) if callable(straight) else False
+        return bool(straight(self.breaks(inputs), inputs)) if callable(straight) else False
 
     def bind(self, inputs: Tuple[Tensor, ...], baselines: Tuple[Tensor, ...]) -> PointsFn:
         corners_at = self.path.bind(inputs, baselines)
-        breaks = self.breaks()
+        breaks = self.breaks(inputs)
         n_samples = inputs[0].shape[0]
 
         def points(alphas: Tensor) -> Tuple[Tensor, ...]:
@@ -176,6 +176,78 @@ class PolygonalPath:
         return points
 
 
+def aligned_grid(path: IntegrationPath, n_steps: int, inputs: Optional[Tuple[Tensor, ...]] = None) -> Tensor:
+    """``n_steps + 1`` points of the path's interval, float64, both ends included: equidistant, or, where the
+    path turns at fewer ``corners(inputs)`` than ``n_steps`` (the ramp over a sequence's tokens) and every sample
+    has the same corners whatever its batch (``shared_corners()``), every corner is one of them and the stretches
+    between corners share the steps in proportion to their lengths (at least one each), so that the path is
+    straight within every step.
+
+    Examples:
+        >>> from macattr.paths import MaskAttributionPath
+        >>> ramp = MaskAttributionPath(mask_ratio=0.5, ramp=True, seed=0, mask_dims="sequence")
+        >>> [round(a, 4) for a in aligned_grid(ramp, 4, (torch.ones(1, 3, 2),)).tolist()]  # 3 tokens: a corner at 2/3
+        [0.5, 0.5833, 0.6667, 0.8333, 1.0]
+    """
+    start, end = interval_of(path)
+    corners, shared = getattr(path, "corners", None), getattr(path, "shared_corners", None)
+    batch_free = not callable(shared) or shared()  # a grid aligned to others' corners would change each answer
+    turns = corners(inputs) if callable(corners) and inputs is not None and batch_free else None
+    if turns is None or not len(turns) or len(turns) >= n_steps:
+        return torch.linspace(start, end, n_steps + 1, dtype=torch.float64)
+    ends = torch.cat([torch.tensor([start], dtype=torch.float64), turns, torch.tensor([end], dtype=torch.float64)])
+    shares = _apportioned(ends.diff(), n_steps)
+    pieces = [torch.linspace(float(a), float(b), int(n) + 1, dtype=torch.float64)[:-1]
+              for a, b, n in zip(ends[:-1], ends[1:], shares)]  # fmt: skip
+    return torch.cat([*pieces, ends[-1:]])
+
+
+def resolves_stretches(path: IntegrationPath, ends: Tensor, inputs: Tuple[Tensor, ...],
+                       points_per_step: int = 1) -> bool:  # fmt: skip
+    """Whether the steps between consecutive ``ends`` (float64, ascending), each adding ``points_per_step`` grid
+    points (1 for a step rule, m + 1 for a segment rule), resolve the path's straight stretches: every corner of
+    the path (``corners(inputs)``, the ramp's) is one of the ends and every stretch between corners holds at
+    least ``POINTS_PER_STRETCH`` grid points, its ends included. A path without corners is not judged here
+    (True). Where this is false, a rule's error can be first order in the step (see
+    [`ConductanceSum`][macattr.accumulators.ConductanceSum]'s ``unresolved``).
+
+    Examples:
+        >>> from macattr.paths import MaskAttributionPath
+        >>> ramp = MaskAttributionPath(mask_ratio=0.5, ramp=True, seed=0, mask_dims="sequence")
+        >>> tokens = (torch.ones(1, 4, 2),)  # 2 masked tokens: one corner, at 3/4
+        >>> [resolves_stretches(ramp, aligned_grid(ramp, n, tokens), tokens) for n in (1, 7, 8)]  # 4 steps each
+        [False, False, True]
+        >>> resolves_stretches(ramp, aligned_grid(ramp, 2, tokens), tokens, points_per_step=4)  # one gauss3 each
+        True
+    """
+    corners = getattr(path, "corners", None)
+    turns = corners(inputs) if callable(corners) else None
+    if turns is None:
+        return True
+    ends = ends.to(turns)
+    if len(turns) and float((turns[:, None] - ends[None]).abs().min(1).values.max()) > 1e-9:
+        return False
+    start, end = interval_of(path)
+    bounds = torch.cat([torch.tensor([start], dtype=turns.dtype), turns, torch.tensor([end], dtype=turns.dtype)])
+    at = torch.searchsorted(ends, bounds - 1e-9)  # the index of each bound among the ends
+    return bool((at.diff() * points_per_step + 1 >= POINTS_PER_STRETCH).all())
+
+
+def _apportioned(lengths: Tensor, total: int) -> Tensor:
+    """``total`` whole shares, at least one each, in proportion to ``lengths`` (largest remainders): int64 (len,).
+
+    Examples:
+        >>> _apportioned(torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64), 7).tolist()
+        [2, 2, 3]
+    """
+    extra = total - len(lengths)
+    ideal = lengths / lengths.sum() * extra
+    shares = ideal.floor().long()
+    left = extra - int(shares.sum())
+    shares[torch.argsort(ideal - shares, descending=True, stable=True)[:left]] += 1
+    return shares + 1
+
+
 def points_per_image(rule: str, n_steps: int) -> int:
     """The grid points, each one forward and backward pass, that one image takes with ``rule`` at ``n_steps``:
     N + 1 for a step rule, N (m + 1) + 1 for a segment rule.
@@ -190,20 +262,34 @@ def points_per_image(rule: str, n_steps: int) -> int:
     return n_steps + 1
 
 
-def remedy(rule: str, command: bool = False) -> str:
+def remedy(rule: str, command: bool = False, ramp: bool = False) -> str:
     """What to change when a sum with ``rule`` is not within its tolerance, in the words of the Python API or,
-    with ``command``, of the ``macattr`` command's options.
+    with ``command``, of the ``macattr`` command's options; ``ramp``: on the ramp, whose estimate counts on a
+    grid that resolves every masked cell's straight move.
 
     Examples:
         >>> remedy("left")
         "rule='gauss2' (a third of n_steps for the same passes) or a larger n_steps"
         >>> remedy("gauss2", command=True)
         'a larger --n-steps'
+        >>> remedy("gauss2", ramp=True)
+        'a larger n_steps (on the ramp: 5 grid points per masked cell: 4 steps, 2 gauss2 or 1 gauss3 segments)'
     """
     steps, better = ("--n-steps", "--rule gauss2") if command else ("n_steps", "rule='gauss2'")
+    on_ramp = (f" (on the ramp: {POINTS_PER_STRETCH} grid points per masked cell: 4 steps, 2 gauss2 or 1 gauss3 "
+               "segments)") if ramp else ""  # fmt: skip
     if rule in SEGMENT_RULES:
-        return f"a larger {steps}"
-    return f"{better} (a third of {steps} for the same passes) or a larger {steps}"
+        return f"a larger {steps}{on_ramp}"
+    return f"{better} (a third of {steps} for the same passes) or a larger {steps}{on_ramp}"
 
 
-__all__ = ["GRADING", "PolygonalPath", "SegmentRule", "points_per_image", "remedy"]
+__all__ = [
+    "GRADING",
+    "POINTS_PER_STRETCH",
+    "PolygonalPath",
+    "SegmentRule",
+    "aligned_grid",
+    "points_per_image",
+    "remedy",
+    "resolves_stretches",
+]

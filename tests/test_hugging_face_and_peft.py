@@ -207,6 +207,9 @@ def test_a_block_chosen_beside_single_layers_shares_its_score_evenly_among_its_l
     chosen = lora_config(scores, _Blocks(), total_rank=16)
     assert chosen.ranks == {"blocks.0.0": 4, "blocks.0.2": 4, "head": 4, "blocks.1.0": 4}  # 2, 2, 2, 2 of 8
     assert _trainable_modules(peft.get_peft_model(_Blocks(), chosen.config)) == set(chosen.ranks)
+    both = lora_config(LayerScores({"blocks.1": 4.0, "blocks.1.0": 3.0, "head": 1.0}, "mac"), _Blocks(), total_rank=12)
+    assert both.targets == ["blocks.1.0", "blocks.1.2", "head"]  # the layer chosen twice is adapted once
+    assert both.ranks == {"blocks.1.0": 8, "blocks.1.2": 3, "head": 1}  # scores 3 + 2, 2 and 1 of 8: 7.5, 3, 1.5
 
 
 def test_a_budget_in_parameters_is_counted_on_the_model_when_the_ranking_holds_no_counts() -> None:

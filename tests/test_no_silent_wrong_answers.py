@@ -260,7 +260,7 @@ def test_inference_mode_and_meta_tensors_are_refused_with_the_fix() -> None:
     assert LayerMAC(targets.output_sum(model), model[0]).attribute(made_inside, n_steps=2, seed=0).shape[0] == 4
     with torch.device("meta"):
         empty = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
-    with pytest.raises(ValueError, match="'weight' .* is on the meta device"):
+    with pytest.raises(ValueError, match="'0.weight' .* is on the meta device"):
         rank_layers(empty, [x.float()], n_steps=2, progress=False)
     with torch.inference_mode():
         frozen = nn.Conv2d(3, 3, 3, padding=1)

@@ -17,7 +17,8 @@ from conftest import conv_net
 from macattr import LayerMAC, LayerPathConductance, RankSettings, rank_layers, targets
 from macattr.accumulators import ConductanceSum
 from macattr.paths import LinearPath, MaskAttributionPath
-from macattr.segments import PolygonalPath, SegmentRule, points_per_image
+from macattr.ranking.batches import image_seed
+from macattr.segments import PolygonalPath, SegmentRule, aligned_grid, points_per_image
 from macattr.vocabulary import SEGMENT_RULES
 
 PLAIN_RULES = [rule for rule in SEGMENT_RULES if not rule.endswith("graded")]
@@ -99,6 +100,145 @@ def test_on_the_ramp_with_a_segment_per_token_the_last_layer_meets_completeness(
             x, n_steps=n_steps, rule="gauss2", return_convergence_delta=True
         )
         assert float(delta.abs().max()) < 1e-10 * float(attributions.abs().sum())
+
+
+@settings(deadline=None, max_examples=60)
+@given(tokens=st.integers(1, 40), ratio=st.sampled_from([0.25, 0.5, 0.9, 1.0]), n_steps=st.integers(1, 60))
+def test_the_grid_meets_every_corner_of_the_ramp_when_it_has_more_steps_than_corners(tokens: int, ratio: float,
+                                                                                     n_steps: int) -> None:  # fmt: skip
+    path = MaskAttributionPath(mask_ratio=ratio, mask_dims="sequence", ramp=True, seed=0)
+    x = torch.ones(2, tokens, 3)
+    start, end = path.interval()
+    corners = [k / tokens for k in range(1, tokens) if start + 1e-12 < k / tokens < end - 1e-12]  # direct
+    grid = aligned_grid(path, n_steps, (x,))
+    assert len(grid) == n_steps + 1 and grid[0] == start and grid[-1] == end and bool((grid.diff() > 0).all())
+    if len(corners) < n_steps:
+        assert all(float((grid - c).abs().min()) < 1e-12 for c in corners)
+        assert path.straight_between(grid, (x,))
+    else:
+        torch.testing.assert_close(grid, torch.linspace(start, end, n_steps + 1, dtype=torch.float64))
+    sigmoid = aligned_grid(MaskAttributionPath(mask_ratio=ratio, seed=0), n_steps, (x,))  # no corners: equidistant
+    torch.testing.assert_close(sigmoid, torch.linspace(start, end, n_steps + 1, dtype=torch.float64))
+
+
+class _Multilinear(nn.Module):
+    """F(x) = Π_t (1 + w·(A x_t + c)) over the tokens of x (N, T, 3): linear in each token's ``embed`` output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.score = nn.Linear(3, 6), nn.Linear(6, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 + self.score(self.embed(x))).prod(dim=1)
+
+
+def _token_by_token_scores(model: _Multilinear, x: torch.Tensor, path: MaskAttributionPath) -> torch.Tensor:
+    """The embed layer's MAC score per sample (N,), computed directly: the ramp moves one token at a time, F is
+    linear in that token's embedding, so its neurons' conductance is the gradient anywhere on the move times
+    the move."""
+    thresholds, _ = path.cell_thresholds(x)
+    start, _ = path.interval()
+    rows = []
+    for sample, cell_thresholds in zip(x, thresholds):
+        state = torch.zeros_like(sample)
+        state[cell_thresholds <= start + 1e-12] = sample[cell_thresholds <= start + 1e-12]
+        conductance = torch.zeros(x.shape[1], 6, dtype=x.dtype)
+        for token in cell_thresholds.argsort().tolist():
+            if cell_thresholds[token] <= start + 1e-12:
+                continue
+            halfway = state.clone()
+            halfway[token] = sample[token] / 2
+            y = model.embed(halfway[None]).detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad((1 + model.score(y)).prod(dim=1).sum(), y)
+            change = model.embed(sample[token]) - model.embed(torch.zeros_like(sample[token]))
+            conductance[token] = gradient[0, token] * change.detach()
+            state[token] = sample[token]
+        rows.append(conductance.abs().mean())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("rule", ["left", "trapezoid", "gauss2"])
+def test_on_a_grid_meeting_the_ramps_corners_every_rule_is_exact_where_each_move_is_linear(rule: str) -> None:
+    torch.manual_seed(3)
+    model = _Multilinear().double()
+    x = torch.randn(2, 10, 3, dtype=torch.float64) * 2  # 5 masked tokens: 4 corners inside the interval
+    scores = rank_layers(model, [x], rule=rule, n_steps=7, mask_dims="sequence", ramp=True, target=0, seed=0,
+                         layers=["embed"], progress=False)  # fmt: skip
+    path = MaskAttributionPath(mask_dims="sequence", ramp=True).for_images([image_seed(0, i) for i in range(2)])
+    expected = _token_by_token_scores(model, x, path)
+    assert scores["embed"] == pytest.approx(float(expected.sum()), rel=1e-9)
+
+
+def test_across_the_ramps_corners_the_estimate_covers_the_error_and_the_certificate_refuses() -> None:
+    torch.manual_seed(3)
+    model = _Multilinear().double()
+    x = torch.randn(1, 4, 3, dtype=torch.float64) * 2  # 2 masked tokens, one corner inside the interval
+    options = dict(mask_dims="sequence", ramp=True, target=0, seed=0, progress=False)
+    reference = rank_layers(model, [x], rule="gauss4", n_steps=16, **options)
+    for rule in ("trapezoid", "gauss2"):  # one step or segment: the corner inside it
+        with pytest.warns(UserWarning, match="NOT within 10 %.*on the ramp: 5 grid points per masked cell"):
+            scores = rank_layers(model, [x], rule=rule, n_steps=1, **options)
+        for name in scores.names:
+            assert abs(scores[name] - reference[name]) > 0.1 * abs(reference[name])  # the case is a real one
+            assert scores.error(name) >= abs(scores[name] - reference[name])
+
+
+def test_a_ramp_with_given_thresholds_has_its_corners_on_the_grid_too() -> None:
+    torch.manual_seed(4)
+    model = _Multilinear().double()
+    x = torch.randn(1, 10, 3, dtype=torch.float64) * 2
+    thresholds = (torch.randperm(10, generator=torch.Generator().manual_seed(1)).double() + 1) / 10
+    path = MaskAttributionPath(mask_dims="sequence", ramp=True, thresholds=thresholds)
+    scores = rank_layers(model, [x], path=path, rule="left", n_steps=7, target=0, layers=["embed"], progress=False)
+    assert scores["embed"] == pytest.approx(float(_token_by_token_scores(model, x, path).sum()), rel=1e-9)
+
+
+def test_per_sample_excluded_cells_leave_each_samples_answer_independent_of_its_batch() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 8, 1)).double()
+    x = torch.randn(3, 8, 3, dtype=torch.float64) * 2
+    excluded = torch.zeros(3, 8, dtype=torch.bool)
+    excluded[1, 6:], excluded[2, 5:] = True, True  # 8, 6 and 5 counted tokens: different corners
+
+    def first_sample(rows: slice) -> torch.Tensor:
+        path = MaskAttributionPath(mask_ratio=1.0, ramp=True, seed=[0, 1, 2][rows], mask_dims="sequence",
+                                   exclude=excluded[rows])  # fmt: skip
+        conductance = LayerPathConductance(model, model[0])
+        return conductance.attribute(x[rows], torch.zeros_like(x[rows]), target=0, path=path, n_steps=16)[0]
+
+    torch.testing.assert_close(first_sample(slice(0, 1)), first_sample(slice(0, 3)), rtol=1e-12, atol=1e-15)
+
+
+class _Attention(nn.Module):
+    """An embedding, two-head self-attention with a residual and LayerNorm, a GELU layer; x (N, T, 3) → (N, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attention = nn.Linear(3, 8), nn.MultiheadAttention(8, 2, batch_first=True)
+        self.norm, self.hidden, self.out = nn.LayerNorm(8), nn.Sequential(nn.Linear(8, 8), nn.GELU()), nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        return self.out(self.hidden(self.norm(h + self.attention(h, h, h, need_weights=False)[0]))).mean(1)
+
+
+@pytest.mark.parametrize("rule, n_steps", [("trapezoid", 8), ("gauss2", 8), ("trapezoid", 4)])
+def test_a_grid_that_does_not_resolve_the_ramps_stretches_never_understates_its_error(rule: str, n_steps: int) -> None:
+    """8 tokens: one step (or segment) per token, or steps across the corners; the factor 1/8 understated these
+    by up to 1.9 times."""
+    options = dict(mask_dims="sequence", ramp=True, mask_ratio=1.0, target=0, progress=False,
+                   layers=["embed", "attention", "norm", "hidden.0", "out"])  # fmt: skip
+    for seed in (2, 4, 7):
+        torch.manual_seed(seed)
+        model = _Attention().double().eval()
+        x = torch.randn(2, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2
+        reference = rank_layers(model, [x], rule="gauss4", n_steps=64, seed=seed, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = rank_layers(model, [x], rule=rule, n_steps=n_steps, seed=seed, **options)
+        for name in scores.names:
+            rounding = 1e-9 * abs(reference[name])  # a layer every rule gets exactly differs by float rounding
+            assert scores.error(name) >= abs(scores[name] - reference[name]) - rounding, (seed, name)
 
 
 def test_the_polygon_meets_the_path_at_its_corners_and_is_straight_between() -> None:

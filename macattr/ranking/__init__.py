@@ -193,9 +193,10 @@ def _judged(scores: LayerScores, tolerance: float, strict: bool) -> LayerScores:
     verdict = scores.certificate(tolerance)
     if verdict.trusted:
         return scores
-    rule = scores.config.get("rule", "left")
+    rule, path = scores.config.get("rule", "left"), scores.config.get("path")
+    ramp = isinstance(path, dict) and bool(path.get("ramp"))
     message = (f"rank_layers: {verdict.summary()}; over: {verdict.over[:5]}{' ...' if len(verdict.over) > 5 else ''}"
-               f". Remedies: {remedy(rule)}")  # fmt: skip
+               f". Remedies: {remedy(rule, ramp=ramp)}")  # fmt: skip
     if strict:
         raise UncertifiedError(message + " (strict=True refuses the scores)")
     warnings.warn(message, UncertifiedWarning, stacklevel=3)

@@ -128,8 +128,9 @@ def check_steps(
                       len(set(top) & set(top_half)) / len(top), _error(full, half, ratio - 1),
                       certificate.worst_error, certificate.worst_gap, tolerance)  # fmt: skip
     if warn and not check.enough:
-        warnings.warn(f"{check.summary()}; {remedy(settings.rule)}, or start the path where no normalisation "
-                      "layer is singular (macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
+        advice = remedy(settings.rule, ramp=bool(getattr(settings.integration_path(), "ramp", False)))
+        warnings.warn(f"{check.summary()}; {advice}, or start the path where no normalisation layer is singular "
+                      "(macattr.baselines)", UserWarning, stacklevel=2)  # fmt: skip
     return check
 
 
