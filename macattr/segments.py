@@ -189,6 +189,7 @@ def aligned_grid(path: IntegrationPath, n_steps: int, inputs: Optional[Tuple[Ten
         >>> [round(a, 4) for a in aligned_grid(ramp, 4, (torch.ones(1, 3, 2),)).tolist()]  # 3 tokens: a corner at 2/3
         [0.5, 0.5833, 0.6667, 0.8333, 1.0]
     """
+    check_int("n_steps", n_steps, 1)
     start, end = interval_of(path)
     corners, shared = getattr(path, "corners", None), getattr(path, "shared_corners", None)
     batch_free = not callable(shared) or shared()  # a grid aligned to others' corners would change each answer
@@ -220,6 +221,7 @@ def resolves_stretches(path: IntegrationPath, ends: Tensor, inputs: Tuple[Tensor
         >>> resolves_stretches(ramp, aligned_grid(ramp, 2, tokens), tokens, points_per_step=4)  # one gauss3 each
         True
     """
+    check_int("points_per_step", points_per_step, 1)
     corners = getattr(path, "corners", None)
     turns = corners(inputs) if callable(corners) else None
     if turns is None:

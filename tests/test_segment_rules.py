@@ -18,7 +18,7 @@ from macattr import LayerMAC, LayerPathConductance, RankSettings, rank_layers, t
 from macattr.accumulators import ConductanceSum
 from macattr.paths import LinearPath, MaskAttributionPath
 from macattr.ranking.batches import image_seed
-from macattr.segments import PolygonalPath, SegmentRule, aligned_grid, points_per_image
+from macattr.segments import PolygonalPath, SegmentRule, aligned_grid, points_per_image, resolves_stretches
 from macattr.vocabulary import SEGMENT_RULES
 
 PLAIN_RULES = [rule for rule in SEGMENT_RULES if not rule.endswith("graded")]
@@ -302,5 +302,10 @@ def test_bad_segment_settings_are_refused_by_name() -> None:
         acc.merge(ConductanceSum("gauss2"))
     with pytest.raises(ValueError, match="rule must be one of"):
         SegmentRule.named("gauss1")
+    ramp, tokens = MaskAttributionPath(ramp=True, mask_dims="sequence"), (torch.ones(1, 4, 2),)
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1, got 0"):
+        aligned_grid(ramp, 0, tokens)
+    with pytest.raises(TypeError, match="points_per_step must be an integer >= 1"):
+        resolves_stretches(ramp, torch.tensor([0.5, 1.0], dtype=torch.float64), tokens, 1.5)
     with pytest.raises(TypeError, match="n_segments must be an integer"):
         PolygonalPath(LinearPath(), 2.5)
